@@ -1,0 +1,125 @@
+//! The panic guard between [`ServerPlugin`] code and the FFI boundary.
+//!
+//! abi_stable aborts the process when a panic unwinds out of an `extern "C"` function, and a
+//! gateway must never die because one plugin has a bug. [`Guarded`] is the only type that
+//! implements [`FfiServerPlugin`], so each call from the host is caught here exactly once.
+
+use std::any::Any;
+use std::os::fd::FromRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RStr, RString};
+
+use crate::{FfiServerPlugin, FfiServerPluginBox, FfiServerPlugin_TO, HijackRequest, Logger, ServerPlugin};
+
+/// Wraps a plugin so that its panics become errors the host can log.
+pub struct Guarded<P>(pub P);
+
+impl<P: ServerPlugin> FfiServerPlugin for Guarded<P> {
+    fn claims(&self, method: RStr<'_>, path: RStr<'_>) -> RResult<bool, RString> {
+        caught(|| Ok(self.0.claims(method.as_str(), path.as_str())))
+    }
+
+    fn hijack(&self, request: HijackRequest) -> RResult<(), RString> {
+        // SAFETY: the host passes a connected TCP socket it no longer uses, and the contract
+        // transfers ownership with the call; wrapping it first means the fd is closed even if
+        // the plugin panics (the stream drops while unwinding).
+        let stream = unsafe { std::net::TcpStream::from_raw_fd(request.fd) };
+        let read_ahead = request.read_ahead.into_vec();
+        caught(|| self.0.hijack(stream, request.head, read_ahead))
+    }
+}
+
+/// Runs a plugin constructor under the guard and boxes the plugin for the host.
+pub fn new_server<P: ServerPlugin>(
+    config: RStr<'_>,
+    logger: Logger,
+    constructor: fn(&str, Logger) -> Result<P, String>,
+) -> RResult<FfiServerPluginBox, RString> {
+    caught(|| constructor(config.as_str(), logger))
+        .map(|plugin| FfiServerPlugin_TO::from_value(Guarded(plugin), TD_Opaque))
+}
+
+fn caught<T>(f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => RResult::ROk(value),
+        Ok(Err(reason)) => RResult::RErr(reason.into()),
+        Err(payload) => RResult::RErr(format!("plugin panicked: {}", panic_message(&*payload)).into()),
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RequestHead;
+
+    struct Panicky;
+
+    impl ServerPlugin for Panicky {
+        fn claims(&self, _: &str, path: &str) -> bool {
+            assert!(path != "/boom", "claims exploded");
+            true
+        }
+        fn hijack(&self, _: std::net::TcpStream, _: RequestHead, _: Vec<u8>) -> Result<(), String> {
+            panic!("hijack exploded")
+        }
+    }
+
+    #[test]
+    fn panics_become_errors() {
+        let plugin = Guarded(Panicky);
+        assert_eq!(plugin.claims("GET".into(), "/ok".into()), RResult::ROk(true));
+        let err = plugin.claims("GET".into(), "/boom".into()).unwrap_err();
+        assert!(err.contains("plugin panicked: claims exploded"), "{err}");
+    }
+
+    #[test]
+    fn hijack_panic_closes_the_socket() {
+        use std::io::Read;
+        use std::os::fd::IntoRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        let request = HijackRequest {
+            fd: server_side.into_raw_fd(),
+            head: RequestHead {
+                method: "GET".into(),
+                path: "/".into(),
+                query: RString::new(),
+                headers: Default::default(),
+                peer: "127.0.0.1:1".into(),
+            },
+            read_ahead: Default::default(),
+        };
+        let err = Guarded(Panicky).hijack(request).unwrap_err();
+        assert!(err.contains("hijack exploded"), "{err}");
+        let mut buf = [0u8; 1];
+        assert_eq!(client.read(&mut buf).unwrap(), 0, "the guard must close the fd");
+    }
+
+    fn refuse(_: &str, _: Logger) -> Result<Panicky, String> {
+        Err("bad config".into())
+    }
+    fn explode(_: &str, _: Logger) -> Result<Panicky, String> {
+        panic!("constructor exploded")
+    }
+    extern "C" fn no_log(_: crate::LogLevel, _: RStr<'_>) {}
+
+    #[test]
+    fn constructor_errors_and_panics_are_reported() {
+        let logger = Logger { log: no_log };
+        let refused = new_server("{}".into(), logger, refuse).into_result().err();
+        assert_eq!(refused.as_deref(), Some("bad config"));
+        let exploded = new_server("{}".into(), logger, explode).into_result().err();
+        assert!(exploded.unwrap().contains("constructor exploded"));
+    }
+}

@@ -1,0 +1,108 @@
+//! The contract between the `host` gateway and its server plugins, and nothing else.
+//!
+//! A plugin is a `cdylib` that exports one [`PluginModule`] root module through abi_stable.
+//! The host loads it with `lib_header_from_path(p)?.init_root_module::<PluginModuleRef>()`,
+//! which checks the layout of every type below and the crate version before a single call
+//! is made, so a plugin built against another contract is refused instead of misbehaving.
+//!
+//! Plugin authors implement the plain [`ServerPlugin`] trait and call
+//! [`export_server_plugin!`]. The macro wraps the plugin in [`guard::Guarded`], which is the
+//! only implementor of the FFI object [`FfiServerPlugin`]: every call that crosses the
+//! boundary runs inside `catch_unwind`, because abi_stable aborts the whole process when a
+//! panic reaches an `extern "C"` function. One wrapper here means no plugin can forget it.
+//!
+//! Changing any type in this crate is a versioned event: bump the crate's minor version.
+
+pub mod guard;
+mod logger;
+mod request;
+
+pub use logger::{LogLevel, Logger};
+pub use request::{Header, HijackRequest, RequestHead};
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RBox, RResult, RStr, RString},
+    StableAbi,
+};
+
+/// What a plugin implements. Calls may panic: the guard turns panics into errors.
+pub trait ServerPlugin: Send + Sync + 'static {
+    /// Whether this plugin takes over requests with this method and path (no query string).
+    /// Called on the host's hot path for every request head: keep it cheap.
+    fn claims(&self, method: &str, path: &str) -> bool;
+
+    /// Takes over a claimed connection. The plugin owns `stream` from here on, whatever it
+    /// returns; it must not block: spawn the work on its own runtime and return.
+    fn hijack(
+        &self,
+        stream: std::net::TcpStream,
+        head: RequestHead,
+        read_ahead: Vec<u8>,
+    ) -> Result<(), String>;
+}
+
+/// The object the host holds for each injected plugin.
+#[sabi_trait]
+pub trait FfiServerPlugin: Send + Sync {
+    /// See [`ServerPlugin::claims`]; an error means the plugin panicked.
+    fn claims(&self, method: RStr<'_>, path: RStr<'_>) -> RResult<bool, RString>;
+
+    /// See [`ServerPlugin::hijack`]. Takes ownership of `request.fd` even when it fails.
+    #[sabi(last_prefix_field)]
+    fn hijack(&self, request: HijackRequest) -> RResult<(), RString>;
+}
+
+/// A boxed plugin object as it crosses the boundary.
+pub type FfiServerPluginBox = FfiServerPlugin_TO<'static, RBox<()>>;
+
+/// The root module every plugin library exports.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginModule {
+    /// The name the plugin registers under; `plugin/http-server.name` refers to it.
+    pub name: extern "C" fn() -> RString,
+
+    /// Builds the plugin from its JSON config block, or says why it refuses to start.
+    #[sabi(last_prefix_field)]
+    pub new_server:
+        extern "C" fn(config: RStr<'_>, logger: Logger) -> RResult<FfiServerPluginBox, RString>,
+}
+
+impl RootModule for PluginModuleRef {
+    declare_root_module_statics! {PluginModuleRef}
+    const BASE_NAME: &'static str = "krakend_server_plugin";
+    const NAME: &'static str = "krakend_server_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// Exports a [`ServerPlugin`] as this library's root module.
+///
+/// `$name` is the registered plugin name; `$constructor` is
+/// `fn(config_json: &str, logger: Logger) -> Result<impl ServerPlugin, String>`.
+/// The crate using it must depend on `abi_stable` (the export attribute names it).
+#[macro_export]
+macro_rules! export_server_plugin {
+    ($name:expr, $constructor:path) => {
+        #[::abi_stable::export_root_module]
+        pub fn krakend_server_plugin_root_module() -> $crate::PluginModuleRef {
+            use ::abi_stable::prefix_type::PrefixTypeTrait;
+            extern "C" fn name() -> ::abi_stable::std_types::RString {
+                ::abi_stable::std_types::RString::from($name)
+            }
+            extern "C" fn new_server(
+                config: ::abi_stable::std_types::RStr<'_>,
+                logger: $crate::Logger,
+            ) -> ::abi_stable::std_types::RResult<$crate::FfiServerPluginBox, ::abi_stable::std_types::RString>
+            {
+                $crate::guard::new_server(config, logger, $constructor)
+            }
+            $crate::PluginModule { name, new_server }.leak_into_prefix()
+        }
+    };
+}

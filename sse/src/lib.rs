@@ -1,0 +1,16 @@
+//! The event-stream codec shared by the client, the origin and (later) the plugin.
+//!
+//! [`Parser`] is an incremental parser that follows the WHATWG HTML "event stream
+//! interpretation" rules: a leading BOM is skipped, lines end in CR, LF or CRLF (also when
+//! the pair is split across reads), `data` lines are joined with LF, an `id` containing NUL
+//! is ignored, `retry` takes ASCII digits only, comments and unknown fields are ignored, and
+//! an event cut off by the end of the stream is never dispatched. It does no I/O, so the
+//! same code serves every transport. [`write_event`] and [`write_retry`] serialize.
+
+#![forbid(unsafe_code)]
+
+mod parser;
+mod writer;
+
+pub use parser::{Event, Parser};
+pub use writer::{write_event, write_retry};

@@ -1,0 +1,219 @@
+//! Incremental event-stream parser (WHATWG HTML, "Interpreting an event stream").
+
+/// One dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The stream's last event ID when this event was dispatched ("" when none was set).
+    pub id: String,
+    /// The event type; "message" when the stream named none.
+    pub event: String,
+    /// The data lines joined with LF.
+    pub data: String,
+}
+
+/// Parses an event stream fed in arbitrary chunks.
+#[derive(Debug, Default)]
+pub struct Parser {
+    /// The unfinished line carried over from the previous chunk.
+    partial: Vec<u8>,
+    /// The previous chunk ended in CR: a leading LF in the next one belongs to it.
+    after_cr: bool,
+    bom_checked: bool,
+    data: String,
+    event_type: String,
+    id_buffer: String,
+    last_event_id: String,
+    retry_ms: Option<u64>,
+}
+
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
+impl Parser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The ID a reconnecting client sends as `Last-Event-ID`: set when an event is
+    /// dispatched, so an event cut off mid-way does not move it.
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
+    /// The reconnection time the stream asked for with `retry:`, in milliseconds.
+    pub fn retry_ms(&self) -> Option<u64> {
+        self.retry_ms
+    }
+
+    /// Parses `chunk`, calling `on_event` for each event it completes.
+    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(Event)) {
+        if self.after_cr && !chunk.is_empty() {
+            self.after_cr = false;
+            if let Some(rest) = chunk.strip_prefix(b"\n") {
+                chunk = rest;
+            }
+        }
+        while let Some(end) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let line_end = &chunk[end..];
+            let skip = match line_end {
+                [b'\r', b'\n', ..] => 2,
+                [b'\r'] => {
+                    self.after_cr = true;
+                    1
+                }
+                _ => 1,
+            };
+            if self.partial.is_empty() {
+                self.line(&chunk[..end], &mut on_event);
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&chunk[..end]);
+                self.line(&line, &mut on_event);
+                line.clear();
+                self.partial = line;
+            }
+            chunk = &chunk[end + skip..];
+        }
+        self.partial.extend_from_slice(chunk);
+    }
+
+    fn line(&mut self, mut line: &[u8], on_event: &mut impl FnMut(Event)) {
+        if !self.bom_checked {
+            self.bom_checked = true;
+            line = line.strip_prefix(BOM).unwrap_or(line);
+        }
+        if line.is_empty() {
+            return self.dispatch(on_event);
+        }
+        if line[0] == b':' {
+            return;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        let value = String::from_utf8_lossy(value);
+        match field {
+            b"event" => self.event_type = value.into_owned(),
+            b"data" => {
+                self.data.push_str(&value);
+                self.data.push('\n');
+            }
+            b"id" if !value.contains('\0') => self.id_buffer = value.into_owned(),
+            b"retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                // Digits only, so parsing fails only on overflow: ignore that too.
+                if let Ok(ms) = value.parse() {
+                    self.retry_ms = Some(ms);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self, on_event: &mut impl FnMut(Event)) {
+        self.last_event_id.clone_from(&self.id_buffer);
+        let event_type = std::mem::take(&mut self.event_type);
+        if self.data.is_empty() {
+            return;
+        }
+        let mut data = std::mem::take(&mut self.data);
+        data.pop(); // the LF after the last data line
+        on_event(Event {
+            id: self.last_event_id.clone(),
+            event: if event_type.is_empty() { "message".into() } else { event_type },
+            data,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_chunks(chunks: &[&[u8]]) -> (Vec<Event>, Parser) {
+        let mut parser = Parser::new();
+        let mut events = Vec::new();
+        for chunk in chunks {
+            parser.feed(chunk, |e| events.push(e));
+        }
+        (events, parser)
+    }
+
+    fn parse(input: &str) -> Vec<Event> {
+        parse_chunks(&[input.as_bytes()]).0
+    }
+
+    fn ev(id: &str, event: &str, data: &str) -> Event {
+        Event { id: id.into(), event: event.into(), data: data.into() }
+    }
+
+    #[test]
+    fn spec_edge_cases() {
+        let table: &[(&str, Vec<Event>)] = &[
+            ("data: a\n\n", vec![ev("", "message", "a")]),
+            ("data:a\n\n", vec![ev("", "message", "a")]),
+            ("data:  a\n\n", vec![ev("", "message", " a")]),
+            ("data: a\ndata: b\n\n", vec![ev("", "message", "a\nb")]),
+            ("data\n\n", vec![ev("", "message", "")]),
+            ("data\ndata\n\n", vec![ev("", "message", "\n")]),
+            ("data: a\r\rdata: b\r\n\r\n", vec![ev("", "message", "a"), ev("", "message", "b")]),
+            ("\u{feff}data: bom\n\n", vec![ev("", "message", "bom")]),
+            ("id: 7\nevent: tick\ndata: x\n\n", vec![ev("7", "tick", "x")]),
+            (": a comment\ndata: x\n\n", vec![ev("", "message", "x")]),
+            ("foo: bar\ndata: x\n\n", vec![ev("", "message", "x")]),
+            ("id: 1\ndata: a\n\nid: a\0b\ndata: b\n\n", vec![ev("1", "message", "a"), ev("1", "message", "b")]),
+            ("id: 3\n\ndata: later\n\n", vec![ev("3", "message", "later")]),
+            ("id\ndata: x\n\n", vec![ev("", "message", "x")]),
+            ("event: only\n\ndata: x\n\n", vec![ev("", "message", "x")]),
+            ("data: cut off", vec![]),
+            ("data: cut off\n", vec![]),
+        ];
+        for (input, expected) in table {
+            assert_eq!(&parse(input), expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_second_bom_is_data() {
+        let events = parse("\u{feff}\u{feff}data: x\n\n");
+        assert!(events.is_empty(), "a second BOM makes the field name unknown");
+    }
+
+    #[test]
+    fn retry_takes_digits_only() {
+        for (input, expected) in [
+            ("retry: 1500\n", Some(1500)),
+            ("retry: 15x\n", None),
+            ("retry: -1\n", None),
+            ("retry:\n", None),
+            ("retry: 1500\nretry: 2.5\n", Some(1500)),
+        ] {
+            assert_eq!(parse_chunks(&[input.as_bytes()]).1.retry_ms(), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn last_event_id_moves_only_on_dispatch() {
+        let (_, parser) = parse_chunks(&[b"id: 1\ndata: a\n\nid: 2\ndata: b\n"]);
+        assert_eq!(parser.last_event_id(), "1");
+    }
+
+    #[test]
+    fn every_split_yields_the_same_events() {
+        let input: &[u8] = "\u{feff}retry: 10\r\nid: 1\r\nevent: e\r\ndata: a\r\ndata: é\r\n\r\n: c\rdata: b\r\rid: 2\ndata:c\n\ndata: tail"
+            .as_bytes();
+        let (whole, _) = parse_chunks(&[input]);
+        assert_eq!(whole.len(), 3);
+        for i in 0..=input.len() {
+            for j in i..=input.len() {
+                let (split, parser) = parse_chunks(&[&input[..i], &input[i..j], &input[j..]]);
+                assert_eq!(split, whole, "split at {i},{j}");
+                assert_eq!(parser.retry_ms(), Some(10));
+            }
+        }
+        let bytewise: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(parse_chunks(&bytewise).0, whole);
+    }
+}
