@@ -13,6 +13,9 @@
 //!
 //! Changing any type in this crate is a versioned event: bump the crate's minor version.
 
+// `#[sabi_trait]` expands to impls of foreign traits inside a const block, which rustc flags.
+#![allow(non_local_definitions)]
+
 pub mod guard;
 mod logger;
 mod request;

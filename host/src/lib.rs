@@ -1,1 +1,12 @@
+//! `host`: a KrakenD-style API gateway that hands claimed connections to server plugins.
+//!
+//! Each connection passes through the [`gate`], which parses request heads and either feeds
+//! them to hyper for the KrakenD [`pipeline`] or stops at a head a plugin claims and hands
+//! the raw socket over through the stable ABI ([`plugins`]). [`config`] reads krakend.json.
+//! The binary (`main.rs`) owns the CLI and turns errors into messages and exit codes.
 
+pub mod config;
+pub mod gate;
+pub mod pipeline;
+pub mod plugins;
+pub mod server;

@@ -1,1 +1,200 @@
-fn main(){}
+//! The `host` command line: `run`, `check`, `test-plugin`, `version`, KrakenD style.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use host::config::{self, Config};
+use host::pipeline::Pipeline;
+use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
+use host::server::{self, Gateway};
+
+#[derive(Parser)]
+#[command(name = "host", about = "A KrakenD-style API gateway with streaming server plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Path to the configuration file.
+        #[arg(short = 'c', long = "config")]
+        config: String,
+        /// Debug mode: log at debug level.
+        #[arg(short = 'd', long = "debug")]
+        debug: bool,
+        /// Listening port, overriding the config's `port`.
+        #[arg(short = 'p', long = "port")]
+        port: Option<u16>,
+    },
+    /// Validate a configuration file.
+    Check {
+        #[arg(short = 'c', long = "config")]
+        config: String,
+    },
+    /// Load plugins and ask them to register.
+    TestPlugin {
+        /// The files are server plugins.
+        #[arg(short = 's', long = "server")]
+        server: bool,
+        files: Vec<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run { config, debug, port } => {
+            init_logging(debug);
+            match run(&config, port) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { config } => check(&config),
+        Command::TestPlugin { server, files } => {
+            init_logging(false);
+            test_plugin(server, &files)
+        }
+        Command::Version => {
+            println!("host version {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging(debug: bool) {
+    use std::io::IsTerminal;
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},hyper=info,hyper_util=info")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+}
+
+fn check(file: &str) -> ExitCode {
+    println!("Parsing configuration file: {file}");
+    match config::load(file) {
+        Ok(_) => {
+            println!("Syntax OK!");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("ERROR parsing the configuration file: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test_plugin(server: bool, files: &[PathBuf]) -> ExitCode {
+    if !server {
+        println!("You must declare the expected type of the plugin.");
+        return ExitCode::FAILURE;
+    }
+    if files.is_empty() {
+        println!("At least one plugin is required.");
+        return ExitCode::FAILURE;
+    }
+    let start = Instant::now();
+    let mut failed = 0;
+    for file in files {
+        match PluginLibrary::load(file) {
+            Ok(library) => println!("[OK] SERVER\t{} ({})", file.display(), library.name),
+            Err(e) => {
+                failed += 1;
+                println!("[KO] SERVER\t{}: {e}", file.display());
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    if failed == 0 {
+        println!("[OK] {} tested plugin(s) in {elapsed:?}", files.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("[KO] {failed} tested plugin(s) failed out of {} in {elapsed:?}", files.len());
+        ExitCode::FAILURE
+    }
+}
+
+fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
+    let mut config = config::load(file)?;
+    if let Some(port) = port {
+        config.port = port;
+    }
+    tracing::info!("Starting host version {}", env!("CARGO_PKG_VERSION"));
+    let plugins = Arc::new(inject_plugins(&config));
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((config.listen_ip.as_str(), config.port))
+            .await
+            .with_context(|| format!("listening on {}:{}", config.listen_ip, config.port))?;
+        tracing::info!("[SERVICE: HTTP Server] Listening on {}", listener.local_addr()?);
+        let gateway =
+            Arc::new(Gateway { plugins, pipeline: Pipeline::new(&config), max_header_bytes: config.max_header_bytes });
+        server::run(listener, gateway, shutdown_signal()).await;
+        tracing::info!("[SERVICE: HTTP Server] Shutting down");
+        Ok(())
+    })
+}
+
+/// Loads the plugin folder and starts the plugins the config names. Failures are logged
+/// with the file or plugin and the cause; the gateway still serves everything else.
+fn inject_plugins(config: &Config) -> ServerPlugins {
+    let mut injected = ServerPlugins::default();
+    let Some(folder) = &config.plugin else {
+        for wanted in &config.server_plugins {
+            tracing::error!("[PLUGIN: Server] {}: no plugin folder configured (root key \"plugin\")", wanted.name);
+        }
+        return injected;
+    };
+    tracing::info!("[SERVICE: Plugin Loader] Starting loading process");
+    let files = plugin_files(Path::new(&folder.folder), &folder.pattern).unwrap_or_else(|e| {
+        tracing::error!("[SERVICE: Plugin Loader] reading plugin folder {}: {e}", folder.folder);
+        Vec::new()
+    });
+    let libraries: Vec<PluginLibrary> = files
+        .iter()
+        .filter_map(|file| {
+            PluginLibrary::load(file)
+                .inspect_err(|e| tracing::error!("[SERVICE: Plugin Loader] {}: {e}", file.display()))
+                .ok()
+        })
+        .collect();
+    tracing::info!("[SERVICE: Plugin Loader] Total plugins loaded: {}", libraries.len());
+    for wanted in &config.server_plugins {
+        let Some(library) = libraries.iter().find(|l| l.name == wanted.name) else {
+            tracing::error!("[PLUGIN: Server] {}: no loaded plugin has this name", wanted.name);
+            continue;
+        };
+        match library.start(&wanted.config_json) {
+            Ok(plugin) => {
+                tracing::info!("[PLUGIN: Server] Injecting plugin {}", wanted.name);
+                injected.push(wanted.name.clone(), plugin);
+            }
+            Err(reason) => tracing::error!("[PLUGIN: Server] {} refused to start: {reason}", wanted.name),
+        }
+    }
+    injected
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,1 +1,66 @@
+//! `krakend-server-plugin-streaming`: takes over SSE requests and pumps the upstream event
+//! stream straight to the client, outside the gateway's request/response pipeline.
+//!
+//! The host hands over the raw socket; this plugin runs everything on its own tokio runtime
+//! (a cdylib has its own copy of tokio, so nothing runtime-bound crosses the ABI) and
+//! answers with a close-delimited `text/event-stream` body: the upstream's bytes are
+//! written as they arrive, unchanged, with no chunk framing to add or strip.
 
+pub mod config;
+mod relay;
+
+use std::sync::Arc;
+
+use abi::{Logger, RequestHead, ServerPlugin};
+use once_cell::sync::Lazy;
+
+use config::Route;
+use relay::Upstream;
+
+pub const PLUGIN_NAME: &str = "krakend-server-plugin-streaming";
+
+abi::export_server_plugin!(PLUGIN_NAME, StreamingPlugin::new);
+
+/// One runtime for every instance of the plugin in this process.
+static RUNTIME: Lazy<tokio::runtime::Runtime> = Lazy::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("streaming-plugin")
+        .enable_all()
+        .build()
+        .expect("the streaming plugin cannot start its runtime")
+});
+
+pub struct StreamingPlugin {
+    route: Arc<Route>,
+    upstream: Upstream,
+    logger: Logger,
+}
+
+impl StreamingPlugin {
+    pub fn new(config_json: &str, logger: Logger) -> Result<Self, String> {
+        let route = config::parse(config_json)?;
+        logger.info(&format!(
+            "[PLUGIN: {PLUGIN_NAME}] streaming {} from {}{}",
+            route.endpoint, route.backend_host, route.backend_url_pattern
+        ));
+        Ok(Self { route: Arc::new(route), upstream: Upstream::new(), logger })
+    }
+}
+
+impl ServerPlugin for StreamingPlugin {
+    fn claims(&self, method: &str, path: &str) -> bool {
+        method == "GET" && self.route.template.matches(path).is_some()
+    }
+
+    fn hijack(&self, stream: std::net::TcpStream, head: RequestHead, _read_ahead: Vec<u8>) -> Result<(), String> {
+        stream.set_nonblocking(true).map_err(|e| format!("socket: {e}"))?;
+        let (route, upstream, logger) = (self.route.clone(), self.upstream.clone(), self.logger);
+        RUNTIME.spawn(async move {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(client) => relay::serve(client, head, &route, &upstream, logger).await,
+                Err(e) => logger.warn(&format!("[PLUGIN: {PLUGIN_NAME}] socket: {e}")),
+            }
+        });
+        Ok(())
+    }
+}

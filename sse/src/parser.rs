@@ -33,6 +33,12 @@ impl Parser {
         Self::default()
     }
 
+    /// A parser for a reconnection: like EventSource, the last event ID carries over, so
+    /// events on the new connection without an `id:` still report it.
+    pub fn resuming(last_event_id: &str) -> Self {
+        Self { id_buffer: last_event_id.into(), last_event_id: last_event_id.into(), ..Self::default() }
+    }
+
     /// The ID a reconnecting client sends as `Last-Event-ID`: set when an event is
     /// dispatched, so an event cut off mid-way does not move it.
     pub fn last_event_id(&self) -> &str {
@@ -192,6 +198,14 @@ mod tests {
         ] {
             assert_eq!(parse_chunks(&[input.as_bytes()]).1.retry_ms(), expected, "{input:?}");
         }
+    }
+
+    #[test]
+    fn a_resumed_stream_keeps_the_last_id() {
+        let mut parser = Parser::resuming("41");
+        let mut events = Vec::new();
+        parser.feed(b"data: no id\n\nid: 42\ndata: x\n\n", |e| events.push(e));
+        assert_eq!(events, [ev("41", "message", "no id"), ev("42", "message", "x")]);
     }
 
     #[test]

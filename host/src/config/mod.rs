@@ -1,0 +1,297 @@
+//! `krakend.json`: KrakenD v3 conventions, parsed into typed settings.
+//!
+//! Every error names where it is: a JSON path such as `endpoints[0].backend[0].host` for a
+//! wrong type, a missing key or an invalid value, or line and column for broken JSON.
+//! Unknown keys are ignored, as KrakenD does.
+
+mod duration;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use path_template::Template;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A config that could not be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: invalid JSON at line {line}, column {column}: {message}")]
+    Syntax { file: String, line: usize, column: usize, message: String },
+    #[error("{file}: {path}: {message}")]
+    Invalid { file: String, path: String, message: String },
+}
+
+/// The settings `host run` and `host check` work from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub listen_ip: String,
+    pub max_header_bytes: usize,
+    pub max_backend_response_bytes: usize,
+    pub plugin: Option<PluginFolder>,
+    /// Server plugins to inject, in `plugin/http-server.name` order, with their config blocks.
+    pub server_plugins: Vec<ServerPluginConfig>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PluginFolder {
+    pub pattern: String,
+    pub folder: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerPluginConfig {
+    pub name: String,
+    /// The plugin's own block as JSON text (`{}` when the config has none).
+    pub config_json: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub endpoint: String,
+    pub template: Template,
+    pub method: http::Method,
+    pub timeout: Duration,
+    pub output_encoding: OutputEncoding,
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OutputEncoding {
+    #[serde(rename = "json")]
+    Json,
+    #[serde(rename = "no-op")]
+    NoOp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Base URLs such as `http://127.0.0.1:9081`, used in round robin.
+    pub hosts: Vec<http::Uri>,
+    pub url_pattern: String,
+    pub method: Option<http::Method>,
+}
+
+const DEFAULT_PORT: u16 = 8080;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Heads larger than this get 431: generous for real clients, small enough that a slow
+/// or hostile client cannot make the gateway hold much memory per connection.
+const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The largest backend body the `json` encoding reads into memory.
+const DEFAULT_MAX_BACKEND_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+// The raw shapes serde fills; `load` validates them into the types above.
+#[derive(Deserialize)]
+struct RawConfig {
+    version: u32,
+    port: Option<u16>,
+    listen_ip: Option<String>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    timeout: Option<Duration>,
+    max_header_bytes: Option<usize>,
+    max_backend_response_bytes: Option<usize>,
+    plugin: Option<PluginFolder>,
+    #[serde(default)]
+    endpoints: Vec<RawEndpoint>,
+    #[serde(default)]
+    extra_config: RawRootExtraConfig,
+}
+
+#[derive(Deserialize, Default)]
+struct RawRootExtraConfig {
+    #[serde(rename = "plugin/http-server")]
+    http_server: Option<RawHttpServerPlugins>,
+}
+
+#[derive(Deserialize)]
+struct RawHttpServerPlugins {
+    name: Vec<String>,
+    #[serde(flatten)]
+    blocks: HashMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct RawEndpoint {
+    endpoint: String,
+    method: Option<String>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    timeout: Option<Duration>,
+    output_encoding: Option<OutputEncoding>,
+    backend: Vec<RawBackend>,
+}
+
+#[derive(Deserialize)]
+struct RawBackend {
+    host: Vec<String>,
+    url_pattern: String,
+    method: Option<String>,
+}
+
+/// Reads and validates a config file.
+pub fn load(file: &str) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.into(), source })?;
+    parse(file, &text)
+}
+
+/// Validates config text; `file` only labels the errors.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let invalid = |path: String, message: String| ConfigError::Invalid { file: file.into(), path, message };
+    // Syntax first, so broken JSON reports line and column rather than a path.
+    let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.into(),
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e.to_string()),
+    })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        invalid(if path == "." { "(root)".into() } else { path }, e.into_inner().to_string())
+    })?;
+    if raw.version != 3 {
+        return Err(invalid("version".into(), format!("unsupported version {} (this host reads version 3)", raw.version)));
+    }
+    let default_timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let endpoints = raw
+        .endpoints
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| endpoint(e, default_timeout).map_err(|(path, m)| invalid(format!("endpoints[{i}]{path}"), m)))
+        .collect::<Result<_, _>>()?;
+    let server_plugins = match raw.extra_config.http_server {
+        None => Vec::new(),
+        Some(mut block) => block
+            .name
+            .into_iter()
+            .map(|name| {
+                let config_json = block.blocks.remove(&name).unwrap_or(Value::Object(Default::default())).to_string();
+                ServerPluginConfig { name, config_json }
+            })
+            .collect(),
+    };
+    Ok(Config {
+        port: raw.port.unwrap_or(DEFAULT_PORT),
+        listen_ip: raw.listen_ip.unwrap_or_else(|| "0.0.0.0".into()),
+        max_header_bytes: raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_backend_response_bytes: raw.max_backend_response_bytes.unwrap_or(DEFAULT_MAX_BACKEND_RESPONSE_BYTES),
+        plugin: raw.plugin,
+        server_plugins,
+        endpoints,
+    })
+}
+
+/// Validates one endpoint; errors carry the path below `endpoints[i]`.
+fn endpoint(raw: RawEndpoint, default_timeout: Duration) -> Result<Endpoint, (String, String)> {
+    let template = Template::parse(&raw.endpoint).map_err(|e| (".endpoint".into(), e.to_string()))?;
+    let endpoint_method = method(raw.method.as_deref().unwrap_or("GET")).map_err(|m| (".method".into(), m))?;
+    let [backend] = <[RawBackend; 1]>::try_from(raw.backend).map_err(|list| {
+        (".backend".into(), format!("exactly one backend per endpoint is supported, found {}", list.len()))
+    })?;
+    if backend.host.is_empty() {
+        return Err((".backend[0].host".into(), "needs at least one host".into()));
+    }
+    let hosts = backend
+        .host
+        .iter()
+        .enumerate()
+        .map(|(i, h)| http_base_url(h).map_err(|m| (format!(".backend[0].host[{i}]"), m)))
+        .collect::<Result<_, _>>()?;
+    if !backend.url_pattern.starts_with('/') {
+        return Err((".backend[0].url_pattern".into(), "must start with '/'".into()));
+    }
+    let backend_method = backend.method.as_deref().map(method).transpose().map_err(|m| (".backend[0].method".into(), m))?;
+    Ok(Endpoint {
+        endpoint: raw.endpoint,
+        template,
+        method: endpoint_method,
+        timeout: raw.timeout.unwrap_or(default_timeout),
+        output_encoding: raw.output_encoding.unwrap_or(OutputEncoding::Json),
+        backend: Backend { hosts, url_pattern: backend.url_pattern, method: backend_method },
+    })
+}
+
+fn method(name: &str) -> Result<http::Method, String> {
+    http::Method::from_bytes(name.to_ascii_uppercase().as_bytes()).map_err(|_| format!("invalid HTTP method {name:?}"))
+}
+
+/// Accepts `http://host[:port]` with nothing after the authority but an optional `/`.
+pub fn http_base_url(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text.parse().map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!("{text:?} is not an http:// URL"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{text:?} must be scheme and host only, without a path"));
+    }
+    Ok(uri)
+}
+
+fn strip_position(message: &str) -> String {
+    message.split(" at line ").next().unwrap_or(message).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        parse("krakend.json", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_a_full_config() {
+        let config = parse(
+            "krakend.json",
+            r#"{"version": 3, "port": 9000, "timeout": "3s", "unknown_key": true,
+                "plugin": {"pattern": ".so", "folder": "./plugins/"},
+                "extra_config": {"plugin/http-server": {"name": ["p1", "p2"], "p1": {"endpoint": "/sse/{id}"}}},
+                "endpoints": [
+                  {"endpoint": "/api/{id}", "backend": [{"host": ["http://127.0.0.1:1"], "url_pattern": "/x/{id}"}]},
+                  {"endpoint": "/raw", "method": "post", "timeout": "500ms", "output_encoding": "no-op",
+                   "backend": [{"host": ["http://a:1", "http://b:2/"], "url_pattern": "/r", "method": "PUT"}]}
+                ]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.max_header_bytes, 16 * 1024);
+        assert_eq!(config.server_plugins[0].name, "p1");
+        assert_eq!(config.server_plugins[0].config_json, r#"{"endpoint":"/sse/{id}"}"#);
+        assert_eq!(config.server_plugins[1].config_json, "{}");
+        assert_eq!(config.endpoints[0].timeout, Duration::from_secs(3));
+        assert_eq!(config.endpoints[0].output_encoding, OutputEncoding::Json);
+        assert_eq!(config.endpoints[1].method, http::Method::POST);
+        assert_eq!(config.endpoints[1].timeout, Duration::from_millis(500));
+        assert_eq!(config.endpoints[1].backend.hosts.len(), 2);
+        assert_eq!(config.endpoints[1].backend.method, Some(http::Method::PUT));
+    }
+
+    #[test]
+    fn errors_name_the_json_path() {
+        let backend = r#""backend": [{"host": ["http://h:1"], "url_pattern": "/x"}]"#;
+        let cases = [
+            (r#"{"version": 2}"#.to_string(), "krakend.json: version: unsupported version 2"),
+            (r#"{"port": 1}"#.into(), "krakend.json: (root): missing field `version`"),
+            (r#"{"version": 3, "port": "x"}"#.into(), "krakend.json: port: invalid type"),
+            (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", {backend}}}, {{"endpoint": "b", {backend}}}]}}"#), "endpoints[1].endpoint: must start with '/'"),
+            (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": [1], "url_pattern": "/x"}]}]}"#.into(), "endpoints[0].backend[0].host[0]: invalid type"),
+            (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["ftp://x"], "url_pattern": "/x"}]}]}"#.into(), "endpoints[0].backend[0].host[0]: \"ftp://x\" is not an http:// URL"),
+            (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": []}]}"#.into(), "endpoints[0].backend: exactly one backend"),
+            (format!(r#"{{"version": 3, "timeout": "2 seconds", "endpoints": []}}"#), "timeout: invalid duration"),
+            (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", "output_encoding": "xml", {backend}}}]}}"#), "endpoints[0].output_encoding: unknown variant `xml`"),
+            (r#"{"version": 3, "extra_config": {"plugin/http-server": {"name": "p"}}}"#.into(), "extra_config.plugin/http-server"),
+        ];
+        for (text, expected) in cases {
+            let error = error_of(&text);
+            assert!(error.contains(expected), "{text}\n  gave: {error}\n  want: {expected}");
+        }
+    }
+
+    #[test]
+    fn broken_json_gives_line_and_column() {
+        let error = error_of("{\n  \"version\": 3,\n  \"port\": ,\n}");
+        assert_eq!(error, "krakend.json: invalid JSON at line 3, column 11: expected value");
+    }
+}

@@ -1,0 +1,148 @@
+//! Loading server plugins through abi_stable, and the set of plugins a gateway injects.
+//!
+//! Each failure is one short cause naming the file (the full abi_stable report goes to the
+//! debug log), and the host keeps running: a bad plugin file is never fatal.
+
+use std::path::{Path, PathBuf};
+
+use abi::{FfiServerPluginBox, HijackRequest, LogLevel, Logger, PluginModuleRef};
+use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
+use abi_stable::std_types::{RResult, RStr};
+
+use crate::gate::Claim;
+
+/// Why a plugin file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a loadable library ({0})")]
+    NotALibrary(String),
+    #[error("missing root module (not a server plugin built against this host's ABI)")]
+    MissingRootModule,
+    #[error("incompatible ABI version: plugin built for {actual}, host expects {expected}")]
+    IncompatibleVersion { expected: String, actual: String },
+    #[error("incompatible ABI layout (the plugin's types differ from the host's)")]
+    IncompatibleLayout,
+    #[error("incompatible abi_stable runtime (the plugin was built with another abi_stable)")]
+    IncompatibleRuntime,
+    #[error("the root module failed to initialise: {0}")]
+    RootModuleFailed(String),
+}
+
+/// A loaded plugin library, before it is configured.
+pub struct PluginLibrary {
+    pub path: PathBuf,
+    pub name: String,
+    module: PluginModuleRef,
+}
+
+impl PluginLibrary {
+    /// Loads a library and reads the name its plugin registers under.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        // dlopen searches the library path for a name without a slash: make it a path.
+        let absolute = std::path::absolute(path).map_err(|e| LoadError::NotALibrary(e.to_string()))?;
+        let module = lib_header_from_path(&absolute)
+            .and_then(|header| header.init_root_module::<PluginModuleRef>())
+            .map_err(|error| {
+                tracing::debug!("loading {}: {error}", path.display());
+                classify(error)
+            })?;
+        let name = (module.name())().into_string();
+        Ok(Self { path: path.to_owned(), name, module })
+    }
+
+    /// Builds the plugin from its config block, or returns the reason it refused.
+    pub fn start(&self, config_json: &str) -> Result<FfiServerPluginBox, String> {
+        match (self.module.new_server())(RStr::from(config_json), Logger { log: plugin_log }) {
+            RResult::ROk(plugin) => Ok(plugin),
+            RResult::RErr(reason) => Err(reason.into_string()),
+        }
+    }
+}
+
+fn classify(error: LibraryError) -> LoadError {
+    match error {
+        LibraryError::OpenError { err, .. } => {
+            // dlopen's message starts with the path; the cause follows the last ": ".
+            let message = err.to_string();
+            let cause = message.rsplit(": ").next().unwrap_or(&message).trim().to_owned();
+            LoadError::NotALibrary(cause)
+        }
+        LibraryError::GetSymbolError { .. } => LoadError::MissingRootModule,
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => {
+            LoadError::IncompatibleVersion { expected: expected_version.to_string(), actual: actual_version.to_string() }
+        }
+        LibraryError::ParseVersionError(e) => {
+            LoadError::IncompatibleVersion { expected: env!("CARGO_PKG_VERSION").into(), actual: e.to_string() }
+        }
+        LibraryError::AbiInstability(_) => LoadError::IncompatibleLayout,
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => LoadError::IncompatibleRuntime,
+        LibraryError::RootModule { err: RootModuleError::Unwound, .. } => {
+            LoadError::RootModuleFailed("it panicked".into())
+        }
+        LibraryError::RootModule { err: RootModuleError::Returned(e), .. } => LoadError::RootModuleFailed(e.to_string()),
+        LibraryError::Many(errors) => errors.into_iter().next().map(classify).unwrap_or(LoadError::IncompatibleLayout),
+    }
+}
+
+/// Where plugin log lines go: the host's own tracing output.
+extern "C" fn plugin_log(level: LogLevel, message: RStr<'_>) {
+    let message = message.as_str();
+    match level {
+        LogLevel::Error => tracing::error!(target: "plugin", "{message}"),
+        LogLevel::Warn => tracing::warn!(target: "plugin", "{message}"),
+        LogLevel::Info => tracing::info!(target: "plugin", "{message}"),
+        LogLevel::Debug => tracing::debug!(target: "plugin", "{message}"),
+    }
+}
+
+/// Every file in `folder` whose name contains `pattern`, sorted so loading order is stable.
+pub fn plugin_files(folder: &Path, pattern: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() && entry.file_name().to_string_lossy().contains(pattern) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A started plugin the gateway hands claimed connections to.
+pub struct InjectedPlugin {
+    pub name: String,
+    plugin: FfiServerPluginBox,
+}
+
+/// The injected server plugins, asked in order whether they claim a request.
+#[derive(Default)]
+pub struct ServerPlugins {
+    plugins: Vec<InjectedPlugin>,
+}
+
+impl ServerPlugins {
+    pub fn push(&mut self, name: String, plugin: FfiServerPluginBox) {
+        self.plugins.push(InjectedPlugin { name, plugin });
+    }
+
+    pub fn name(&self, index: usize) -> &str {
+        &self.plugins[index].name
+    }
+
+    /// Gives a claimed connection to plugin `index`; the fd is the plugin's in every case.
+    pub fn hijack(&self, index: usize, request: HijackRequest) -> Result<(), String> {
+        self.plugins[index].plugin.hijack(request).into_result().map_err(|e| e.into_string())
+    }
+}
+
+impl Claim for ServerPlugins {
+    fn claim(&self, method: &str, path: &str) -> Option<usize> {
+        self.plugins.iter().position(|p| match p.plugin.claims(method.into(), path.into()) {
+            RResult::ROk(claimed) => claimed,
+            RResult::RErr(e) => {
+                tracing::error!("[PLUGIN: {}] claims({method} {path}) failed: {e}", p.name);
+                false
+            }
+        })
+    }
+}

@@ -1,0 +1,116 @@
+//! The listener: one task per connection, the gate in front of hyper, and the handoff.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use abi::HijackRequest;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::gate::{Gate, Rejection, Stop};
+use crate::pipeline::Pipeline;
+use crate::plugins::ServerPlugins;
+
+/// Everything a connection needs, shared by all of them.
+pub struct Gateway {
+    pub plugins: Arc<ServerPlugins>,
+    pub pipeline: Pipeline,
+    pub max_header_bytes: usize,
+}
+
+/// After answering a rejected request, how long the host keeps reading (and discarding)
+/// what the client still sends, so closing does not reset the connection before the
+/// client has read the answer.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_MAX_BYTES: usize = 64 * 1024;
+
+/// Serves connections from `listener` until `shutdown` completes.
+pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(serve_connection(stream, peer, gateway.clone()));
+                }
+                // Out of descriptors or a connection reset before accept: keep serving.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>) {
+    // Events are small and latency matters more than packet count.
+    let _ = stream.set_nodelay(true);
+    let gate = Gate::new(stream, peer, gateway.max_header_bytes, gateway.plugins.clone());
+    let service_gateway = gateway.clone();
+    let service = service_fn(move |request| {
+        let gateway = service_gateway.clone();
+        async move { gateway.pipeline.handle(request, peer).await }
+    });
+    let parts = match http1::Builder::new()
+        .half_close(true)
+        .serve_connection(TokioIo::new(gate), service)
+        .without_shutdown()
+        .await
+    {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::debug!("connection from {peer}: {e}");
+            return;
+        }
+    };
+    debug_assert!(parts.read_buf.is_empty(), "the gate gives hyper whole requests only");
+    match parts.io.into_inner().into_parts() {
+        (Stop::Eof, _, _) => {}
+        (Stop::Rejected(rejection), stream, _) => reject(stream, peer, rejection).await,
+        (Stop::Claimed { plugin, head }, stream, read_ahead) => {
+            let name = gateway.plugins.name(plugin);
+            tracing::info!("[PLUGIN: {name}] {} {} from {peer}: connection handed over", head.method, head.path);
+            let fd = match stream.into_std() {
+                Ok(stream) => stream.into_raw_fd(),
+                Err(e) => return tracing::warn!("connection from {peer}: cannot detach the socket: {e}"),
+            };
+            let request = HijackRequest { fd, head, read_ahead: read_ahead.to_vec().into() };
+            if let Err(e) = gateway.plugins.hijack(plugin, request) {
+                tracing::error!("[PLUGIN: {name}] hijack failed: {e}");
+            }
+        }
+    }
+}
+
+async fn reject(mut stream: TcpStream, peer: SocketAddr, rejection: Rejection) {
+    tracing::info!("rejected a request from {peer}: {} {}", rejection.status.as_u16(), rejection.message);
+    let body = format!("{}\n", rejection.message);
+    let response = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        rejection.status.as_u16(),
+        rejection.status.canonical_reason().unwrap_or(""),
+        body.len(),
+    );
+    if stream.write_all(response.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_MAX_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,211 @@
+//! The real binaries, started as child processes and killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// `target/release`, where `make test` put the binaries and the plugin.
+pub fn release_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release")
+}
+
+/// A binary or library in the release dir; panics with the fix when it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    let path = release_dir().join(name);
+    assert!(path.exists(), "{} is missing: run `make build` (cargo build --release --workspace) first", path.display());
+    path
+}
+
+/// A running child process; its stdout is collected in `log`.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Process {
+    /// Spawns `command` and waits for a stdout line containing `marker` followed by an address.
+    fn spawn(mut command: Command, marker: &'static str) -> Self {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawning a test binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split(marker).nth(1).and_then(|rest| rest.trim().parse::<SocketAddr>().ok()) {
+                    let _ = addr_tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = addr_rx.recv_timeout(crate::STEP).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("the process never printed {marker:?}; output:\n{}", log.lock().unwrap())
+        });
+        Self { child, addr, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything the process printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `text`; panics with the log after [`crate::STEP`].
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + crate::STEP;
+        while !self.log().contains(text) {
+            assert!(Instant::now() < deadline, "{text:?} never appeared in:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The demo origin, `sse-server`.
+pub fn origin() -> OriginBuilder {
+    OriginBuilder { args: Vec::new() }
+}
+
+pub struct OriginBuilder {
+    args: Vec<String>,
+}
+
+impl OriginBuilder {
+    pub fn count(mut self, n: u64) -> Self {
+        self.args.extend(["--count".into(), n.to_string()]);
+        self
+    }
+
+    pub fn interval_ms(mut self, ms: u64) -> Self {
+        self.args.extend(["--interval-ms".into(), ms.to_string()]);
+        self
+    }
+
+    pub fn run(self) -> Process {
+        let mut command = Command::new(bin("sse-server"));
+        command.args(["--addr", "127.0.0.1:0"]).args(&self.args);
+        Process::spawn(command, "listening on ")
+    }
+}
+
+/// The gateway, `host run`, with a config built from the calls below.
+pub fn gateway() -> GatewayBuilder {
+    GatewayBuilder {
+        config: json!({"version": 3, "port": 0, "listen_ip": "127.0.0.1", "endpoints": []}),
+        plugin_pattern: "krakend_server_plugin_streaming.so".into(),
+    }
+}
+
+pub struct GatewayBuilder {
+    config: Value,
+    plugin_pattern: String,
+}
+
+/// A running gateway and the config file it was started from.
+pub struct Gateway {
+    pub process: Process,
+    pub addr: SocketAddr,
+    _config: tempfile_path::TempPath,
+}
+
+impl GatewayBuilder {
+    /// The streaming plugin with the PoC's three keys.
+    pub fn streaming(self, endpoint: &str, backend_url_pattern: &str, backend_host: &str) -> Self {
+        self.plugin_block(
+            "krakend-server-plugin-streaming",
+            json!({"endpoint": endpoint, "backend_url_pattern": backend_url_pattern, "backend_host": backend_host}),
+        )
+    }
+
+    /// Injects the plugin `name` with `block` as its config.
+    pub fn plugin_block(mut self, name: &str, block: Value) -> Self {
+        let server = &mut self.config["extra_config"]["plugin/http-server"];
+        if server.is_null() {
+            *server = json!({"name": []});
+        }
+        server["name"].as_array_mut().unwrap().push(json!(name));
+        server[name] = block;
+        self
+    }
+
+    /// Which files of the release dir the plugin loader picks up.
+    pub fn plugin_pattern(mut self, pattern: &str) -> Self {
+        self.plugin_pattern = pattern.into();
+        self
+    }
+
+    /// Adds a normal endpoint (a KrakenD `endpoints[]` entry).
+    pub fn endpoint(mut self, endpoint: Value) -> Self {
+        self.config["endpoints"].as_array_mut().unwrap().push(endpoint);
+        self
+    }
+
+    /// Sets a root key.
+    pub fn root(mut self, key: &str, value: Value) -> Self {
+        self.config[key] = value;
+        self
+    }
+
+    pub fn run(mut self) -> Gateway {
+        self.config["plugin"] = json!({"folder": release_dir(), "pattern": self.plugin_pattern});
+        let config = tempfile_path::TempPath::write("krakend", &self.config.to_string());
+        let mut command = Command::new(bin("host"));
+        command.arg("run").arg("-c").arg(config.path());
+        let process = Process::spawn(command, "Listening on ");
+        Gateway { addr: process.addr, process, _config: config }
+    }
+}
+
+/// A uniquely named file in the temp dir, removed on drop.
+pub mod tempfile_path {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        pub fn write(prefix: &str, contents: &str) -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let name = format!("{prefix}-{}-{}.json", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, contents).expect("writing a temp file");
+            Self(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! A raw HTTP/1.1 client over TCP: the bytes on the wire are exactly what tests assert on.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::STEP;
+
+pub struct RawClient {
+    stream: TcpStream,
+    /// Everything read so far.
+    pub received: Vec<u8>,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = timeout(STEP, TcpStream::connect(addr)).await.expect("connect timed out").expect("connect");
+        Self { stream, received: Vec::new() }
+    }
+
+    /// Connects and sends `GET path` with `Accept: text/event-stream` and `extra` header lines.
+    pub async fn get(addr: SocketAddr, path: &str, extra: &[&str]) -> Self {
+        let mut client = Self::connect(addr).await;
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for line in extra {
+            request.push_str(line);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        client.send(request.as_bytes()).await;
+        client
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("sending to the gateway");
+    }
+
+    /// Reads until `received` contains `needle` (after `from`); panics after [`STEP`].
+    pub async fn read_until(&mut self, needle: &[u8]) -> &[u8] {
+        let found = timeout(STEP, async {
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                if self.received.windows(needle.len()).any(|w| w == needle) {
+                    return true;
+                }
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(
+            matches!(found, Ok(true)),
+            "never received {:?}; got {:?}",
+            String::from_utf8_lossy(needle),
+            String::from_utf8_lossy(&self.received)
+        );
+        &self.received
+    }
+
+    /// Reads until the server closes the connection; panics after [`STEP`].
+    pub async fn read_to_end(mut self) -> Vec<u8> {
+        let result = timeout(STEP, self.stream.read_to_end(&mut self.received)).await;
+        assert!(result.is_ok(), "the server did not close; got {:?}", String::from_utf8_lossy(&self.received));
+        self.received
+    }
+}
+
+/// The part of a response after its head.
+pub fn body_of(response: &[u8]) -> &[u8] {
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    &response[end + 4..]
+}
