@@ -22,6 +22,9 @@ use crate::config::{Config, Endpoint, OutputEncoding};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// How much of an unmatched request's body is read to keep its connection alive.
+const UNMATCHED_BODY_DRAIN_BYTES: usize = 64 * 1024;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy must not pass on.
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
@@ -61,6 +64,9 @@ impl Pipeline {
             );
             return Ok(self.proxy(endpoint, url, request, peer).await);
         }
+        // Read what the client sent so the connection can serve its next request; a body
+        // larger than this is not worth waiting for, and hyper then closes the connection.
+        let _ = Limited::new(request.into_body(), UNMATCHED_BODY_DRAIN_BYTES).collect().await;
         Ok(if path_matched {
             text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n")
         } else {
