@@ -11,7 +11,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RStr, RString};
 
-use crate::{FfiServerPlugin, FfiServerPluginBox, FfiServerPlugin_TO, HijackRequest, Logger, ServerPlugin};
+use crate::{
+    FfiServerPlugin, FfiServerPluginBox, FfiServerPlugin_TO, HijackRequest, Logger, ServerPlugin,
+};
 
 /// Wraps a plugin so that its panics become errors the host can log.
 pub struct Guarded<P>(pub P);
@@ -45,7 +47,9 @@ fn caught<T>(f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(value)) => RResult::ROk(value),
         Ok(Err(reason)) => RResult::RErr(reason.into()),
-        Err(payload) => RResult::RErr(format!("plugin panicked: {}", panic_message(&*payload)).into()),
+        Err(payload) => {
+            RResult::RErr(format!("plugin panicked: {}", panic_message(&*payload)).into())
+        }
     }
 }
 
@@ -77,7 +81,10 @@ mod tests {
     #[test]
     fn panics_become_errors() {
         let plugin = Guarded(Panicky);
-        assert_eq!(plugin.claims("GET".into(), "/ok".into()), RResult::ROk(true));
+        assert_eq!(
+            plugin.claims("GET".into(), "/ok".into()),
+            RResult::ROk(true)
+        );
         let err = plugin.claims("GET".into(), "/boom".into()).unwrap_err();
         assert!(err.contains("plugin panicked: claims exploded"), "{err}");
     }
@@ -103,7 +110,11 @@ mod tests {
         let err = Guarded(Panicky).hijack(request).unwrap_err();
         assert!(err.contains("hijack exploded"), "{err}");
         let mut buf = [0u8; 1];
-        assert_eq!(client.read(&mut buf).unwrap(), 0, "the guard must close the fd");
+        assert_eq!(
+            client.read(&mut buf).unwrap(),
+            0,
+            "the guard must close the fd"
+        );
     }
 
     fn refuse(_: &str, _: Logger) -> Result<Panicky, String> {

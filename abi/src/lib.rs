@@ -101,8 +101,10 @@ macro_rules! export_server_plugin {
             extern "C" fn new_server(
                 config: ::abi_stable::std_types::RStr<'_>,
                 logger: $crate::Logger,
-            ) -> ::abi_stable::std_types::RResult<$crate::FfiServerPluginBox, ::abi_stable::std_types::RString>
-            {
+            ) -> ::abi_stable::std_types::RResult<
+                $crate::FfiServerPluginBox,
+                ::abi_stable::std_types::RString,
+            > {
                 $crate::guard::new_server(config, logger, $constructor)
             }
             $crate::PluginModule { name, new_server }.leak_into_prefix()

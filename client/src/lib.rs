@@ -33,7 +33,11 @@ pub enum ClientError {
 pub enum Notice<'a> {
     Connected,
     Event(&'a Event),
-    Reconnecting { after: Duration, last_event_id: &'a str, reason: String },
+    Reconnecting {
+        after: Duration,
+        last_event_id: &'a str,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -50,13 +54,24 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { headers: Vec::new(), max_events: None, default_retry: Duration::from_secs(3), max_reconnects: None }
+        Self {
+            headers: Vec::new(),
+            max_events: None,
+            default_retry: Duration::from_secs(3),
+            max_reconnects: None,
+        }
     }
 }
 
 /// Follows the stream at `url`, reconnecting as EventSource does, until `max_events`.
-pub async fn subscribe(url: &str, options: &Options, mut notify: impl FnMut(Notice<'_>)) -> Result<(), ClientError> {
-    let uri: Uri = url.parse().map_err(|_| ClientError::InvalidUrl(url.into()))?;
+pub async fn subscribe(
+    url: &str,
+    options: &Options,
+    mut notify: impl FnMut(Notice<'_>),
+) -> Result<(), ClientError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| ClientError::InvalidUrl(url.into()))?;
     if uri.scheme_str() != Some("http") {
         return Err(ClientError::InvalidUrl(url.into()));
     }
@@ -64,10 +79,13 @@ pub async fn subscribe(url: &str, options: &Options, mut notify: impl FnMut(Noti
         .headers
         .iter()
         .map(|h| {
-            h.split_once(':').map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).ok_or_else(|| ClientError::InvalidHeader(h.clone()))
+            h.split_once(':')
+                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| ClientError::InvalidHeader(h.clone()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let mut last_event_id = String::new();
     let mut retry = options.default_retry;
     let mut received = 0u64;
@@ -82,7 +100,9 @@ pub async fn subscribe(url: &str, options: &Options, mut notify: impl FnMut(Noti
         for (name, value) in &headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        let request = request.body(Empty::new()).map_err(|_| ClientError::InvalidHeader(format!("{headers:?}")))?;
+        let request = request
+            .body(Empty::new())
+            .map_err(|_| ClientError::InvalidHeader(format!("{headers:?}")))?;
         let mut parser = Parser::resuming(&last_event_id);
         let reason = match client.request(request).await {
             Err(e) => format!("connect: {e}"),
@@ -92,7 +112,11 @@ pub async fn subscribe(url: &str, options: &Options, mut notify: impl FnMut(Noti
                     StatusCode::NO_CONTENT => return Ok(()),
                     status => return Err(ClientError::Status(status)),
                 }
-                let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let content_type = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
                 if !content_type.starts_with("text/event-stream") {
                     return Err(ClientError::NotEventStream(content_type.into()));
                 }
@@ -101,7 +125,9 @@ pub async fn subscribe(url: &str, options: &Options, mut notify: impl FnMut(Noti
                 loop {
                     match body.frame().await {
                         Some(Ok(frame)) => {
-                            let Ok(data) = frame.into_data() else { continue };
+                            let Ok(data) = frame.into_data() else {
+                                continue;
+                            };
                             let mut done = false;
                             parser.feed(&data, |event| {
                                 if done {
@@ -130,7 +156,11 @@ pub async fn subscribe(url: &str, options: &Options, mut notify: impl FnMut(Noti
         if options.max_reconnects.is_some_and(|max| failures > max) {
             return Err(ClientError::OutOfReconnects(failures - 1));
         }
-        notify(Notice::Reconnecting { after: retry, last_event_id: &last_event_id, reason });
+        notify(Notice::Reconnecting {
+            after: retry,
+            last_event_id: &last_event_id,
+            reason,
+        });
         tokio::time::sleep(retry).await;
     }
 }

@@ -41,15 +41,24 @@ async fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     let result = subscribe(&args.url, &options, |notice| match notice {
         Notice::Connected => eprintln!("connected to {}", args.url),
-        Notice::Reconnecting { after, last_event_id, reason } => {
+        Notice::Reconnecting {
+            after,
+            last_event_id,
+            reason,
+        } => {
             eprintln!("{reason}; reconnecting in {after:?} with Last-Event-ID {last_event_id:?}");
         }
         Notice::Event(event) => {
             let _ = if args.json {
-                let line = serde_json::json!({"id": event.id, "event": event.event, "data": event.data});
+                let line =
+                    serde_json::json!({"id": event.id, "event": event.event, "data": event.data});
                 writeln!(stdout, "{line}")
             } else {
-                writeln!(stdout, "event={} id={} data={}", event.event, event.id, event.data)
+                writeln!(
+                    stdout,
+                    "event={} id={} data={}",
+                    event.event, event.id, event.data
+                )
             };
             let _ = stdout.flush();
         }

@@ -13,7 +13,10 @@ use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
 use host::server::{self, Gateway};
 
 #[derive(Parser)]
-#[command(name = "host", about = "A KrakenD-style API gateway with streaming server plugins")]
+#[command(
+    name = "host",
+    about = "A KrakenD-style API gateway with streaming server plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +54,11 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run { config, debug, port } => {
+        Command::Run {
+            config,
+            debug,
+            port,
+        } => {
             init_logging(debug);
             match run(&config, port) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -76,8 +83,9 @@ fn main() -> ExitCode {
 fn init_logging(debug: bool) {
     use std::io::IsTerminal;
     let default = if debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},hyper=info,hyper_util=info")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},hyper=info,hyper_util=info"))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -124,7 +132,10 @@ fn test_plugin(server: bool, files: &[PathBuf]) -> ExitCode {
         println!("[OK] {} tested plugin(s) in {elapsed:?}", files.len());
         ExitCode::SUCCESS
     } else {
-        println!("[KO] {failed} tested plugin(s) failed out of {} in {elapsed:?}", files.len());
+        println!(
+            "[KO] {failed} tested plugin(s) failed out of {} in {elapsed:?}",
+            files.len()
+        );
         ExitCode::FAILURE
     }
 }
@@ -141,9 +152,15 @@ fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind((config.listen_ip.as_str(), config.port))
             .await
             .with_context(|| format!("listening on {}:{}", config.listen_ip, config.port))?;
-        tracing::info!("[SERVICE: HTTP Server] Listening on {}", listener.local_addr()?);
-        let gateway =
-            Arc::new(Gateway { plugins, pipeline: Pipeline::new(&config), max_header_bytes: config.max_header_bytes });
+        tracing::info!(
+            "[SERVICE: HTTP Server] Listening on {}",
+            listener.local_addr()?
+        );
+        let gateway = Arc::new(Gateway {
+            plugins,
+            pipeline: Pipeline::new(&config),
+            max_header_bytes: config.max_header_bytes,
+        });
         server::run(listener, gateway, shutdown_signal()).await;
         tracing::info!("[SERVICE: HTTP Server] Shutting down");
         Ok(())
@@ -156,27 +173,41 @@ fn inject_plugins(config: &Config) -> ServerPlugins {
     let mut injected = ServerPlugins::default();
     let Some(folder) = &config.plugin else {
         for wanted in &config.server_plugins {
-            tracing::error!("[PLUGIN: Server] {}: no plugin folder configured (root key \"plugin\")", wanted.name);
+            tracing::error!(
+                "[PLUGIN: Server] {}: no plugin folder configured (root key \"plugin\")",
+                wanted.name
+            );
         }
         return injected;
     };
     tracing::info!("[SERVICE: Plugin Loader] Starting loading process");
     let files = plugin_files(Path::new(&folder.folder), &folder.pattern).unwrap_or_else(|e| {
-        tracing::error!("[SERVICE: Plugin Loader] reading plugin folder {}: {e}", folder.folder);
+        tracing::error!(
+            "[SERVICE: Plugin Loader] reading plugin folder {}: {e}",
+            folder.folder
+        );
         Vec::new()
     });
     let libraries: Vec<PluginLibrary> = files
         .iter()
         .filter_map(|file| {
             PluginLibrary::load(file)
-                .inspect_err(|e| tracing::error!("[SERVICE: Plugin Loader] {}: {e}", file.display()))
+                .inspect_err(|e| {
+                    tracing::error!("[SERVICE: Plugin Loader] {}: {e}", file.display())
+                })
                 .ok()
         })
         .collect();
-    tracing::info!("[SERVICE: Plugin Loader] Total plugins loaded: {}", libraries.len());
+    tracing::info!(
+        "[SERVICE: Plugin Loader] Total plugins loaded: {}",
+        libraries.len()
+    );
     for wanted in &config.server_plugins {
         let Some(library) = libraries.iter().find(|l| l.name == wanted.name) else {
-            tracing::error!("[PLUGIN: Server] {}: no loaded plugin has this name", wanted.name);
+            tracing::error!(
+                "[PLUGIN: Server] {}: no loaded plugin has this name",
+                wanted.name
+            );
             continue;
         };
         match library.start(&wanted.config_json) {
@@ -184,7 +215,10 @@ fn inject_plugins(config: &Config) -> ServerPlugins {
                 tracing::info!("[PLUGIN: Server] Injecting plugin {}", wanted.name);
                 injected.push(wanted.name.clone(), plugin);
             }
-            Err(reason) => tracing::error!("[PLUGIN: Server] {} refused to start: {reason}", wanted.name),
+            Err(reason) => tracing::error!(
+                "[PLUGIN: Server] {} refused to start: {reason}",
+                wanted.name
+            ),
         }
     }
     injected

@@ -39,7 +39,8 @@ impl PluginLibrary {
     /// Loads a library and reads the name its plugin registers under.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         // dlopen searches the library path for a name without a slash: make it a path.
-        let absolute = std::path::absolute(path).map_err(|e| LoadError::NotALibrary(e.to_string()))?;
+        let absolute =
+            std::path::absolute(path).map_err(|e| LoadError::NotALibrary(e.to_string()))?;
         let module = lib_header_from_path(&absolute)
             .and_then(|header| header.init_root_module::<PluginModuleRef>())
             .map_err(|error| {
@@ -47,7 +48,11 @@ impl PluginLibrary {
                 classify(error)
             })?;
         let name = (module.name())().into_string();
-        Ok(Self { path: path.to_owned(), name, module })
+        Ok(Self {
+            path: path.to_owned(),
+            name,
+            module,
+        })
     }
 
     /// Builds the plugin from its config block, or returns the reason it refused.
@@ -64,23 +69,44 @@ fn classify(error: LibraryError) -> LoadError {
         LibraryError::OpenError { err, .. } => {
             // dlopen's message starts with the path; the cause follows the last ": ".
             let message = err.to_string();
-            let cause = message.rsplit(": ").next().unwrap_or(&message).trim().to_owned();
+            let cause = message
+                .rsplit(": ")
+                .next()
+                .unwrap_or(&message)
+                .trim()
+                .to_owned();
             LoadError::NotALibrary(cause)
         }
         LibraryError::GetSymbolError { .. } => LoadError::MissingRootModule,
-        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => {
-            LoadError::IncompatibleVersion { expected: expected_version.to_string(), actual: actual_version.to_string() }
-        }
-        LibraryError::ParseVersionError(e) => {
-            LoadError::IncompatibleVersion { expected: env!("CARGO_PKG_VERSION").into(), actual: e.to_string() }
-        }
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => LoadError::IncompatibleVersion {
+            expected: expected_version.to_string(),
+            actual: actual_version.to_string(),
+        },
+        LibraryError::ParseVersionError(e) => LoadError::IncompatibleVersion {
+            expected: env!("CARGO_PKG_VERSION").into(),
+            actual: e.to_string(),
+        },
         LibraryError::AbiInstability(_) => LoadError::IncompatibleLayout,
-        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => LoadError::IncompatibleRuntime,
-        LibraryError::RootModule { err: RootModuleError::Unwound, .. } => {
-            LoadError::RootModuleFailed("it panicked".into())
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
+            LoadError::IncompatibleRuntime
         }
-        LibraryError::RootModule { err: RootModuleError::Returned(e), .. } => LoadError::RootModuleFailed(e.to_string()),
-        LibraryError::Many(errors) => errors.into_iter().next().map(classify).unwrap_or(LoadError::IncompatibleLayout),
+        LibraryError::RootModule {
+            err: RootModuleError::Unwound,
+            ..
+        } => LoadError::RootModuleFailed("it panicked".into()),
+        LibraryError::RootModule {
+            err: RootModuleError::Returned(e),
+            ..
+        } => LoadError::RootModuleFailed(e.to_string()),
+        LibraryError::Many(errors) => errors
+            .into_iter()
+            .next()
+            .map(classify)
+            .unwrap_or(LoadError::IncompatibleLayout),
     }
 }
 
@@ -131,18 +157,24 @@ impl ServerPlugins {
 
     /// Gives a claimed connection to plugin `index`; the fd is the plugin's in every case.
     pub fn hijack(&self, index: usize, request: HijackRequest) -> Result<(), String> {
-        self.plugins[index].plugin.hijack(request).into_result().map_err(|e| e.into_string())
+        self.plugins[index]
+            .plugin
+            .hijack(request)
+            .into_result()
+            .map_err(|e| e.into_string())
     }
 }
 
 impl Claim for ServerPlugins {
     fn claim(&self, method: &str, path: &str) -> Option<usize> {
-        self.plugins.iter().position(|p| match p.plugin.claims(method.into(), path.into()) {
-            RResult::ROk(claimed) => claimed,
-            RResult::RErr(e) => {
-                tracing::error!("[PLUGIN: {}] claims({method} {path}) failed: {e}", p.name);
-                false
-            }
-        })
+        self.plugins
+            .iter()
+            .position(|p| match p.plugin.claims(method.into(), path.into()) {
+                RResult::ROk(claimed) => claimed,
+                RResult::RErr(e) => {
+                    tracing::error!("[PLUGIN: {}] claims({method} {path}) failed: {e}", p.name);
+                    false
+                }
+            })
     }
 }

@@ -53,7 +53,12 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>) {
     // Events are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
-    let gate = Gate::new(stream, peer, gateway.max_header_bytes, gateway.plugins.clone());
+    let gate = Gate::new(
+        stream,
+        peer,
+        gateway.max_header_bytes,
+        gateway.plugins.clone(),
+    );
     let service_gateway = gateway.clone();
     let service = service_fn(move |request| {
         let gateway = service_gateway.clone();
@@ -71,18 +76,31 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
             return;
         }
     };
-    debug_assert!(parts.read_buf.is_empty(), "the gate gives hyper whole requests only");
+    debug_assert!(
+        parts.read_buf.is_empty(),
+        "the gate gives hyper whole requests only"
+    );
     match parts.io.into_inner().into_parts() {
         (Stop::Eof, _, _) => {}
         (Stop::Rejected(rejection), stream, _) => reject(stream, peer, rejection).await,
         (Stop::Claimed { plugin, head }, stream, read_ahead) => {
             let name = gateway.plugins.name(plugin);
-            tracing::info!("[PLUGIN: {name}] {} {} from {peer}: connection handed over", head.method, head.path);
+            tracing::info!(
+                "[PLUGIN: {name}] {} {} from {peer}: connection handed over",
+                head.method,
+                head.path
+            );
             let fd = match stream.into_std() {
                 Ok(stream) => stream.into_raw_fd(),
-                Err(e) => return tracing::warn!("connection from {peer}: cannot detach the socket: {e}"),
+                Err(e) => {
+                    return tracing::warn!("connection from {peer}: cannot detach the socket: {e}")
+                }
             };
-            let request = HijackRequest { fd, head, read_ahead: read_ahead.to_vec().into() };
+            let request = HijackRequest {
+                fd,
+                head,
+                read_ahead: read_ahead.to_vec().into(),
+            };
             if let Err(e) = gateway.plugins.hijack(plugin, request) {
                 tracing::error!("[PLUGIN: {name}] hijack failed: {e}");
             }
@@ -91,7 +109,11 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
 }
 
 async fn reject(mut stream: TcpStream, peer: SocketAddr, rejection: Rejection) {
-    tracing::info!("rejected a request from {peer}: {} {}", rejection.status.as_u16(), rejection.message);
+    tracing::info!(
+        "rejected a request from {peer}: {} {}",
+        rejection.status.as_u16(),
+        rejection.message
+    );
     let body = format!("{}\n", rejection.message);
     let response = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

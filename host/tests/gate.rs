@@ -20,10 +20,14 @@ const SSE_REQUEST: &[u8] = b"GET /sse/k HTTP/1.1\r\nHost: x\r\nAccept: text/even
 
 fn assert_api_then_stream(received: &[u8]) {
     let text = String::from_utf8_lossy(received);
-    let api_end = text.find(r#"{"answer":42}"#).unwrap_or_else(|| panic!("no API answer in {text}"));
+    let api_end = text
+        .find(r#"{"answer":42}"#)
+        .unwrap_or_else(|| panic!("no API answer in {text}"));
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     let rest = &text[api_end..];
-    let stream_start = rest.find("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream").unwrap_or_else(|| panic!("no stream after the API answer: {text}"));
+    let stream_start = rest
+        .find("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream")
+        .unwrap_or_else(|| panic!("no stream after the API answer: {text}"));
     assert!(rest[stream_start..].contains("id: 2\n"), "{text}");
 }
 
@@ -41,9 +45,16 @@ async fn a_claimed_request_after_a_normal_one_on_a_keep_alive_connection() {
 async fn a_claimed_request_pipelined_behind_normal_ones() {
     let (gateway, _origin) = streaming_and_api().await;
     let mut client = RawClient::connect(gateway.addr).await;
-    client.send(&[API_REQUEST, API_REQUEST, SSE_REQUEST].concat()).await;
+    client
+        .send(&[API_REQUEST, API_REQUEST, SSE_REQUEST].concat())
+        .await;
     let received = client.read_to_end().await;
-    assert_eq!(String::from_utf8_lossy(&received).matches(r#"{"answer":42}"#).count(), 2);
+    assert_eq!(
+        String::from_utf8_lossy(&received)
+            .matches(r#"{"answer":42}"#)
+            .count(),
+        2
+    );
     assert_api_then_stream(&received);
 }
 
@@ -55,12 +66,17 @@ async fn a_request_body_is_passed_whole_before_the_next_head() {
     let chunked = b"POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
         20\r\nGET /sse/k HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n";
     client.send(chunked).await;
-    client.send(b"POST /api/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").await;
+    client
+        .send(b"POST /api/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .await;
     client.send(SSE_REQUEST).await;
     let received = client.read_to_end().await;
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
-    assert!(text.contains("HTTP/1.1 405 Method Not Allowed\r\n"), "{text}");
+    assert!(
+        text.contains("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{text}"
+    );
     assert!(text.contains("Content-Type: text/event-stream"), "{text}");
 }
 
@@ -69,7 +85,10 @@ async fn bad_requests_get_4xx_and_others_are_served() {
     let (gateway, _origin) = streaming_and_api().await;
     // A stream that stays open while bad requests come and go.
     let mut watcher = RawClient::get(gateway.addr, "/sse/w", &[]).await;
-    let oversized = format!("GET /api/1 HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024));
+    let oversized = format!(
+        "GET /api/1 HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(17 * 1024)
+    );
     let cases: [(&[u8], &str); 6] = [
         (b"GARBAGE\r\n\r\n", "HTTP/1.1 400 Bad Request\r\n"),
         (b"GET /api/1 HTTP/1.1\r\nBad Header Line\r\n\r\n", "HTTP/1.1 400 Bad Request\r\n"),
@@ -83,10 +102,17 @@ async fn bad_requests_get_4xx_and_others_are_served() {
         client.send(request).await;
         let response = client.read_to_end().await;
         let text = String::from_utf8_lossy(&response);
-        assert!(text.starts_with(expected), "{:?}\n  gave {text:?}", String::from_utf8_lossy(&request[..request.len().min(60)]));
+        assert!(
+            text.starts_with(expected),
+            "{:?}\n  gave {text:?}",
+            String::from_utf8_lossy(&request[..request.len().min(60)])
+        );
     }
     watcher.read_until(b"id: 2\n").await;
-    let response = RawClient::get(gateway.addr, "/api/2", &["Connection: close"]).await.read_to_end().await;
+    let response = RawClient::get(gateway.addr, "/api/2", &["Connection: close"])
+        .await
+        .read_to_end()
+        .await;
     assert_eq!(body_of(&response), br#"{"answer":42}"#);
 }
 
@@ -97,10 +123,28 @@ async fn the_head_limit_is_configurable() {
         .root("max_header_bytes", json!(256))
         .endpoint(json!({"endpoint": "/a", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/"}]}))
         .run();
-    let big = RawClient::get(gateway.addr, "/a", &[&format!("X-Pad: {}", "p".repeat(300))]).await.read_to_end().await;
-    assert!(big.starts_with(b"HTTP/1.1 431 "), "{}", String::from_utf8_lossy(&big));
-    let small = RawClient::get(gateway.addr, "/a", &["Connection: close"]).await.read_to_end().await;
-    assert!(small.starts_with(b"HTTP/1.1 200 OK\r\n"), "{}", String::from_utf8_lossy(&small));
+    let big = RawClient::get(
+        gateway.addr,
+        "/a",
+        &[&format!("X-Pad: {}", "p".repeat(300))],
+    )
+    .await
+    .read_to_end()
+    .await;
+    assert!(
+        big.starts_with(b"HTTP/1.1 431 "),
+        "{}",
+        String::from_utf8_lossy(&big)
+    );
+    let small = RawClient::get(gateway.addr, "/a", &["Connection: close"])
+        .await
+        .read_to_end()
+        .await;
+    assert!(
+        small.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "{}",
+        String::from_utf8_lossy(&small)
+    );
 }
 
 #[tokio::test]
@@ -111,15 +155,31 @@ async fn a_panicking_plugin_never_takes_the_host_down() {
         .plugin_block("panicking-plugin", json!({}))
         .endpoint(json!({"endpoint": "/panic-in-claims", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/"}]}))
         .run();
-    gateway.process.wait_for_log("Injecting plugin panicking-plugin");
+    gateway
+        .process
+        .wait_for_log("Injecting plugin panicking-plugin");
     // Panic in hijack: that one connection closes without an answer.
-    let response = RawClient::get(gateway.addr, "/panic", &[]).await.read_to_end().await;
-    assert!(response.is_empty(), "{}", String::from_utf8_lossy(&response));
-    gateway.process.wait_for_log("hijack failed: plugin panicked: a bug in hijack");
+    let response = RawClient::get(gateway.addr, "/panic", &[])
+        .await
+        .read_to_end()
+        .await;
+    assert!(
+        response.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    gateway
+        .process
+        .wait_for_log("hijack failed: plugin panicked: a bug in hijack");
     // Panic in claims: the request is not claimed and goes through the pipeline.
-    let response = RawClient::get(gateway.addr, "/panic-in-claims", &["Connection: close"]).await.read_to_end().await;
+    let response = RawClient::get(gateway.addr, "/panic-in-claims", &["Connection: close"])
+        .await
+        .read_to_end()
+        .await;
     assert_eq!(body_of(&response), br#"{"alive":true}"#);
-    gateway.process.wait_for_log("plugin panicked: a bug in claims");
+    gateway
+        .process
+        .wait_for_log("plugin panicked: a bug in claims");
     assert!(gateway.process.is_running());
 }
 
@@ -137,17 +197,34 @@ async fn normal_endpoints_json_no_op_and_404() {
                          "backend": [{"host": [origin.url()], "url_pattern": "/events-stream/{id}"}]}))
         .run();
     let get = |path: &'static str| async move {
-        String::from_utf8(RawClient::get(gateway.addr, path, &["Connection: close"]).await.read_to_end().await).unwrap()
+        String::from_utf8(
+            RawClient::get(gateway.addr, path, &["Connection: close"])
+                .await
+                .read_to_end()
+                .await,
+        )
+        .unwrap()
     };
     let object = get("/object").await;
-    assert!(object.starts_with("HTTP/1.1 200 OK\r\n") && object.ends_with(r#"{"a":1}"#), "{object}");
+    assert!(
+        object.starts_with("HTTP/1.1 200 OK\r\n") && object.ends_with(r#"{"a":1}"#),
+        "{object}"
+    );
     assert!(object.contains("x-krakend-completed: true"), "{object}");
     assert!(get("/array").await.ends_with(r#"{"collection":[1,2]}"#));
     let failing = get("/failing").await;
-    assert!(failing.starts_with("HTTP/1.1 500 ") && failing.contains("x-krakend-completed: false"), "{failing}");
+    assert!(
+        failing.starts_with("HTTP/1.1 500 ") && failing.contains("x-krakend-completed: false"),
+        "{failing}"
+    );
     let raw = get("/raw/n").await;
-    assert!(raw.contains("content-type: text/event-stream") && raw.contains("id: 2\nevent: tick\n"), "{raw}");
-    assert!(get("/missing").await.starts_with("HTTP/1.1 404 Not Found\r\n"));
+    assert!(
+        raw.contains("content-type: text/event-stream") && raw.contains("id: 2\nevent: tick\n"),
+        "{raw}"
+    );
+    assert!(get("/missing")
+        .await
+        .starts_with("HTTP/1.1 404 Not Found\r\n"));
 }
 
 #[tokio::test]
@@ -157,6 +234,11 @@ async fn a_slow_backend_gives_504_after_the_endpoint_timeout() {
         .endpoint(json!({"endpoint": "/slow", "timeout": "200ms", "backend": [{"host": [silent.url()], "url_pattern": "/"}]}))
         .run();
     let client = RawClient::get(gateway.addr, "/slow", &["Connection: close"]);
-    let (response, _held) = tokio::join!(async { client.await.read_to_end().await }, silent.accept());
-    assert!(response.starts_with(b"HTTP/1.1 504 Gateway Timeout\r\n"), "{}", String::from_utf8_lossy(&response));
+    let (response, _held) =
+        tokio::join!(async { client.await.read_to_end().await }, silent.accept());
+    assert!(
+        response.starts_with(b"HTTP/1.1 504 Gateway Timeout\r\n"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
 }

@@ -4,15 +4,22 @@ use std::time::Duration;
 
 use testkit::{body_of, gateway, origin, unused_port, RawClient, ScriptedOrigin};
 
-const SSE_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n";
+const SSE_HEAD: &str =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n";
 
 #[tokio::test]
 async fn events_pass_through_byte_for_byte() {
     let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", &upstream.url()).run();
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
+        .run();
     let client = RawClient::get(gateway.addr, "/sse/abc", &[]).await;
     let mut conn = upstream.accept().await;
-    assert!(conn.head.starts_with("GET /events-stream/abc HTTP/1.1\r\n"), "{}", conn.head);
+    assert!(
+        conn.head.starts_with("GET /events-stream/abc HTTP/1.1\r\n"),
+        "{}",
+        conn.head
+    );
     // Every field kind, CR/LF/CRLF endings, UTF-8, and a last line without a newline,
     // written in pieces that split lines and events.
     let events: &[&[u8]] = &[
@@ -29,14 +36,20 @@ async fn events_pass_through_byte_for_byte() {
     }
     drop(conn);
     let response = client.read_to_end().await;
-    assert!(response.starts_with(SSE_HEAD.as_bytes()), "{}", String::from_utf8_lossy(&response));
+    assert!(
+        response.starts_with(SSE_HEAD.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
     assert_eq!(body_of(&response), events.concat());
 }
 
 #[tokio::test]
 async fn the_first_event_arrives_before_the_origin_sends_the_second() {
     let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", &upstream.url()).run();
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
+        .run();
     let mut client = RawClient::get(gateway.addr, "/sse/x", &[]).await;
     let mut conn = upstream.accept().await;
     conn.send_event_stream_head().await;
@@ -51,11 +64,23 @@ async fn the_first_event_arrives_before_the_origin_sends_the_second() {
 #[tokio::test]
 async fn request_headers_and_query_reach_the_origin() {
     let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", &upstream.url()).run();
-    let headers = ["Last-Event-ID: 41", "Authorization: Bearer t0ken", "Cookie: session=s1", "X-Not-Forwarded: no"];
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
+        .run();
+    let headers = [
+        "Last-Event-ID: 41",
+        "Authorization: Bearer t0ken",
+        "Cookie: session=s1",
+        "X-Not-Forwarded: no",
+    ];
     let _client = RawClient::get(gateway.addr, "/sse/u1?topic=news&since=5", &headers).await;
     let conn = upstream.accept().await;
-    assert!(conn.head.starts_with("GET /events-stream/u1?topic=news&since=5 HTTP/1.1\r\n"), "{}", conn.head);
+    assert!(
+        conn.head
+            .starts_with("GET /events-stream/u1?topic=news&since=5 HTTP/1.1\r\n"),
+        "{}",
+        conn.head
+    );
     assert_eq!(conn.header("last-event-id"), Some("41"));
     assert_eq!(conn.header("authorization"), Some("Bearer t0ken"));
     assert_eq!(conn.header("cookie"), Some("session=s1"));
@@ -66,26 +91,39 @@ async fn request_headers_and_query_reach_the_origin() {
 #[tokio::test]
 async fn last_event_id_resumes_the_demo_origin() {
     let origin = origin().count(3).interval_ms(10).run();
-    let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", &origin.url()).run();
-    let response = RawClient::get(gateway.addr, "/sse/r", &["Last-Event-ID: 7"]).await.read_to_end().await;
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        .run();
+    let response = RawClient::get(gateway.addr, "/sse/r", &["Last-Event-ID: 7"])
+        .await
+        .read_to_end()
+        .await;
     let events = parse(body_of(&response));
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["8", "9", "10"]);
     assert_eq!(events[2].event, "multiline");
-    assert_eq!(events[2].data, "event 10 of stream r\nsecond line of event 10");
+    assert_eq!(
+        events[2].data,
+        "event 10 of stream r\nsecond line of event 10"
+    );
 }
 
 #[tokio::test]
 async fn a_client_that_leaves_closes_the_upstream() {
     let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", &upstream.url()).run();
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
+        .run();
     let mut client = RawClient::get(gateway.addr, "/sse/x", &[]).await;
     let mut conn = upstream.accept().await;
     conn.send_event_stream_head().await;
     conn.send(b"data: hello\n\n").await;
     client.read_until(b"data: hello\n\n").await;
     drop(client);
-    assert!(conn.closed_within(Duration::from_secs(1)).await, "the upstream stayed open after the client left");
+    assert!(
+        conn.closed_within(Duration::from_secs(1)).await,
+        "the upstream stayed open after the client left"
+    );
 }
 
 #[tokio::test]
@@ -96,39 +134,67 @@ async fn an_unreachable_origin_gives_502_and_the_gateway_keeps_serving() {
         .endpoint(serde_json::json!({"endpoint": "/api", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/"}]}))
         .run();
     for _ in 0..3 {
-        let response = RawClient::get(gateway.addr, "/sse/x", &[]).await.read_to_end().await;
+        let response = RawClient::get(gateway.addr, "/sse/x", &[])
+            .await
+            .read_to_end()
+            .await;
         let text = String::from_utf8_lossy(&response);
         assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{text}");
         let body = String::from_utf8_lossy(body_of(&response)).into_owned();
-        assert!(body.contains("unreachable") && body.ends_with('\n') && body.lines().count() == 1, "{body:?}");
+        assert!(
+            body.contains("unreachable") && body.ends_with('\n') && body.lines().count() == 1,
+            "{body:?}"
+        );
     }
-    let response = RawClient::get(gateway.addr, "/api", &["Connection: close"]).await.read_to_end().await;
-    assert_eq!(body_of(&response), br#"{"ok":true}"#, "{}", String::from_utf8_lossy(&response));
-    assert_eq!(gateway.process.log().matches("unreachable").count(), 3, "logged once per failed stream");
+    let response = RawClient::get(gateway.addr, "/api", &["Connection: close"])
+        .await
+        .read_to_end()
+        .await;
+    assert_eq!(
+        body_of(&response),
+        br#"{"ok":true}"#,
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    assert_eq!(
+        gateway.process.log().matches("unreachable").count(),
+        3,
+        "logged once per failed stream"
+    );
 }
 
 #[tokio::test]
 async fn an_origin_error_reaches_the_client_with_its_status_and_body() {
     let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", &upstream.url()).run();
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
+        .run();
     let client = RawClient::get(gateway.addr, "/sse/x", &[]).await;
     let mut conn = upstream.accept().await;
     conn.send(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"error\":\"nope\"}\n").await;
     let response = client.read_to_end().await;
     let text = String::from_utf8_lossy(&response);
-    assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"),
+        "{text}"
+    );
     assert_eq!(body_of(&response), b"{\"error\":\"nope\"}\n");
 }
 
 #[tokio::test]
 async fn five_hundred_concurrent_streams_all_receive_their_events() {
     let origin = origin().count(5).interval_ms(100).run();
-    let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", &origin.url()).run();
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        .run();
     let streams: Vec<_> = (0..500)
         .map(|i| {
             let addr = gateway.addr;
             tokio::spawn(async move {
-                let response = RawClient::get(addr, &format!("/sse/s{i}"), &[]).await.read_to_end().await;
+                let response = RawClient::get(addr, &format!("/sse/s{i}"), &[])
+                    .await
+                    .read_to_end()
+                    .await;
                 (i, parse(body_of(&response)))
             })
         })
@@ -137,17 +203,29 @@ async fn five_hundred_concurrent_streams_all_receive_their_events() {
         let (i, events) = stream.await.unwrap();
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["1", "2", "3", "4", "5"], "stream {i}");
-        assert!(events[0].data.contains(&format!("\"stream\":\"s{i}\"")), "stream {i} got another stream's events");
+        assert!(
+            events[0].data.contains(&format!("\"stream\":\"s{i}\"")),
+            "stream {i} got another stream's events"
+        );
     }
 }
 
 #[tokio::test]
 async fn curl_streams_through_the_gateway() {
     let origin = origin().count(3).interval_ms(50).run();
-    let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", &origin.url()).run();
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        .run();
     let url = format!("http://{}/sse/testid", gateway.addr);
     let output = tokio::process::Command::new("curl")
-        .args(["-sN", "--max-time", "10", "-H", "Accept: text/event-stream", &url])
+        .args([
+            "-sN",
+            "--max-time",
+            "10",
+            "-H",
+            "Accept: text/event-stream",
+            &url,
+        ])
         .output()
         .await
         .expect("curl is installed");
@@ -159,7 +237,9 @@ async fn curl_streams_through_the_gateway() {
 #[tokio::test]
 async fn the_client_reconnects_with_last_event_id_and_honours_retry() {
     let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", &upstream.url()).run();
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
+        .run();
     let url = format!("http://{}/sse/c", gateway.addr);
     let client = tokio::process::Command::new(testkit::bin("client"))
         .args([url.as_str(), "--json", "--max-events", "3"])
@@ -171,7 +251,11 @@ async fn the_client_reconnects_with_last_event_id_and_honours_retry() {
         first.send(b"retry: 50\nid: 1\ndata: one\n\nid: 2\nevent: two\ndata: a\ndata: b\n\nid: 3\ndata: cut off").await;
         drop(first);
         let mut second = upstream.accept().await;
-        assert_eq!(second.header("last-event-id"), Some("2"), "resumes after the last complete event");
+        assert_eq!(
+            second.header("last-event-id"),
+            Some("2"),
+            "resumes after the last complete event"
+        );
         second.send_event_stream_head().await;
         second.send(b"id: 3\ndata: three\n\n").await;
         second
@@ -179,8 +263,11 @@ async fn the_client_reconnects_with_last_event_id_and_honours_retry() {
     let (output, _second) = tokio::join!(client, script);
     let output = output.unwrap();
     assert!(output.status.success(), "{output:?}");
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(
         lines,
         [

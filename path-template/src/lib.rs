@@ -34,7 +34,9 @@ pub type Params<'p> = Vec<(&'p str, &'p str)>;
 
 impl Template {
     pub fn parse(template: &str) -> Result<Self, TemplateError> {
-        let rest = template.strip_prefix('/').ok_or(TemplateError::NoLeadingSlash)?;
+        let rest = template
+            .strip_prefix('/')
+            .ok_or(TemplateError::NoLeadingSlash)?;
         let mut segments = Vec::new();
         for raw in rest.split('/') {
             let segment = match raw.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
@@ -45,7 +47,9 @@ impl Template {
                     Segment::Param(name.to_owned())
                 }
                 Some(_) => return Err(TemplateError::BadSegment(raw.to_owned())),
-                None if raw.contains(['{', '}']) => return Err(TemplateError::BadSegment(raw.to_owned())),
+                None if raw.contains(['{', '}']) => {
+                    return Err(TemplateError::BadSegment(raw.to_owned()))
+                }
                 None => Segment::Literal(raw.to_owned()),
             };
             segments.push(segment);
@@ -104,7 +108,10 @@ pub fn substitute(pattern: &str, params: &Params<'_>) -> String {
 }
 
 fn is_param_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -115,7 +122,11 @@ mod tests {
     fn matches_by_segment() {
         let t = Template::parse("/sse/{id}").unwrap();
         assert_eq!(t.matches("/sse/abc"), Some(vec![("id", "abc")]));
-        assert_eq!(t.matches("/sse/"), None, "a param captures a non-empty segment");
+        assert_eq!(
+            t.matches("/sse/"),
+            None,
+            "a param captures a non-empty segment"
+        );
         assert_eq!(t.matches("/sse/a/b"), None);
         assert_eq!(t.matches("/sse"), None);
         assert_eq!(t.matches("/other/abc"), None);
@@ -128,9 +139,18 @@ mod tests {
     #[test]
     fn refuses_bad_templates() {
         assert_eq!(Template::parse("sse"), Err(TemplateError::NoLeadingSlash));
-        assert!(matches!(Template::parse("/a{b}"), Err(TemplateError::BadSegment(_))));
-        assert!(matches!(Template::parse("/{}"), Err(TemplateError::BadSegment(_))));
-        assert!(matches!(Template::parse("/{a}/{a}"), Err(TemplateError::DuplicateParam(_))));
+        assert!(matches!(
+            Template::parse("/a{b}"),
+            Err(TemplateError::BadSegment(_))
+        ));
+        assert!(matches!(
+            Template::parse("/{}"),
+            Err(TemplateError::BadSegment(_))
+        ));
+        assert!(matches!(
+            Template::parse("/{a}/{a}"),
+            Err(TemplateError::DuplicateParam(_))
+        ));
     }
 
     #[test]
@@ -138,7 +158,10 @@ mod tests {
         let t = Template::parse("/u/{user}/s/{id}").unwrap();
         let params = t.matches("/u/ann/s/7").unwrap();
         assert_eq!(t.params().collect::<Vec<_>>(), ["user", "id"]);
-        assert_eq!(substitute("/events/{id}?u={user}", &params), "/events/7?u=ann");
+        assert_eq!(
+            substitute("/events/{id}?u={user}", &params),
+            "/events/7?u=ann"
+        );
         assert_eq!(substitute("/x/{other}/{id", &params), "/x/{other}/{id");
     }
 }

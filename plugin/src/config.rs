@@ -13,7 +13,8 @@ use path_template::Template;
 use serde::Deserialize;
 
 /// Headers passed upstream when the config lists none.
-pub const DEFAULT_FORWARD_HEADERS: [&str; 4] = ["Accept", "Last-Event-ID", "Authorization", "Cookie"];
+pub const DEFAULT_FORWARD_HEADERS: [&str; 4] =
+    ["Accept", "Last-Event-ID", "Authorization", "Cookie"];
 
 /// A validated route.
 #[derive(Debug, Clone)]
@@ -43,18 +44,28 @@ pub fn parse(json: &str) -> Result<Route, String> {
     let template = Template::parse(&endpoint).map_err(|e| format!("endpoint: {endpoint:?} {e}"))?;
     let backend_url_pattern = required("backend_url_pattern", raw.backend_url_pattern)?;
     if !backend_url_pattern.starts_with('/') {
-        return Err(format!("backend_url_pattern: {backend_url_pattern:?} must start with '/'"));
+        return Err(format!(
+            "backend_url_pattern: {backend_url_pattern:?} must start with '/'"
+        ));
     }
     let backend_host = required("backend_host", raw.backend_host)?;
     let authority = backend_host
         .strip_prefix("http://")
         .map(|rest| rest.trim_end_matches('/'))
         .filter(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#', ' ']))
-        .ok_or_else(|| format!("backend_host: {backend_host:?} is not an http:// URL (scheme and host only)"))?;
+        .ok_or_else(|| {
+            format!("backend_host: {backend_host:?} is not an http:// URL (scheme and host only)")
+        })?;
     let forward_headers = raw
         .forward_headers
         .unwrap_or_else(|| DEFAULT_FORWARD_HEADERS.map(String::from).to_vec());
-    Ok(Route { endpoint, template, backend_url_pattern, backend_host: format!("http://{authority}"), forward_headers })
+    Ok(Route {
+        endpoint,
+        template,
+        backend_url_pattern,
+        backend_host: format!("http://{authority}"),
+        forward_headers,
+    })
 }
 
 fn required(key: &str, value: Option<String>) -> Result<String, String> {
@@ -69,8 +80,7 @@ fn required(key: &str, value: Option<String>) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    const POC: &str =
-        r#"{"endpoint": "/sse/{id}", "backend_url_pattern": "/events-stream/{id}", "backend_host": "http://localhost:9081"}"#;
+    const POC: &str = r#"{"endpoint": "/sse/{id}", "backend_url_pattern": "/events-stream/{id}", "backend_host": "http://localhost:9081"}"#;
 
     #[test]
     fn accepts_the_poc_block() {
@@ -83,14 +93,38 @@ mod tests {
     #[test]
     fn refuses_with_the_reason() {
         let cases = [
-            (r#"{"backend_url_pattern": "/e", "backend_host": "http://h"}"#, "endpoint: missing"),
-            (r#"{"endpoint": "", "backend_url_pattern": "/e", "backend_host": "http://h"}"#, "endpoint: must not be empty"),
-            (r#"{"endpoint": "/s", "backend_host": "http://h"}"#, "backend_url_pattern: missing"),
-            (r#"{"endpoint": "/s", "backend_url_pattern": "/e"}"#, "backend_host: missing"),
-            (r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "ftp://h"}"#, "is not an http:// URL"),
-            (r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h/path"}"#, "is not an http:// URL"),
-            (r#"{"endpoint": 5, "backend_url_pattern": "/e", "backend_host": "http://h"}"#, "endpoint: invalid type"),
-            (r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h", "forward_headers": "Accept"}"#, "forward_headers: invalid type"),
+            (
+                r#"{"backend_url_pattern": "/e", "backend_host": "http://h"}"#,
+                "endpoint: missing",
+            ),
+            (
+                r#"{"endpoint": "", "backend_url_pattern": "/e", "backend_host": "http://h"}"#,
+                "endpoint: must not be empty",
+            ),
+            (
+                r#"{"endpoint": "/s", "backend_host": "http://h"}"#,
+                "backend_url_pattern: missing",
+            ),
+            (
+                r#"{"endpoint": "/s", "backend_url_pattern": "/e"}"#,
+                "backend_host: missing",
+            ),
+            (
+                r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "ftp://h"}"#,
+                "is not an http:// URL",
+            ),
+            (
+                r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h/path"}"#,
+                "is not an http:// URL",
+            ),
+            (
+                r#"{"endpoint": 5, "backend_url_pattern": "/e", "backend_host": "http://h"}"#,
+                "endpoint: invalid type",
+            ),
+            (
+                r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h", "forward_headers": "Accept"}"#,
+                "forward_headers: invalid type",
+            ),
         ];
         for (json, expected) in cases {
             let error = parse(json).unwrap_err();

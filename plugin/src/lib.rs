@@ -43,7 +43,11 @@ impl StreamingPlugin {
             "[PLUGIN: {PLUGIN_NAME}] streaming {} from {}{}",
             route.endpoint, route.backend_host, route.backend_url_pattern
         ));
-        Ok(Self { route: Arc::new(route), upstream: Upstream::new(), logger })
+        Ok(Self {
+            route: Arc::new(route),
+            upstream: Upstream::new(),
+            logger,
+        })
     }
 }
 
@@ -52,8 +56,15 @@ impl ServerPlugin for StreamingPlugin {
         method == "GET" && self.route.template.matches(path).is_some()
     }
 
-    fn hijack(&self, stream: std::net::TcpStream, head: RequestHead, _read_ahead: Vec<u8>) -> Result<(), String> {
-        stream.set_nonblocking(true).map_err(|e| format!("socket: {e}"))?;
+    fn hijack(
+        &self,
+        stream: std::net::TcpStream,
+        head: RequestHead,
+        _read_ahead: Vec<u8>,
+    ) -> Result<(), String> {
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| format!("socket: {e}"))?;
         let (route, upstream, logger) = (self.route.clone(), self.upstream.clone(), self.logger);
         RUNTIME.spawn(async move {
             match tokio::net::TcpStream::from_std(stream) {

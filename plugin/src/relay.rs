@@ -30,7 +30,9 @@ impl Upstream {
     pub fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        Self { client: Client::builder(TokioExecutor::new()).build(connector) }
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
     }
 }
 
@@ -40,7 +42,13 @@ enum Ended {
     Upstream(String),
 }
 
-pub async fn serve(mut client: TcpStream, head: RequestHead, route: &Route, upstream: &Upstream, logger: Logger) {
+pub async fn serve(
+    mut client: TcpStream,
+    head: RequestHead,
+    route: &Route,
+    upstream: &Upstream,
+    logger: Logger,
+) {
     let _ = client.set_nodelay(true);
     let url = upstream_url(route, &head);
     let request = match upstream_request(&url, &head, route) {
@@ -55,7 +63,10 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, route: &Route, upst
         Ok(response) => response,
         Err(e) => {
             let reason = format!("upstream {url} unreachable: {}", error_chain(&e));
-            logger.warn(&format!("[PLUGIN: {PLUGIN_NAME}] {} {}: {reason}", head.method, head.path));
+            logger.warn(&format!(
+                "[PLUGIN: {PLUGIN_NAME}] {} {}: {reason}",
+                head.method, head.path
+            ));
             return respond_error(&mut client, StatusCode::BAD_GATEWAY, &reason).await;
         }
     };
@@ -63,13 +74,19 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, route: &Route, upst
     let response_head = if status.is_success() {
         event_stream_head()
     } else {
-        let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         passthrough_head(status, content_type)
     };
     match pump(&mut client, response_head, response.into_body()).await {
         Ok(()) | Err(Ended::ClientGone) => {}
         Err(Ended::Upstream(e)) => {
-            logger.warn(&format!("[PLUGIN: {PLUGIN_NAME}] {} {}: upstream stream broke: {e}", head.method, head.path));
+            logger.warn(&format!(
+                "[PLUGIN: {PLUGIN_NAME}] {} {}: upstream stream broke: {e}",
+                head.method, head.path
+            ));
         }
     }
     let _ = client.shutdown().await;
@@ -78,7 +95,10 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, route: &Route, upst
 fn upstream_url(route: &Route, head: &RequestHead) -> String {
     let params = route.template.matches(&head.path).unwrap_or_default();
     let mut url = route.backend_host.clone();
-    url.push_str(&path_template::substitute(&route.backend_url_pattern, &params));
+    url.push_str(&path_template::substitute(
+        &route.backend_url_pattern,
+        &params,
+    ));
     if !head.query.is_empty() {
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&head.query);
@@ -86,20 +106,33 @@ fn upstream_url(route: &Route, head: &RequestHead) -> String {
     url
 }
 
-fn upstream_request(url: &str, head: &RequestHead, route: &Route) -> Result<Request<Empty<Bytes>>, String> {
+fn upstream_request(
+    url: &str,
+    head: &RequestHead,
+    route: &Route,
+) -> Result<Request<Empty<Bytes>>, String> {
     let mut request = Request::get(url);
     for name in &route.forward_headers {
-        for header in head.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
+        for header in head
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+        {
             request = request.header(name.as_str(), header.value.as_slice());
         }
     }
-    request.body(Empty::new()).map_err(|e| format!("cannot build the upstream request: {e}"))
+    request
+        .body(Empty::new())
+        .map_err(|e| format!("cannot build the upstream request: {e}"))
 }
 
 /// Writes the head, then each body chunk as it arrives, until either side ends.
 async fn pump(client: &mut TcpStream, head: String, mut body: Incoming) -> Result<(), Ended> {
     let (mut reader, mut writer) = client.split();
-    writer.write_all(head.as_bytes()).await.map_err(|_| Ended::ClientGone)?;
+    writer
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|_| Ended::ClientGone)?;
     // What the client sends after its request is ignored; reading it is how EOF is seen.
     let mut discard = [0u8; 256];
     loop {
@@ -137,7 +170,11 @@ fn event_stream_head() -> String {
 }
 
 fn passthrough_head(status: StatusCode, content_type: Option<&str>) -> String {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
     if let Some(content_type) = content_type {
         let _ = write!(head, "Content-Type: {content_type}\r\n");
     }

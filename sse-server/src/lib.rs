@@ -35,7 +35,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { count: None, interval: Duration::from_secs(1), retry_ms: 3000 }
+        Self {
+            count: None,
+            interval: Duration::from_secs(1),
+            retry_ms: 3000,
+        }
     }
 }
 
@@ -55,8 +59,12 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
-            let service = service_fn(move |request| async move { Ok::<_, Infallible>(respond(&request, settings)) });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let service = service_fn(move |request| async move {
+                Ok::<_, Infallible>(respond(&request, settings))
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -64,16 +72,34 @@ pub async fn run(listener: TcpListener, settings: Settings, shutdown: impl Futur
 type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 
 fn respond(request: &Request<hyper::body::Incoming>, defaults: Settings) -> Response<ResponseBody> {
-    let Some(stream_id) = request.uri().path().strip_prefix("/events-stream/").filter(|id| !id.is_empty() && !id.contains('/'))
+    let Some(stream_id) = request
+        .uri()
+        .path()
+        .strip_prefix("/events-stream/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
     else {
-        return plain(StatusCode::NOT_FOUND, "not found: use /events-stream/{id}\n");
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: use /events-stream/{id}\n",
+        );
     };
     let mut settings = defaults;
-    for (key, value) in request.uri().query().unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
+    for (key, value) in request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+    {
         match (key, value.parse::<u64>()) {
             ("count", Ok(n)) => settings.count = Some(n),
             ("interval_ms", Ok(ms)) => settings.interval = Duration::from_millis(ms),
-            ("count" | "interval_ms", Err(_)) => return plain(StatusCode::BAD_REQUEST, "count and interval_ms take integers\n"),
+            ("count" | "interval_ms", Err(_)) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "count and interval_ms take integers\n",
+                )
+            }
             _ => {}
         }
     }
@@ -113,7 +139,13 @@ impl EventStream {
     fn new(stream_id: String, first_id: u64, settings: Settings) -> Self {
         let mut ticks = tokio::time::interval(settings.interval.max(Duration::from_micros(1)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self { stream_id, next_id: first_id, left: settings.count, retry_ms: Some(settings.retry_ms), ticks }
+        Self {
+            stream_id,
+            next_id: first_id,
+            left: settings.count,
+            retry_ms: Some(settings.retry_ms),
+            ticks,
+        }
     }
 
     fn next_event(&mut self) -> Bytes {
@@ -123,11 +155,14 @@ impl EventStream {
         }
         let n = self.next_id;
         self.next_id += 1;
-        let event = if n % 5 == 0 {
+        let event = if n.is_multiple_of(5) {
             sse::Event {
                 id: n.to_string(),
                 event: "multiline".into(),
-                data: format!("event {n} of stream {}\nsecond line of event {n}", self.stream_id),
+                data: format!(
+                    "event {n} of stream {}\nsecond line of event {n}",
+                    self.stream_id
+                ),
             }
         } else {
             sse::Event {
@@ -145,7 +180,10 @@ impl Body for EventStream {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.left == Some(0) {
             return Poll::Ready(None);
         }

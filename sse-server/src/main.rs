@@ -26,8 +26,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     println!("sse-server listening on {}", listener.local_addr()?);
-    let settings =
-        sse_server::Settings { count: args.count, interval: Duration::from_millis(args.interval_ms), retry_ms: args.retry_ms };
+    let settings = sse_server::Settings {
+        count: args.count,
+        interval: Duration::from_millis(args.interval_ms),
+        retry_ms: args.retry_ms,
+    };
     sse_server::run(listener, settings, async {
         let _ = tokio::signal::ctrl_c().await;
     })

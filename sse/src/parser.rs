@@ -36,7 +36,11 @@ impl Parser {
     /// A parser for a reconnection: like EventSource, the last event ID carries over, so
     /// events on the new connection without an `id:` still report it.
     pub fn resuming(last_event_id: &str) -> Self {
-        Self { id_buffer: last_event_id.into(), last_event_id: last_event_id.into(), ..Self::default() }
+        Self {
+            id_buffer: last_event_id.into(),
+            last_event_id: last_event_id.into(),
+            ..Self::default()
+        }
     }
 
     /// The ID a reconnecting client sends as `Last-Event-ID`: set when an event is
@@ -128,7 +132,11 @@ impl Parser {
         data.pop(); // the LF after the last data line
         on_event(Event {
             id: self.last_event_id.clone(),
-            event: if event_type.is_empty() { "message".into() } else { event_type },
+            event: if event_type.is_empty() {
+                "message".into()
+            } else {
+                event_type
+            },
             data,
         });
     }
@@ -152,7 +160,11 @@ mod tests {
     }
 
     fn ev(id: &str, event: &str, data: &str) -> Event {
-        Event { id: id.into(), event: event.into(), data: data.into() }
+        Event {
+            id: id.into(),
+            event: event.into(),
+            data: data.into(),
+        }
     }
 
     #[test]
@@ -164,13 +176,25 @@ mod tests {
             ("data: a\ndata: b\n\n", vec![ev("", "message", "a\nb")]),
             ("data\n\n", vec![ev("", "message", "")]),
             ("data\ndata\n\n", vec![ev("", "message", "\n")]),
-            ("data: a\r\rdata: b\r\n\r\n", vec![ev("", "message", "a"), ev("", "message", "b")]),
+            (
+                "data: a\r\rdata: b\r\n\r\n",
+                vec![ev("", "message", "a"), ev("", "message", "b")],
+            ),
             ("\u{feff}data: bom\n\n", vec![ev("", "message", "bom")]),
-            ("id: 7\nevent: tick\ndata: x\n\n", vec![ev("7", "tick", "x")]),
+            (
+                "id: 7\nevent: tick\ndata: x\n\n",
+                vec![ev("7", "tick", "x")],
+            ),
             (": a comment\ndata: x\n\n", vec![ev("", "message", "x")]),
             ("foo: bar\ndata: x\n\n", vec![ev("", "message", "x")]),
-            ("id: 1\ndata: a\n\nid: a\0b\ndata: b\n\n", vec![ev("1", "message", "a"), ev("1", "message", "b")]),
-            ("id: 3\n\ndata: later\n\n", vec![ev("3", "message", "later")]),
+            (
+                "id: 1\ndata: a\n\nid: a\0b\ndata: b\n\n",
+                vec![ev("1", "message", "a"), ev("1", "message", "b")],
+            ),
+            (
+                "id: 3\n\ndata: later\n\n",
+                vec![ev("3", "message", "later")],
+            ),
             ("id\ndata: x\n\n", vec![ev("", "message", "x")]),
             ("event: only\n\ndata: x\n\n", vec![ev("", "message", "x")]),
             ("data: cut off", vec![]),
@@ -184,7 +208,10 @@ mod tests {
     #[test]
     fn only_a_second_bom_is_data() {
         let events = parse("\u{feff}\u{feff}data: x\n\n");
-        assert!(events.is_empty(), "a second BOM makes the field name unknown");
+        assert!(
+            events.is_empty(),
+            "a second BOM makes the field name unknown"
+        );
     }
 
     #[test]
@@ -196,7 +223,11 @@ mod tests {
             ("retry:\n", None),
             ("retry: 1500\nretry: 2.5\n", Some(1500)),
         ] {
-            assert_eq!(parse_chunks(&[input.as_bytes()]).1.retry_ms(), expected, "{input:?}");
+            assert_eq!(
+                parse_chunks(&[input.as_bytes()]).1.retry_ms(),
+                expected,
+                "{input:?}"
+            );
         }
     }
 
@@ -205,7 +236,10 @@ mod tests {
         let mut parser = Parser::resuming("41");
         let mut events = Vec::new();
         parser.feed(b"data: no id\n\nid: 42\ndata: x\n\n", |e| events.push(e));
-        assert_eq!(events, [ev("41", "message", "no id"), ev("42", "message", "x")]);
+        assert_eq!(
+            events,
+            [ev("41", "message", "no id"), ev("42", "message", "x")]
+        );
     }
 
     #[test]

@@ -48,9 +48,21 @@ mod tests {
     #[test]
     fn round_trips_through_the_parser() {
         let events = [
-            Event { id: "1".into(), event: "tick".into(), data: "one".into() },
-            Event { id: "2".into(), event: "message".into(), data: "two\nlines".into() },
-            Event { id: "3".into(), event: "message".into(), data: "".into() },
+            Event {
+                id: "1".into(),
+                event: "tick".into(),
+                data: "one".into(),
+            },
+            Event {
+                id: "2".into(),
+                event: "message".into(),
+                data: "two\nlines".into(),
+            },
+            Event {
+                id: "3".into(),
+                event: "message".into(),
+                data: "".into(),
+            },
         ];
         let mut out = Vec::new();
         write_retry(&mut out, 2500);

@@ -1,6 +1,6 @@
 //! End-to-end test helpers: the real binaries on 127.0.0.1:0, scripted origins, raw clients.
 //!
-//! ```ignore
+//! ```text
 //! let origin = origin().count(3).run();                    // target/release/sse-server
 //! let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", origin.url()).run();
 //! let body = RawClient::get(gateway.addr, "/sse/a").await.read_to_end().await;
@@ -11,10 +11,14 @@
 mod process;
 mod raw;
 mod scripted;
+mod temp;
 
-pub use process::{bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process};
+pub use process::{
+    bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process,
+};
 pub use raw::{body_of, RawClient};
 pub use scripted::{json_backend, unused_port, OriginConn, ScriptedOrigin};
+pub use temp::TempPath;
 
 /// How long any single step of a test may wait before it fails instead of hanging.
 pub const STEP: std::time::Duration = std::time::Duration::from_secs(10);

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::TempPath;
+
 /// `target/release`, where `make test` put the binaries and the plugin.
 pub fn release_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -20,7 +22,11 @@ pub fn release_dir() -> PathBuf {
 /// A binary or library in the release dir; panics with the fix when it is missing.
 pub fn bin(name: &str) -> PathBuf {
     let path = release_dir().join(name);
-    assert!(path.exists(), "{} is missing: run `make build` (cargo build --release --workspace) first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build` (cargo build --release --workspace) first",
+        path.display()
+    );
     path
 }
 
@@ -34,14 +40,22 @@ pub struct Process {
 impl Process {
     /// Spawns `command` and waits for a stdout line containing `marker` followed by an address.
     fn spawn(mut command: Command, marker: &'static str) -> Self {
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawning a test binary");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning a test binary");
         let stdout = child.stdout.take().expect("piped stdout");
         let log = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split(marker).nth(1).and_then(|rest| rest.trim().parse::<SocketAddr>().ok()) {
+                if let Some(addr) = line
+                    .split(marker)
+                    .nth(1)
+                    .and_then(|rest| rest.trim().parse::<SocketAddr>().ok())
+                {
                     let _ = addr_tx.send(addr);
                 }
                 let mut log = sink.lock().unwrap();
@@ -51,7 +65,10 @@ impl Process {
         });
         let addr = addr_rx.recv_timeout(crate::STEP).unwrap_or_else(|_| {
             let _ = child.kill();
-            panic!("the process never printed {marker:?}; output:\n{}", log.lock().unwrap())
+            panic!(
+                "the process never printed {marker:?}; output:\n{}",
+                log.lock().unwrap()
+            )
         });
         Self { child, addr, log }
     }
@@ -69,7 +86,11 @@ impl Process {
     pub fn wait_for_log(&self, text: &str) {
         let deadline = Instant::now() + crate::STEP;
         while !self.log().contains(text) {
-            assert!(Instant::now() < deadline, "{text:?} never appeared in:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} never appeared in:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -131,7 +152,7 @@ pub struct GatewayBuilder {
 pub struct Gateway {
     pub process: Process,
     pub addr: SocketAddr,
-    _config: tempfile_path::TempPath,
+    _config: TempPath,
 }
 
 impl GatewayBuilder {
@@ -162,7 +183,10 @@ impl GatewayBuilder {
 
     /// Adds a normal endpoint (a KrakenD `endpoints[]` entry).
     pub fn endpoint(mut self, endpoint: Value) -> Self {
-        self.config["endpoints"].as_array_mut().unwrap().push(endpoint);
+        self.config["endpoints"]
+            .as_array_mut()
+            .unwrap()
+            .push(endpoint);
         self
     }
 
@@ -174,38 +198,14 @@ impl GatewayBuilder {
 
     pub fn run(mut self) -> Gateway {
         self.config["plugin"] = json!({"folder": release_dir(), "pattern": self.plugin_pattern});
-        let config = tempfile_path::TempPath::write("krakend", &self.config.to_string());
+        let config = TempPath::write("krakend", &self.config.to_string());
         let mut command = Command::new(bin("host"));
         command.arg("run").arg("-c").arg(config.path());
         let process = Process::spawn(command, "Listening on ");
-        Gateway { addr: process.addr, process, _config: config }
-    }
-}
-
-/// A uniquely named file in the temp dir, removed on drop.
-pub mod tempfile_path {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    pub struct TempPath(PathBuf);
-
-    impl TempPath {
-        pub fn write(prefix: &str, contents: &str) -> Self {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let name = format!("{prefix}-{}-{}.json", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-            let path = std::env::temp_dir().join(name);
-            std::fs::write(&path, contents).expect("writing a temp file");
-            Self(path)
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
+        Gateway {
+            addr: process.addr,
+            process,
+            _config: config,
         }
     }
 }

@@ -16,14 +16,21 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = timeout(STEP, TcpStream::connect(addr)).await.expect("connect timed out").expect("connect");
-        Self { stream, received: Vec::new() }
+        let stream = timeout(STEP, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        Self {
+            stream,
+            received: Vec::new(),
+        }
     }
 
     /// Connects and sends `GET path` with `Accept: text/event-stream` and `extra` header lines.
     pub async fn get(addr: SocketAddr, path: &str, extra: &[&str]) -> Self {
         let mut client = Self::connect(addr).await;
-        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        let mut request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
         for line in extra {
             request.push_str(line);
             request.push_str("\r\n");
@@ -34,7 +41,10 @@ impl RawClient {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("sending to the gateway");
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("sending to the gateway");
     }
 
     /// Reads until `received` contains `needle` (after `from`); panics after [`STEP`].
@@ -64,13 +74,20 @@ impl RawClient {
     /// Reads until the server closes the connection; panics after [`STEP`].
     pub async fn read_to_end(mut self) -> Vec<u8> {
         let result = timeout(STEP, self.stream.read_to_end(&mut self.received)).await;
-        assert!(result.is_ok(), "the server did not close; got {:?}", String::from_utf8_lossy(&self.received));
+        assert!(
+            result.is_ok(),
+            "the server did not close; got {:?}",
+            String::from_utf8_lossy(&self.received)
+        );
         self.received
     }
 }
 
 /// The part of a response after its head.
 pub fn body_of(response: &[u8]) -> &[u8] {
-    let end = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
     &response[end + 4..]
 }

@@ -18,7 +18,9 @@ pub struct ScriptedOrigin {
 
 impl ScriptedOrigin {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a scripted origin");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a scripted origin");
         let addr = listener.local_addr().unwrap();
         let (tx, accepted) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -37,8 +39,14 @@ impl ScriptedOrigin {
 
     /// The next connection, with its request head already read.
     pub async fn accept(&mut self) -> OriginConn {
-        let stream = timeout(STEP, self.accepted.recv()).await.expect("no connection reached the origin").unwrap();
-        let mut conn = OriginConn { stream, head: String::new() };
+        let stream = timeout(STEP, self.accepted.recv())
+            .await
+            .expect("no connection reached the origin")
+            .unwrap();
+        let mut conn = OriginConn {
+            stream,
+            head: String::new(),
+        };
         conn.read_head().await;
         conn
     }
@@ -56,7 +64,10 @@ impl OriginConn {
         let mut bytes = Vec::new();
         let mut byte = [0u8; 1];
         while !bytes.ends_with(b"\r\n\r\n") {
-            let n = timeout(STEP, self.stream.read(&mut byte)).await.expect("request head timed out").unwrap_or(0);
+            let n = timeout(STEP, self.stream.read(&mut byte))
+                .await
+                .expect("request head timed out")
+                .unwrap_or(0);
             assert!(n == 1, "the connection closed inside the request head");
             bytes.push(byte[0]);
         }
@@ -73,12 +84,18 @@ impl OriginConn {
 
     /// Writes bytes and flushes them to the socket.
     pub async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("the origin could not write");
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("the origin could not write");
     }
 
     /// Starts a close-delimited event-stream response.
     pub async fn send_event_stream_head(&mut self) {
-        self.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n").await;
+        self.send(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+        )
+        .await;
     }
 
     /// Whether the peer closes the connection within `limit`.
@@ -99,7 +116,9 @@ impl OriginConn {
 
 /// A backend that answers every request with `status` and the JSON `body`, then closes.
 pub async fn json_backend(status: u16, body: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a JSON backend");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a JSON backend");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -125,5 +144,9 @@ pub async fn json_backend(status: u16, body: &'static str) -> SocketAddr {
 
 /// A loopback port with nothing listening on it (bound, then released).
 pub fn unused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

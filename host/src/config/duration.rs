@@ -13,12 +13,16 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
         let number: f64 = rest[..digits]
             .parse()
             .map_err(|_| format!("invalid duration {text:?}: expected a number"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let nanos_per_unit: f64 = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -39,9 +43,13 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 /// serde adapter for an optional duration string.
-pub fn deserialize_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub fn deserialize_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
     let text: Option<String> = serde::Deserialize::deserialize(d)?;
-    text.map(|t| parse(&t)).transpose().map_err(serde::de::Error::custom)
+    text.map(|t| parse(&t))
+        .transpose()
+        .map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]

@@ -17,11 +17,23 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: invalid JSON at line {line}, column {column}: {message}")]
-    Syntax { file: String, line: usize, column: usize, message: String },
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{file}: {path}: {message}")]
-    Invalid { file: String, path: String, message: String },
+    Invalid {
+        file: String,
+        path: String,
+        message: String,
+    },
 }
 
 /// The settings `host run` and `host check` work from.
@@ -133,13 +145,20 @@ struct RawBackend {
 
 /// Reads and validates a config file.
 pub fn load(file: &str) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.into(), source })?;
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.into(),
+        source,
+    })?;
     parse(file, &text)
 }
 
 /// Validates config text; `file` only labels the errors.
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-    let invalid = |path: String, message: String| ConfigError::Invalid { file: file.into(), path, message };
+    let invalid = |path: String, message: String| ConfigError::Invalid {
+        file: file.into(),
+        path,
+        message,
+    };
     // Syntax first, so broken JSON reports line and column rather than a path.
     let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
         file: file.into(),
@@ -149,17 +168,29 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     })?;
     let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        invalid(if path == "." { "(root)".into() } else { path }, e.into_inner().to_string())
+        invalid(
+            if path == "." { "(root)".into() } else { path },
+            e.into_inner().to_string(),
+        )
     })?;
     if raw.version != 3 {
-        return Err(invalid("version".into(), format!("unsupported version {} (this host reads version 3)", raw.version)));
+        return Err(invalid(
+            "version".into(),
+            format!(
+                "unsupported version {} (this host reads version 3)",
+                raw.version
+            ),
+        ));
     }
     let default_timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let endpoints = raw
         .endpoints
         .into_iter()
         .enumerate()
-        .map(|(i, e)| endpoint(e, default_timeout).map_err(|(path, m)| invalid(format!("endpoints[{i}]{path}"), m)))
+        .map(|(i, e)| {
+            endpoint(e, default_timeout)
+                .map_err(|(path, m)| invalid(format!("endpoints[{i}]{path}"), m))
+        })
         .collect::<Result<_, _>>()?;
     let server_plugins = match raw.extra_config.http_server {
         None => Vec::new(),
@@ -167,7 +198,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             .name
             .into_iter()
             .map(|name| {
-                let config_json = block.blocks.remove(&name).unwrap_or(Value::Object(Default::default())).to_string();
+                let config_json = block
+                    .blocks
+                    .remove(&name)
+                    .unwrap_or(Value::Object(Default::default()))
+                    .to_string();
                 ServerPluginConfig { name, config_json }
             })
             .collect(),
@@ -176,7 +211,9 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         port: raw.port.unwrap_or(DEFAULT_PORT),
         listen_ip: raw.listen_ip.unwrap_or_else(|| "0.0.0.0".into()),
         max_header_bytes: raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
-        max_backend_response_bytes: raw.max_backend_response_bytes.unwrap_or(DEFAULT_MAX_BACKEND_RESPONSE_BYTES),
+        max_backend_response_bytes: raw
+            .max_backend_response_bytes
+            .unwrap_or(DEFAULT_MAX_BACKEND_RESPONSE_BYTES),
         plugin: raw.plugin,
         server_plugins,
         endpoints,
@@ -185,10 +222,18 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
 
 /// Validates one endpoint; errors carry the path below `endpoints[i]`.
 fn endpoint(raw: RawEndpoint, default_timeout: Duration) -> Result<Endpoint, (String, String)> {
-    let template = Template::parse(&raw.endpoint).map_err(|e| (".endpoint".into(), e.to_string()))?;
-    let endpoint_method = method(raw.method.as_deref().unwrap_or("GET")).map_err(|m| (".method".into(), m))?;
+    let template =
+        Template::parse(&raw.endpoint).map_err(|e| (".endpoint".into(), e.to_string()))?;
+    let endpoint_method =
+        method(raw.method.as_deref().unwrap_or("GET")).map_err(|m| (".method".into(), m))?;
     let [backend] = <[RawBackend; 1]>::try_from(raw.backend).map_err(|list| {
-        (".backend".into(), format!("exactly one backend per endpoint is supported, found {}", list.len()))
+        (
+            ".backend".into(),
+            format!(
+                "exactly one backend per endpoint is supported, found {}",
+                list.len()
+            ),
+        )
     })?;
     if backend.host.is_empty() {
         return Err((".backend[0].host".into(), "needs at least one host".into()));
@@ -200,37 +245,58 @@ fn endpoint(raw: RawEndpoint, default_timeout: Duration) -> Result<Endpoint, (St
         .map(|(i, h)| http_base_url(h).map_err(|m| (format!(".backend[0].host[{i}]"), m)))
         .collect::<Result<_, _>>()?;
     if !backend.url_pattern.starts_with('/') {
-        return Err((".backend[0].url_pattern".into(), "must start with '/'".into()));
+        return Err((
+            ".backend[0].url_pattern".into(),
+            "must start with '/'".into(),
+        ));
     }
-    let backend_method = backend.method.as_deref().map(method).transpose().map_err(|m| (".backend[0].method".into(), m))?;
+    let backend_method = backend
+        .method
+        .as_deref()
+        .map(method)
+        .transpose()
+        .map_err(|m| (".backend[0].method".into(), m))?;
     Ok(Endpoint {
         endpoint: raw.endpoint,
         template,
         method: endpoint_method,
         timeout: raw.timeout.unwrap_or(default_timeout),
         output_encoding: raw.output_encoding.unwrap_or(OutputEncoding::Json),
-        backend: Backend { hosts, url_pattern: backend.url_pattern, method: backend_method },
+        backend: Backend {
+            hosts,
+            url_pattern: backend.url_pattern,
+            method: backend_method,
+        },
     })
 }
 
 fn method(name: &str) -> Result<http::Method, String> {
-    http::Method::from_bytes(name.to_ascii_uppercase().as_bytes()).map_err(|_| format!("invalid HTTP method {name:?}"))
+    http::Method::from_bytes(name.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("invalid HTTP method {name:?}"))
 }
 
 /// Accepts `http://host[:port]` with nothing after the authority but an optional `/`.
 pub fn http_base_url(text: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = text.parse().map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     if uri.scheme_str() != Some("http") || uri.authority().is_none() {
         return Err(format!("{text:?} is not an http:// URL"));
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!("{text:?} must be scheme and host only, without a path"));
+        return Err(format!(
+            "{text:?} must be scheme and host only, without a path"
+        ));
     }
     Ok(uri)
 }
 
 fn strip_position(message: &str) -> String {
-    message.split(" at line ").next().unwrap_or(message).to_owned()
+    message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -258,7 +324,10 @@ mod tests {
         assert_eq!(config.port, 9000);
         assert_eq!(config.max_header_bytes, 16 * 1024);
         assert_eq!(config.server_plugins[0].name, "p1");
-        assert_eq!(config.server_plugins[0].config_json, r#"{"endpoint":"/sse/{id}"}"#);
+        assert_eq!(
+            config.server_plugins[0].config_json,
+            r#"{"endpoint":"/sse/{id}"}"#
+        );
         assert_eq!(config.server_plugins[1].config_json, "{}");
         assert_eq!(config.endpoints[0].timeout, Duration::from_secs(3));
         assert_eq!(config.endpoints[0].output_encoding, OutputEncoding::Json);
@@ -279,19 +348,25 @@ mod tests {
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": [1], "url_pattern": "/x"}]}]}"#.into(), "endpoints[0].backend[0].host[0]: invalid type"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["ftp://x"], "url_pattern": "/x"}]}]}"#.into(), "endpoints[0].backend[0].host[0]: \"ftp://x\" is not an http:// URL"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": []}]}"#.into(), "endpoints[0].backend: exactly one backend"),
-            (format!(r#"{{"version": 3, "timeout": "2 seconds", "endpoints": []}}"#), "timeout: invalid duration"),
+            (r#"{"version": 3, "timeout": "2 seconds", "endpoints": []}"#.into(), "timeout: invalid duration"),
             (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", "output_encoding": "xml", {backend}}}]}}"#), "endpoints[0].output_encoding: unknown variant `xml`"),
             (r#"{"version": 3, "extra_config": {"plugin/http-server": {"name": "p"}}}"#.into(), "extra_config.plugin/http-server"),
         ];
         for (text, expected) in cases {
             let error = error_of(&text);
-            assert!(error.contains(expected), "{text}\n  gave: {error}\n  want: {expected}");
+            assert!(
+                error.contains(expected),
+                "{text}\n  gave: {error}\n  want: {expected}"
+            );
         }
     }
 
     #[test]
     fn broken_json_gives_line_and_column() {
         let error = error_of("{\n  \"version\": 3,\n  \"port\": ,\n}");
-        assert_eq!(error, "krakend.json: invalid JSON at line 3, column 11: expected value");
+        assert_eq!(
+            error,
+            "krakend.json: invalid JSON at line 3, column 11: expected value"
+        );
     }
 }

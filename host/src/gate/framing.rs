@@ -35,11 +35,16 @@ pub fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, FramingError
             if length.is_some() {
                 return Err(FramingError::DuplicateLength);
             }
-            let text = std::str::from_utf8(header.value).map_err(|_| FramingError::InvalidLength)?.trim();
+            let text = std::str::from_utf8(header.value)
+                .map_err(|_| FramingError::InvalidLength)?
+                .trim();
             if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(FramingError::InvalidLength);
             }
-            length = Some(text.parse::<u64>().map_err(|_| FramingError::InvalidLength)?);
+            length = Some(
+                text.parse::<u64>()
+                    .map_err(|_| FramingError::InvalidLength)?,
+            );
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             if transfer_encoding.is_some() {
                 return Err(FramingError::UnsupportedTransferEncoding);
@@ -52,7 +57,9 @@ pub fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, FramingError
         (Some(n), None) => Ok(Framing::Length(n)),
         (None, Some(te)) => {
             let last = te.rsplit(|&b| b == b',').next().unwrap_or(te);
-            if last.trim_ascii().eq_ignore_ascii_case(b"chunked") && te.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            if last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+                && te.trim_ascii().eq_ignore_ascii_case(b"chunked")
+            {
                 Ok(Framing::Chunked(ChunkedTracker::default()))
             } else {
                 Err(FramingError::UnsupportedTransferEncoding)
@@ -92,7 +99,11 @@ impl ChunkedTracker {
                 ChunkState::Data(left) => {
                     let take = left.min((bytes.len() - used) as u64);
                     used += take as usize;
-                    self.state = if take == left { ChunkState::DataEnd } else { ChunkState::Data(left - take) };
+                    self.state = if take == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - take)
+                    };
                 }
                 ChunkState::SizeLine | ChunkState::DataEnd | ChunkState::Trailer => {
                     let byte = bytes[used];
@@ -138,21 +149,44 @@ mod tests {
     use super::*;
 
     fn headers(list: &[(&'static str, &'static str)]) -> Vec<httparse::Header<'static>> {
-        list.iter().map(|(n, v)| httparse::Header { name: n, value: v.as_bytes() }).collect()
+        list.iter()
+            .map(|(n, v)| httparse::Header {
+                name: n,
+                value: v.as_bytes(),
+            })
+            .collect()
     }
 
     #[test]
     fn decides_framing() {
         assert_eq!(framing(&headers(&[])), Ok(Framing::Length(0)));
-        assert_eq!(framing(&headers(&[("Content-Length", "12")])), Ok(Framing::Length(12)));
-        assert!(matches!(framing(&headers(&[("transfer-encoding", "chunked")])), Ok(Framing::Chunked(_))));
+        assert_eq!(
+            framing(&headers(&[("Content-Length", "12")])),
+            Ok(Framing::Length(12))
+        );
+        assert!(matches!(
+            framing(&headers(&[("transfer-encoding", "chunked")])),
+            Ok(Framing::Chunked(_))
+        ));
         let refused = [
-            (vec![("Content-Length", "1"), ("Transfer-Encoding", "chunked")], FramingError::LengthAndTransferEncoding),
-            (vec![("Content-Length", "1"), ("content-length", "1")], FramingError::DuplicateLength),
+            (
+                vec![("Content-Length", "1"), ("Transfer-Encoding", "chunked")],
+                FramingError::LengthAndTransferEncoding,
+            ),
+            (
+                vec![("Content-Length", "1"), ("content-length", "1")],
+                FramingError::DuplicateLength,
+            ),
             (vec![("Content-Length", "-1")], FramingError::InvalidLength),
             (vec![("Content-Length", "1,1")], FramingError::InvalidLength),
-            (vec![("Transfer-Encoding", "gzip")], FramingError::UnsupportedTransferEncoding),
-            (vec![("Transfer-Encoding", "chunked, gzip")], FramingError::UnsupportedTransferEncoding),
+            (
+                vec![("Transfer-Encoding", "gzip")],
+                FramingError::UnsupportedTransferEncoding,
+            ),
+            (
+                vec![("Transfer-Encoding", "chunked, gzip")],
+                FramingError::UnsupportedTransferEncoding,
+            ),
         ];
         for (list, expected) in refused {
             assert_eq!(framing(&headers(&list)), Err(expected), "{list:?}");

@@ -37,7 +37,10 @@ pub trait Claim: Send + Sync {
 pub enum Stop {
     /// The client closed its side (or hyper closed the connection first).
     Eof,
-    Claimed { plugin: usize, head: RequestHead },
+    Claimed {
+        plugin: usize,
+        head: RequestHead,
+    },
     Rejected(Rejection),
 }
 
@@ -69,8 +72,20 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(stream: TcpStream, peer: SocketAddr, max_head_bytes: usize, claim: Arc<dyn Claim>) -> Self {
-        Self { stream, peer, buf: BytesMut::new(), state: State::AwaitHead, max_head_bytes, claim }
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        max_head_bytes: usize,
+        claim: Arc<dyn Claim>,
+    ) -> Self {
+        Self {
+            stream,
+            peer,
+            buf: BytesMut::new(),
+            state: State::AwaitHead,
+            max_head_bytes,
+            claim,
+        }
     }
 
     /// Ends the gate: why it stopped, the socket, and the bytes read but not consumed.
@@ -84,7 +99,10 @@ impl Gate {
     }
 
     fn reject(&mut self, status: http::StatusCode, message: impl Into<String>) {
-        self.state = State::Stopped(Stop::Rejected(Rejection { status, message: message.into() }));
+        self.state = State::Stopped(Stop::Rejected(Rejection {
+            status,
+            message: message.into(),
+        }));
     }
 
     /// Looks at the buffered bytes for a complete head; `false` when more bytes are needed.
@@ -94,21 +112,33 @@ impl Gate {
         let head_len = match request.parse(&self.buf) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if self.buf.len() > self.max_head_bytes => {
-                self.reject(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
+                self.reject(
+                    http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request head too large",
+                );
                 return true;
             }
             Ok(httparse::Status::Partial) => return false,
             Err(httparse::Error::TooManyHeaders) => {
-                self.reject(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many request headers");
+                self.reject(
+                    http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "too many request headers",
+                );
                 return true;
             }
             Err(e) => {
-                self.reject(http::StatusCode::BAD_REQUEST, format!("malformed request head: {e}"));
+                self.reject(
+                    http::StatusCode::BAD_REQUEST,
+                    format!("malformed request head: {e}"),
+                );
                 return true;
             }
         };
         if head_len > self.max_head_bytes {
-            self.reject(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
+            self.reject(
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            );
             return true;
         }
         let body = match framing(request.headers) {
@@ -130,14 +160,20 @@ impl Gate {
                     headers: request
                         .headers
                         .iter()
-                        .map(|h| Header { name: h.name.into(), value: h.value.to_vec().into() })
+                        .map(|h| Header {
+                            name: h.name.into(),
+                            value: h.value.to_vec().into(),
+                        })
                         .collect(),
                     peer: self.peer.to_string().into(),
                 };
                 self.buf.advance(head_len);
                 State::Stopped(Stop::Claimed { plugin, head })
             }
-            None => State::Forward { head_left: head_len, body },
+            None => State::Forward {
+                head_left: head_len,
+                body,
+            },
         };
         true
     }
@@ -152,7 +188,11 @@ impl Gate {
 }
 
 impl AsyncRead for Gate {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
             match &mut this.state {
@@ -207,7 +247,11 @@ impl AsyncRead for Gate {
 }
 
 impl AsyncWrite for Gate {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, data)
     }
 

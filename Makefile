@@ -1,0 +1,34 @@
+# The gateway, its streaming plugin, the demo origin and the client.
+# Everything builds in release: the tests run the same binaries users run.
+
+CARGO ?= cargo
+RELEASE := target/release
+
+.PHONY: build build-host build-plugin run test lint clean
+
+build:
+	$(CARGO) build --release --workspace
+
+build-host:
+	$(CARGO) build --release -p host
+
+# Cargo does not build a cdylib for integration tests, so the plugin is built here.
+build-plugin:
+	$(CARGO) build --release -p krakend-server-plugin-streaming
+
+# The demo: the SSE origin on :9081 and the gateway on :8080 with krakend.json.
+run: build
+	@$(RELEASE)/sse-server & origin=$$!; \
+	trap 'kill $$origin 2>/dev/null' EXIT INT TERM; \
+	$(RELEASE)/host run -dc krakend.json
+
+# Every test: unit tests and the end-to-end tests that start the real binaries.
+test: build
+	$(CARGO) test --release --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
