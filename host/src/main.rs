@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             debug,
             port,
         } => {
-            init_logging(debug);
+            let _logs = init_logging(debug);
             match run(&config, port) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::TestPlugin { server, files } => {
-            init_logging(false);
+            let _logs = init_logging(false);
             test_plugin(server, &files)
         }
         Command::Version => {
@@ -80,17 +80,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(debug: bool) {
+/// Logs go to stdout through a writer thread: a slow or stuck reader of stdout then costs
+/// dropped log lines (tracing-appender's lossy mode), never a stalled gateway. The guard
+/// flushes what is queued when it drops at exit.
+fn init_logging(debug: bool) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal;
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{default},hyper=info,hyper_util=info"))
     });
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::stdout().is_terminal())
+        .with_writer(writer)
         .init();
+    guard
 }
 
 fn check(file: &str) -> ExitCode {
