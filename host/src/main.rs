@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use host::config::{self, Config};
+use host::gate::Limits;
 use host::pipeline::Pipeline;
 use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
 use host::server::{self, Gateway};
@@ -165,7 +166,11 @@ fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
         let gateway = Arc::new(Gateway {
             plugins,
             pipeline: Pipeline::new(&config),
-            max_header_bytes: config.max_header_bytes,
+            limits: Limits {
+                max_head_bytes: config.max_header_bytes,
+                read_header_timeout: config.read_header_timeout,
+                idle_timeout: config.idle_timeout,
+            },
         });
         server::run(listener, gateway, shutdown_signal()).await;
         tracing::info!("[SERVICE: HTTP Server] Shutting down");

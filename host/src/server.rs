@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::gate::{Gate, Rejection, Stop};
+use crate::gate::{Gate, Limits, Rejection, Stop};
 use crate::pipeline::Pipeline;
 use crate::plugins::ServerPlugins;
 
@@ -21,7 +21,7 @@ use crate::plugins::ServerPlugins;
 pub struct Gateway {
     pub plugins: Arc<ServerPlugins>,
     pub pipeline: Pipeline,
-    pub max_header_bytes: usize,
+    pub limits: Limits,
 }
 
 /// After answering a rejected request, how long the host keeps reading (and discarding)
@@ -53,12 +53,7 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>) {
     // Events are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
-    let gate = Gate::new(
-        stream,
-        peer,
-        gateway.max_header_bytes,
-        gateway.plugins.clone(),
-    );
+    let gate = Gate::new(stream, peer, gateway.limits, gateway.plugins.clone());
     let service_gateway = gateway.clone();
     let service = service_fn(move |request| {
         let gateway = service_gateway.clone();

@@ -242,3 +242,43 @@ async fn a_slow_backend_gives_504_after_the_endpoint_timeout() {
         String::from_utf8_lossy(&response)
     );
 }
+
+#[tokio::test]
+async fn a_head_that_never_finishes_gets_408_and_an_idle_connection_is_closed() {
+    let backend = json_backend(200, "{}").await;
+    let gateway = gateway()
+        .root("read_header_timeout", json!("300ms"))
+        .root("idle_timeout", json!("300ms"))
+        .endpoint(json!({"endpoint": "/a", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/"}]}))
+        .run();
+    let mut slow = RawClient::connect(gateway.addr).await;
+    slow.send(b"GET /a HTTP/1.1\r\nHost: x\r\n").await;
+    let response = slow.read_to_end().await;
+    assert!(
+        response.starts_with(b"HTTP/1.1 408 Request Timeout\r\n"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+
+    let idle = RawClient::connect(gateway.addr).await;
+    assert!(
+        idle.read_to_end().await.is_empty(),
+        "an idle connection is closed without an answer"
+    );
+
+    // After a served request, the idle timer applies again.
+    let mut keep_alive = RawClient::connect(gateway.addr).await;
+    keep_alive.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let response = keep_alive.read_to_end().await;
+    assert!(
+        response.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&response)
+            .matches("HTTP/1.1")
+            .count(),
+        1
+    );
+}

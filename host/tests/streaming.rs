@@ -2,17 +2,14 @@
 
 use std::time::Duration;
 
-use testkit::{body_of, gateway, origin, unused_port, RawClient, ScriptedOrigin};
+use testkit::{body_of, gateway, origin, unused_port, Gateway, RawClient, ScriptedOrigin};
 
 const SSE_HEAD: &str =
     "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n";
 
 #[tokio::test]
 async fn events_pass_through_byte_for_byte() {
-    let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway()
-        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
-        .run();
+    let (mut upstream, gateway) = scripted_stream().await;
     let client = RawClient::get(gateway.addr, "/sse/abc", &[]).await;
     let mut conn = upstream.accept().await;
     assert!(
@@ -46,10 +43,7 @@ async fn events_pass_through_byte_for_byte() {
 
 #[tokio::test]
 async fn the_first_event_arrives_before_the_origin_sends_the_second() {
-    let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway()
-        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
-        .run();
+    let (mut upstream, gateway) = scripted_stream().await;
     let mut client = RawClient::get(gateway.addr, "/sse/x", &[]).await;
     let mut conn = upstream.accept().await;
     conn.send_event_stream_head().await;
@@ -63,10 +57,7 @@ async fn the_first_event_arrives_before_the_origin_sends_the_second() {
 
 #[tokio::test]
 async fn request_headers_and_query_reach_the_origin() {
-    let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway()
-        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
-        .run();
+    let (mut upstream, gateway) = scripted_stream().await;
     let headers = [
         "Last-Event-ID: 41",
         "Authorization: Bearer t0ken",
@@ -110,10 +101,7 @@ async fn last_event_id_resumes_the_demo_origin() {
 
 #[tokio::test]
 async fn a_client_that_leaves_closes_the_upstream() {
-    let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway()
-        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
-        .run();
+    let (mut upstream, gateway) = scripted_stream().await;
     let mut client = RawClient::get(gateway.addr, "/sse/x", &[]).await;
     let mut conn = upstream.accept().await;
     conn.send_event_stream_head().await;
@@ -165,10 +153,7 @@ async fn an_unreachable_origin_gives_502_and_the_gateway_keeps_serving() {
 
 #[tokio::test]
 async fn an_origin_error_reaches_the_client_with_its_status_and_body() {
-    let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway()
-        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
-        .run();
+    let (mut upstream, gateway) = scripted_stream().await;
     let client = RawClient::get(gateway.addr, "/sse/x", &[]).await;
     let mut conn = upstream.accept().await;
     conn.send(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"error\":\"nope\"}\n").await;
@@ -236,10 +221,7 @@ async fn curl_streams_through_the_gateway() {
 
 #[tokio::test]
 async fn the_client_reconnects_with_last_event_id_and_honours_retry() {
-    let mut upstream = ScriptedOrigin::start().await;
-    let gateway = gateway()
-        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
-        .run();
+    let (mut upstream, gateway) = scripted_stream().await;
     let url = format!("http://{}/sse/c", gateway.addr);
     let client = tokio::process::Command::new(testkit::bin("client"))
         .args([url.as_str(), "--json", "--max-events", "3"])
@@ -276,6 +258,15 @@ async fn the_client_reconnects_with_last_event_id_and_honours_retry() {
             serde_json::json!({"id": "3", "event": "message", "data": "three"}),
         ]
     );
+}
+
+/// A gateway whose plugin streams `/sse/{id}` from a scripted origin.
+async fn scripted_stream() -> (ScriptedOrigin, Gateway) {
+    let upstream = ScriptedOrigin::start().await;
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
+        .run();
+    (upstream, gateway)
 }
 
 fn parse(body: &[u8]) -> Vec<sse::Event> {

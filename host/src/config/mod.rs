@@ -42,6 +42,8 @@ pub struct Config {
     pub port: u16,
     pub listen_ip: String,
     pub max_header_bytes: usize,
+    pub read_header_timeout: Duration,
+    pub idle_timeout: Duration,
     pub max_backend_response_bytes: usize,
     pub plugin: Option<PluginFolder>,
     /// Server plugins to inject, in `plugin/http-server.name` order, with their config blocks.
@@ -93,6 +95,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Heads larger than this get 431: generous for real clients, small enough that a slow
 /// or hostile client cannot make the gateway hold much memory per connection.
 const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Long enough for any real client to send its head, short enough that slow-loris
+/// connections are shed quickly.
+const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a keep-alive connection may sit between requests (nginx's keepalive_timeout).
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// The largest backend body the `json` encoding reads into memory.
 const DEFAULT_MAX_BACKEND_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -105,6 +112,10 @@ struct RawConfig {
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     timeout: Option<Duration>,
     max_header_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    read_header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    idle_timeout: Option<Duration>,
     max_backend_response_bytes: Option<usize>,
     plugin: Option<PluginFolder>,
     #[serde(default)]
@@ -211,6 +222,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         port: raw.port.unwrap_or(DEFAULT_PORT),
         listen_ip: raw.listen_ip.unwrap_or_else(|| "0.0.0.0".into()),
         max_header_bytes: raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        read_header_timeout: raw
+            .read_header_timeout
+            .unwrap_or(DEFAULT_READ_HEADER_TIMEOUT),
+        idle_timeout: raw.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
         max_backend_response_bytes: raw
             .max_backend_response_bytes
             .unwrap_or(DEFAULT_MAX_BACKEND_RESPONSE_BYTES),
@@ -323,6 +338,8 @@ mod tests {
         .unwrap();
         assert_eq!(config.port, 9000);
         assert_eq!(config.max_header_bytes, 16 * 1024);
+        assert_eq!(config.read_header_timeout, Duration::from_secs(10));
+        assert_eq!(config.idle_timeout, Duration::from_secs(75));
         assert_eq!(config.server_plugins[0].name, "p1");
         assert_eq!(
             config.server_plugins[0].config_json,

@@ -13,16 +13,19 @@
 
 mod framing;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use abi::{Header, RequestHead};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use framing::{framing, Framing};
 
@@ -61,31 +64,55 @@ enum State {
     Stopped(Stop),
 }
 
+/// What the gate allows a client while it waits for a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A larger head gets 431.
+    pub max_head_bytes: usize,
+    /// From a head's first byte to its end; slower gets 408 (slow-loris clients).
+    pub read_header_timeout: Duration,
+    /// With no request started, a connection is closed after this long.
+    pub idle_timeout: Duration,
+}
+
 pub struct Gate {
     stream: TcpStream,
     peer: SocketAddr,
     /// Bytes read from the socket and not yet given to hyper.
     buf: BytesMut,
     state: State,
-    max_head_bytes: usize,
+    limits: Limits,
+    /// When waiting for the current head ends: the idle or the read-header deadline.
+    deadline: Pin<Box<Sleep>>,
+    /// Whether bytes of the awaited head have arrived (the read-header deadline is armed).
+    head_started: bool,
     claim: Arc<dyn Claim>,
 }
 
 impl Gate {
-    pub fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
-        max_head_bytes: usize,
-        claim: Arc<dyn Claim>,
-    ) -> Self {
+    pub fn new(stream: TcpStream, peer: SocketAddr, limits: Limits, claim: Arc<dyn Claim>) -> Self {
         Self {
             stream,
             peer,
             buf: BytesMut::new(),
             state: State::AwaitHead,
-            max_head_bytes,
+            limits,
+            deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            head_started: false,
             claim,
         }
+    }
+
+    /// Waits for the next head: idle time until its first byte, then the header timeout.
+    fn await_head(&mut self) {
+        self.state = State::AwaitHead;
+        self.head_started = !self.buf.is_empty();
+        let limit = if self.head_started {
+            self.limits.read_header_timeout
+        } else {
+            self.limits.idle_timeout
+        };
+        self.deadline.as_mut().reset(Instant::now() + limit);
     }
 
     /// Ends the gate: why it stopped, the socket, and the bytes read but not consumed.
@@ -111,7 +138,7 @@ impl Gate {
         let mut request = httparse::Request::new(&mut headers);
         let head_len = match request.parse(&self.buf) {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if self.buf.len() > self.max_head_bytes => {
+            Ok(httparse::Status::Partial) if self.buf.len() > self.limits.max_head_bytes => {
                 self.reject(
                     http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "request head too large",
@@ -134,7 +161,7 @@ impl Gate {
                 return true;
             }
         };
-        if head_len > self.max_head_bytes {
+        if head_len > self.limits.max_head_bytes {
             self.reject(
                 http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "request head too large",
@@ -201,8 +228,26 @@ impl AsyncRead for Gate {
                     if !this.buf.is_empty() && this.inspect_head() {
                         continue;
                     }
-                    if ready!(this.poll_fill(cx))? == 0 {
-                        this.state = State::Stopped(Stop::Eof);
+                    match this.poll_fill(cx) {
+                        Poll::Ready(Ok(0)) => this.state = State::Stopped(Stop::Eof),
+                        Poll::Ready(Ok(_)) if !this.head_started => {
+                            this.head_started = true;
+                            let deadline = Instant::now() + this.limits.read_header_timeout;
+                            this.deadline.as_mut().reset(deadline);
+                        }
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            ready!(this.deadline.as_mut().poll(cx));
+                            if this.head_started {
+                                this.reject(
+                                    http::StatusCode::REQUEST_TIMEOUT,
+                                    "request head not received in time",
+                                );
+                            } else {
+                                this.state = State::Stopped(Stop::Eof);
+                            }
+                        }
                     }
                 }
                 State::Forward { head_left, body } => {
@@ -237,7 +282,7 @@ impl AsyncRead for Gate {
                         Framing::Chunked(tracker) => tracker.is_done(),
                     };
                     if *head_left == 0 && body_done {
-                        this.state = State::AwaitHead;
+                        this.await_head();
                     }
                     return Poll::Ready(Ok(()));
                 }
