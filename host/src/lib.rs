@@ -5,6 +5,8 @@
 //! the raw socket over through the stable ABI ([`plugins`]). [`config`] reads krakend.json.
 //! The binary (`main.rs`) owns the CLI and turns errors into messages and exit codes.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod gate;
 pub mod pipeline;

@@ -1,5 +1,7 @@
 //! The `host` command line: `run`, `check`, `test-plugin`, `version`, KrakenD style.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -8,6 +8,8 @@
 //! The binaries come from `target/release` (or `$CARGO_TARGET_DIR/release`): `make test`
 //! builds them, including the plugin cdylib that cargo does not build for tests.
 
+#![forbid(unsafe_code)]
+
 mod process;
 mod raw;
 mod scripted;
