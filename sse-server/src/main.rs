@@ -19,6 +19,12 @@ struct Args {
     /// The retry: value sent at the start of each stream, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     retry_ms: u64,
+    /// Events per second of the /broadcast/{id} ticker (0: off).
+    #[arg(long, default_value_t = 0)]
+    broadcast_rate: u64,
+    /// Bytes per broadcast event.
+    #[arg(long, default_value_t = 100)]
+    broadcast_size: usize,
 }
 
 #[tokio::main]
@@ -30,6 +36,8 @@ async fn main() -> anyhow::Result<()> {
         count: args.count,
         interval: Duration::from_millis(args.interval_ms),
         retry_ms: args.retry_ms,
+        broadcast_rate: args.broadcast_rate,
+        broadcast_size: args.broadcast_size,
     };
     sse_server::run(listener, settings, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -5,11 +5,13 @@
 //! the pair is split across reads), `data` lines are joined with LF, an `id` containing NUL
 //! is ignored, `retry` takes ASCII digits only, comments and unknown fields are ignored, and
 //! an event cut off by the end of the stream is never dispatched. It does no I/O, so the
-//! same code serves every transport. [`write_event`] and [`write_retry`] serialize.
+//! same code serves every transport. [`write_event`] and [`write_retry`] serialize;
+//! [`stamp`] is the timestamped format the benchmark uses.
 
 #![forbid(unsafe_code)]
 
 mod parser;
+pub mod stamp;
 mod writer;
 
 pub use parser::{Event, Parser};
