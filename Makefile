@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: build build-host build-plugin run test lint clean
+.PHONY: build build-host build-plugin run test bench lint clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -25,6 +25,10 @@ run: build
 # Every test: unit tests and the end-to-end tests that start the real binaries.
 test: build
 	$(CARGO) test --release --workspace
+
+# The benchmark against a direct connection and nginx (not part of `make test`).
+bench: build
+	python3 bench/run.py
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,8 +1,10 @@
 //! An SSE client that behaves like a browser's EventSource: it sends `Last-Event-ID` when it
 //! reconnects after a drop, waits the stream's `retry:` before doing so, stops for good on
-//! 204 or on an answer that is not an event stream.
+//! 204 or on an answer that is not an event stream. [`load`] is the benchmark's load mode.
 
 #![forbid(unsafe_code)]
+
+pub mod load;
 
 use std::time::Duration;
 

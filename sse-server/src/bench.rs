@@ -1,7 +1,7 @@
 //! The benchmark streams: stamped events (see `sse::stamp`) at a rate and size, or as fast
 //! as the connection takes them, per connection or as one broadcast to every subscriber.
 //!
-//! `GET /bench/{id}?rate=R&size=S&count=N`: R events/s (0: as fast as possible, batched
+//! `GET /bench/{id}?rate=R&size=S&count=N`: R events/s, fractions allowed (0: as fast as possible, batched
 //! into writes of up to 16 KiB), S bytes each (default 100), N events (default endless).
 //! `GET /broadcast/{id}`: the events of the origin's one broadcast ticker
 //! (`--broadcast-rate`, `--broadcast-size`); a subscriber that lags loses events, which
@@ -53,10 +53,10 @@ impl Drop for OpenStream {
 }
 
 /// Parameters of a per-connection bench stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BenchStream {
     /// Events per second; 0 sends as fast as the connection takes them.
-    pub rate: u64,
+    pub rate: f64,
     pub size: usize,
     pub count: Option<u64>,
 }
@@ -64,7 +64,7 @@ pub struct BenchStream {
 impl BenchStream {
     pub fn from_query(query: &str) -> Result<Self, String> {
         let mut stream = Self {
-            rate: 0,
+            rate: 0.0,
             size: 100,
             count: None,
         };
@@ -75,7 +75,13 @@ impl BenchStream {
                     .map_err(|_| format!("{key} takes an integer"))
             };
             match key {
-                "rate" => stream.rate = number()?,
+                "rate" => {
+                    stream.rate = value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|rate| rate.is_finite() && *rate >= 0.0)
+                        .ok_or("rate takes a number of events per second")?;
+                }
                 "size" => stream.size = number()? as usize,
                 "count" => stream.count = Some(number()?),
                 _ => {}
@@ -85,8 +91,8 @@ impl BenchStream {
     }
 
     pub fn body(self, open: OpenStream) -> ResponseBody {
-        let ticks = (self.rate > 0).then(|| {
-            let mut ticks = tokio::time::interval(Duration::from_nanos(1_000_000_000 / self.rate));
+        let ticks = (self.rate > 0.0).then(|| {
+            let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate));
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             ticks
         });
@@ -191,27 +197,28 @@ mod tests {
         assert_eq!(
             BenchStream::from_query(""),
             Ok(BenchStream {
-                rate: 0,
+                rate: 0.0,
                 size: 100,
                 count: None
             })
         );
         assert_eq!(
-            BenchStream::from_query("rate=20&size=200&count=5&other=x"),
+            BenchStream::from_query("rate=0.2&size=200&count=5&other=x"),
             Ok(BenchStream {
-                rate: 20,
+                rate: 0.2,
                 size: 200,
                 count: Some(5)
             })
         );
         assert!(BenchStream::from_query("rate=fast").is_err());
+        assert!(BenchStream::from_query("rate=-1").is_err());
     }
 
     #[tokio::test]
     async fn a_flat_out_stream_sends_exactly_count_events() {
         let streams = OpenStreams::default();
         let body = BenchStream {
-            rate: 0,
+            rate: 0.0,
             size: 100,
             count: Some(500),
         }
