@@ -5,12 +5,18 @@
 //!   "endpoint": "/sse/{id}",
 //!   "backend_url_pattern": "/events-stream/{id}",
 //!   "backend_host": "http://localhost:9081",
-//!   "forward_headers": ["Accept", "Last-Event-ID", "Authorization", "Cookie"]
+//!   "forward_headers": ["Accept", "Last-Event-ID", "Authorization", "Cookie"],
+//!   "read_buffer_bytes": 8192
 //! }
 //! ```
 
 use path_template::Template;
 use serde::Deserialize;
+
+/// Each stream's read buffer: large enough for a burst of events per read and for the
+/// upstream's response head, small enough to keep idle streams cheap.
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 8 * 1024;
+const MIN_READ_BUFFER_BYTES: usize = 1024;
 
 /// Headers passed upstream when the config lists none.
 pub const DEFAULT_FORWARD_HEADERS: [&str; 4] =
@@ -24,7 +30,12 @@ pub struct Route {
     pub backend_url_pattern: String,
     /// `http://host:port`, without a trailing slash.
     pub backend_host: String,
+    /// `host:port` as configured, for the `Host` header.
+    pub backend_authority: String,
+    /// `host:port` to connect to (port 80 when the URL names none).
+    pub backend_addr: String,
     pub forward_headers: Vec<String>,
+    pub read_buffer_bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -33,6 +44,7 @@ struct RawRoute {
     backend_url_pattern: Option<String>,
     backend_host: Option<String>,
     forward_headers: Option<Vec<String>>,
+    read_buffer_bytes: Option<usize>,
 }
 
 /// Parses and validates the block; the error names the key and the reason.
@@ -59,12 +71,31 @@ pub fn parse(json: &str) -> Result<Route, String> {
     let forward_headers = raw
         .forward_headers
         .unwrap_or_else(|| DEFAULT_FORWARD_HEADERS.map(String::from).to_vec());
+    if let Some(bad) = forward_headers
+        .iter()
+        .find(|name| http::HeaderName::from_bytes(name.as_bytes()).is_err())
+    {
+        return Err(format!("forward_headers: {bad:?} is not a header name"));
+    }
+    let read_buffer_bytes = raw.read_buffer_bytes.unwrap_or(DEFAULT_READ_BUFFER_BYTES);
+    if read_buffer_bytes < MIN_READ_BUFFER_BYTES {
+        return Err(format!("read_buffer_bytes: {read_buffer_bytes} is below the minimum of {MIN_READ_BUFFER_BYTES}"));
+    }
+    let has_port = !authority.ends_with(']') && authority.contains(':');
+    let backend_addr = if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
     Ok(Route {
         endpoint,
         template,
         backend_url_pattern,
         backend_host: format!("http://{authority}"),
+        backend_authority: authority.to_owned(),
+        backend_addr,
         forward_headers,
+        read_buffer_bytes,
     })
 }
 
@@ -86,6 +117,16 @@ mod tests {
     fn accepts_the_poc_block() {
         let route = parse(POC).unwrap();
         assert_eq!(route.backend_host, "http://localhost:9081");
+        assert_eq!(route.backend_addr, "localhost:9081");
+        assert_eq!(route.read_buffer_bytes, DEFAULT_READ_BUFFER_BYTES);
+        let portless = parse(&POC.replace("localhost:9081", "origin.internal")).unwrap();
+        assert_eq!(
+            (
+                portless.backend_authority.as_str(),
+                portless.backend_addr.as_str()
+            ),
+            ("origin.internal", "origin.internal:80")
+        );
         assert_eq!(route.forward_headers, DEFAULT_FORWARD_HEADERS);
         assert!(route.template.matches("/sse/abc").is_some());
     }

@@ -3,8 +3,8 @@
 //!
 //! The host hands over the raw socket; this plugin runs everything on its own tokio runtime
 //! (a cdylib has its own copy of tokio, so nothing runtime-bound crosses the ABI) and
-//! answers with a close-delimited `text/event-stream` body: the upstream's bytes are
-//! written as they arrive, unchanged, with no chunk framing to add or strip.
+//! answers with a close-delimited `text/event-stream` body: the upstream's event bytes
+//! are written as they arrive, unchanged, with no chunk framing to add.
 
 pub mod config;
 mod relay;
@@ -15,7 +15,6 @@ use abi::{Logger, RequestHead, ServerPlugin};
 use once_cell::sync::Lazy;
 
 use config::Route;
-use relay::Upstream;
 
 pub const PLUGIN_NAME: &str = "krakend-server-plugin-streaming";
 
@@ -32,7 +31,6 @@ static RUNTIME: Lazy<tokio::runtime::Runtime> = Lazy::new(|| {
 
 pub struct StreamingPlugin {
     route: Arc<Route>,
-    upstream: Upstream,
     logger: Logger,
 }
 
@@ -45,7 +43,6 @@ impl StreamingPlugin {
         ));
         Ok(Self {
             route: Arc::new(route),
-            upstream: Upstream::new(),
             logger,
         })
     }
@@ -65,10 +62,10 @@ impl ServerPlugin for StreamingPlugin {
         stream
             .set_nonblocking(true)
             .map_err(|e| format!("socket: {e}"))?;
-        let (route, upstream, logger) = (self.route.clone(), self.upstream.clone(), self.logger);
+        let (route, logger) = (self.route.clone(), self.logger);
         RUNTIME.spawn(async move {
             match tokio::net::TcpStream::from_std(stream) {
-                Ok(client) => relay::serve(client, head, &route, &upstream, logger).await,
+                Ok(client) => relay::serve(client, head, &route, logger).await,
                 Err(e) => logger.warn(&format!("[PLUGIN: {PLUGIN_NAME}] socket: {e}")),
             }
         });

@@ -1,40 +1,30 @@
-//! One claimed request: connect upstream, then relay the response to the client socket.
+//! One claimed request: connect upstream, send the request, relay the response.
 //!
-//! The client socket is watched for EOF while waiting and while pumping, so a client that
-//! goes away closes the upstream connection at once (dropping the response body makes
-//! hyper close it). Upstream failures become a one-line 502; non-2xx answers are relayed
-//! with their status and body.
+//! Each stream is one task with one fixed buffer (`read_buffer_bytes`). An upstream read
+//! fills it; the payload ranges of that read (chunk framing skipped in place by the
+//! `chunked` decoder, never copied) go to the client in one `writev`; then the next read.
+//! Nothing is allocated or copied per event, no channel or second task sits between the
+//! two sockets, and several events that arrive together leave together. The client socket
+//! is watched for EOF all along, so a client that leaves closes the upstream at once.
+//! Upstream failures become a one-line 502; non-2xx answers are relayed with their status
+//! and body.
 
 use std::fmt::Write as _;
+use std::io::IoSlice;
+use std::ops::Range;
 
 use abi::{Logger, RequestHead};
-use bytes::Bytes;
-use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::Route;
 use crate::PLUGIN_NAME;
 
-/// The HTTP client for upstream streams, shared by all streams of a plugin instance.
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, Empty<Bytes>>,
-}
-
-impl Upstream {
-    pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-        }
-    }
-}
+/// Payload ranges written per `writev` call.
+const IOV_BATCH: usize = 64;
+/// Response headers read from an upstream head; more is a 502.
+const MAX_UPSTREAM_HEADERS: usize = 64;
 
 /// Why a relay ended early; only logged.
 enum Ended {
@@ -42,120 +32,287 @@ enum Ended {
     Upstream(String),
 }
 
-pub async fn serve(
-    mut client: TcpStream,
-    head: RequestHead,
-    route: &Route,
-    upstream: &Upstream,
-    logger: Logger,
-) {
+/// How the upstream response body is delimited.
+enum Body {
+    Chunked(chunked::Decoder),
+    Length(u64),
+    UntilClose,
+}
+
+impl Body {
+    /// Adds the payload ranges of `input` (offset by `base`); `true` once the body is whole.
+    fn payload(
+        &mut self,
+        input: &[u8],
+        base: usize,
+        ranges: &mut Vec<Range<usize>>,
+    ) -> Result<bool, Ended> {
+        match self {
+            Body::Chunked(decoder) => {
+                decoder
+                    .decode(input, |r| ranges.push(base + r.start..base + r.end))
+                    .map_err(|e| Ended::Upstream(e.to_string()))?;
+                Ok(decoder.is_done())
+            }
+            Body::Length(left) => {
+                let n = (*left).min(input.len() as u64) as usize;
+                if n > 0 {
+                    ranges.push(base..base + n);
+                }
+                *left -= n as u64;
+                Ok(*left == 0)
+            }
+            Body::UntilClose => {
+                if !input.is_empty() {
+                    ranges.push(base..base + input.len());
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// The upstream's response head, parsed from the start of the buffer.
+struct Response {
+    status: StatusCode,
+    content_type: Option<String>,
+    body: Body,
+    /// Where the body starts in the buffer, and how much of it is filled.
+    head_len: usize,
+    filled: usize,
+}
+
+pub async fn serve(mut client: TcpStream, head: RequestHead, route: &Route, logger: Logger) {
     let _ = client.set_nodelay(true);
-    let url = upstream_url(route, &head);
-    let request = match upstream_request(&url, &head, route) {
-        Ok(request) => request,
-        Err(e) => return respond_error(&mut client, StatusCode::BAD_REQUEST, &e).await,
+    let target = upstream_target(route, &head);
+    let fail = |reason: String| {
+        logger.warn(&format!(
+            "[PLUGIN: {PLUGIN_NAME}] {} {}: {reason}",
+            head.method, head.path
+        ));
+        reason
     };
-    let response = tokio::select! {
-        response = upstream.client.request(request) => response,
+    let connected = tokio::select! {
+        connected = TcpStream::connect(route.backend_addr.as_str()) => connected,
         () = client_gone(&mut client) => return,
     };
-    let response = match response {
-        Ok(response) => response,
+    let mut upstream = match connected {
+        Ok(upstream) => upstream,
         Err(e) => {
-            let reason = format!("upstream {url} unreachable: {}", error_chain(&e));
-            logger.warn(&format!(
-                "[PLUGIN: {PLUGIN_NAME}] {} {}: {reason}",
-                head.method, head.path
+            let reason = fail(format!(
+                "upstream {}{target} unreachable: {e}",
+                route.backend_host
             ));
             return respond_error(&mut client, StatusCode::BAD_GATEWAY, &reason).await;
         }
     };
-    let status = response.status();
-    let response_head = if status.is_success() {
+    let _ = upstream.set_nodelay(true);
+    let mut buf = vec![0u8; route.read_buffer_bytes];
+    let request = upstream_request(route, &head, &target);
+    let response = tokio::select! {
+        response = exchange(&mut upstream, &request, &mut buf) => response,
+        () = client_gone(&mut client) => return,
+    };
+    let mut response = match response {
+        Ok(response) => response,
+        Err(e) => {
+            let reason = fail(format!("upstream {}{target}: {e}", route.backend_host));
+            return respond_error(&mut client, StatusCode::BAD_GATEWAY, &reason).await;
+        }
+    };
+    let client_head = if response.status.is_success() {
         event_stream_head()
     } else {
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        passthrough_head(status, content_type)
+        passthrough_head(response.status, response.content_type.as_deref())
     };
-    match pump(&mut client, response_head, response.into_body()).await {
-        Ok(()) | Err(Ended::ClientGone) => {}
-        Err(Ended::Upstream(e)) => {
-            logger.warn(&format!(
-                "[PLUGIN: {PLUGIN_NAME}] {} {}: upstream stream broke: {e}",
-                head.method, head.path
-            ));
-        }
+    if let Err(Ended::Upstream(e)) = pump(
+        &mut client,
+        &mut upstream,
+        &mut buf,
+        &mut response,
+        &client_head,
+    )
+    .await
+    {
+        fail(format!("upstream stream broke: {e}"));
     }
     let _ = client.shutdown().await;
 }
 
-fn upstream_url(route: &Route, head: &RequestHead) -> String {
+/// The upstream path and query: the route's pattern with the captured params, plus the
+/// client's query string.
+fn upstream_target(route: &Route, head: &RequestHead) -> String {
     let params = route.template.matches(&head.path).unwrap_or_default();
-    let mut url = route.backend_host.clone();
-    url.push_str(&path_template::substitute(
-        &route.backend_url_pattern,
-        &params,
-    ));
+    let mut target = path_template::substitute(&route.backend_url_pattern, &params);
     if !head.query.is_empty() {
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&head.query);
+        target.push(if target.contains('?') { '&' } else { '?' });
+        target.push_str(&head.query);
     }
-    url
+    target
 }
 
-fn upstream_request(
-    url: &str,
-    head: &RequestHead,
-    route: &Route,
-) -> Result<Request<Empty<Bytes>>, String> {
-    let mut request = Request::get(url);
+fn upstream_request(route: &Route, head: &RequestHead, target: &str) -> Vec<u8> {
+    let mut request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\n",
+        route.backend_authority
+    )
+    .into_bytes();
     for name in &route.forward_headers {
         for header in head
             .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case(name))
         {
-            request = request.header(name.as_str(), header.value.as_slice());
+            request.extend_from_slice(name.as_bytes());
+            request.extend_from_slice(b": ");
+            request.extend_from_slice(&header.value);
+            request.extend_from_slice(b"\r\n");
         }
     }
+    // One stream per connection: nothing to pool, and the close ends an unframed body.
+    request.extend_from_slice(b"Connection: close\r\n\r\n");
     request
-        .body(Empty::new())
-        .map_err(|e| format!("cannot build the upstream request: {e}"))
 }
 
-/// Writes the head, then each body chunk as it arrives, until either side ends.
-async fn pump(client: &mut TcpStream, head: String, mut body: Incoming) -> Result<(), Ended> {
-    let (mut reader, mut writer) = client.split();
-    writer
-        .write_all(head.as_bytes())
+/// Sends the request and reads the response head into `buf`.
+async fn exchange(
+    upstream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut [u8],
+) -> Result<Response, String> {
+    upstream
+        .write_all(request)
+        .await
+        .map_err(|e| format!("sending the request: {e}"))?;
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            return Err(format!(
+                "response head larger than read_buffer_bytes ({})",
+                buf.len()
+            ));
+        }
+        let n = upstream
+            .read(&mut buf[filled..])
+            .await
+            .map_err(|e| format!("reading the response: {e}"))?;
+        if n == 0 {
+            return Err("closed the connection before answering".into());
+        }
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let head_len = match parsed.parse(&buf[..filled]) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Err(format!("invalid response head: {e}")),
+        };
+        let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
+            .map_err(|e| format!("invalid status: {e}"))?;
+        let header = |name: &str| {
+            parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        let body = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Body::Length(0)
+        } else if header("transfer-encoding")
+            .is_some_and(|te| te.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        {
+            Body::Chunked(chunked::Decoder::default())
+        } else if let Some(length) = header("content-length") {
+            let length = std::str::from_utf8(length)
+                .ok()
+                .and_then(|l| l.trim().parse().ok());
+            Body::Length(length.ok_or("invalid Content-Length")?)
+        } else {
+            Body::UntilClose
+        };
+        let content_type = header("content-type").map(|v| String::from_utf8_lossy(v).into_owned());
+        return Ok(Response {
+            status,
+            content_type,
+            body,
+            head_len,
+            filled,
+        });
+    }
+}
+
+/// Writes the client head, then each upstream read's payload as it arrives.
+async fn pump(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    buf: &mut [u8],
+    response: &mut Response,
+    client_head: &str,
+) -> Result<(), Ended> {
+    let (mut client_reader, mut client_writer) = client.split();
+    client_writer
+        .write_all(client_head.as_bytes())
         .await
         .map_err(|_| Ended::ClientGone)?;
+    let mut ranges = Vec::with_capacity(IOV_BATCH);
+    let (mut start, mut end) = (response.head_len, response.filled);
     // What the client sends after its request is ignored; reading it is how EOF is seen.
-    let mut discard = [0u8; 256];
+    let mut discard = [0u8; 64];
     loop {
-        tokio::select! {
-            frame = body.frame() => match frame {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        writer.write_all(&data).await.map_err(|_| Ended::ClientGone)?;
-                    }
-                }
-                Some(Err(e)) => return Err(Ended::Upstream(error_chain(&e))),
-                None => return Ok(()),
-            },
-            read = reader.read(&mut discard) => if matches!(read, Ok(0) | Err(_)) {
-                return Err(Ended::ClientGone);
-            },
+        ranges.clear();
+        let whole = response
+            .body
+            .payload(&buf[start..end], start, &mut ranges)?;
+        write_ranges(&mut client_writer, buf, &ranges)
+            .await
+            .map_err(|_| Ended::ClientGone)?;
+        if whole {
+            return Ok(());
+        }
+        let n = loop {
+            tokio::select! {
+                read = upstream.read(buf) => break read.map_err(|e| Ended::Upstream(e.to_string()))?,
+                read = client_reader.read(&mut discard) => if matches!(read, Ok(0) | Err(_)) {
+                    return Err(Ended::ClientGone);
+                },
+            }
+        };
+        if n == 0 {
+            return match response.body {
+                Body::UntilClose => Ok(()),
+                _ => Err(Ended::Upstream("closed in the middle of the body".into())),
+            };
+        }
+        (start, end) = (0, n);
+    }
+}
+
+/// Writes the given ranges of `buf`, up to [`IOV_BATCH`] per `writev`.
+async fn write_ranges(
+    writer: &mut (impl AsyncWrite + Unpin),
+    buf: &[u8],
+    ranges: &[Range<usize>],
+) -> std::io::Result<()> {
+    for group in ranges.chunks(IOV_BATCH) {
+        let mut iov = [IoSlice::new(&[]); IOV_BATCH];
+        for (slot, range) in iov.iter_mut().zip(group) {
+            *slot = IoSlice::new(&buf[range.clone()]);
+        }
+        let mut slices = &mut iov[..group.len()];
+        while !slices.is_empty() {
+            let n = writer.write_vectored(slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, n);
         }
     }
+    Ok(())
 }
 
 /// Completes when the client closes its side or the socket fails.
-async fn client_gone(client: &mut TcpStream) {
-    let mut discard = [0u8; 256];
+async fn client_gone(client: &mut (impl AsyncRead + Unpin)) {
+    let mut discard = [0u8; 64];
     while let Ok(n) = client.read(&mut discard).await {
         if n == 0 {
             return;
@@ -192,15 +349,4 @@ async fn respond_error(client: &mut TcpStream, status: StatusCode, reason: &str)
     );
     let _ = client.write_all(response.as_bytes()).await;
     let _ = client.shutdown().await;
-}
-
-/// An error and its sources on one line ("client error (Connect): tcp connect error: ...").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }

@@ -84,11 +84,21 @@ impl Process {
 
     /// Waits until the log contains `text`; panics with the log after [`crate::STEP`].
     pub fn wait_for_log(&self, text: &str) {
+        self.wait_for_log_count(text, 1);
+    }
+
+    /// Waits until `text` appears at least `count` times in the log (log lines may land a
+    /// moment after the traffic that caused them); returns how often it appears then.
+    pub fn wait_for_log_count(&self, text: &str, count: usize) -> usize {
         let deadline = Instant::now() + crate::STEP;
-        while !self.log().contains(text) {
+        loop {
+            let seen = self.log().matches(text).count();
+            if seen >= count {
+                return seen;
+            }
             assert!(
                 Instant::now() < deadline,
-                "{text:?} never appeared in:\n{}",
+                "{text:?} appeared {seen} of {count} times in:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));

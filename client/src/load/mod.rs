@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-pub use scan::{Dechunker, EventScanner, Stamped};
+pub use scan::{EventScanner, Stamped};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -144,7 +144,7 @@ async fn follow(
     };
     drop(permit);
     counters.ok.fetch_add(1, Ordering::Relaxed);
-    let mut dechunker = Dechunker::default();
+    let mut decoder = chunked::Decoder::default();
     let mut scanner = EventScanner::default();
     let mut last_id: Option<u64> = None;
     let mut latencies = Vec::with_capacity(256);
@@ -162,8 +162,8 @@ async fn follow(
             last_id = event.id.or(last_id);
         };
         if chunked {
-            dechunker
-                .feed(&pending, |payload| scanner.feed(payload, &mut on_event))
+            decoder
+                .decode(&pending, |r| scanner.feed(&pending[r], &mut on_event))
                 .map_err(|_| ())?;
         } else {
             scanner.feed(&pending, &mut on_event);

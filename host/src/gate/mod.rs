@@ -270,8 +270,8 @@ impl AsyncRead for Gate {
                                 *left -= n as u64;
                                 n
                             }
-                            Framing::Chunked(tracker) => tracker
-                                .advance(&this.buf[..room])
+                            Framing::Chunked(decoder) => decoder
+                                .decode(&this.buf[..room], |_| {})
                                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
                         }
                     };
@@ -279,7 +279,7 @@ impl AsyncRead for Gate {
                     this.buf.advance(n);
                     let body_done = match body {
                         Framing::Length(left) => *left == 0,
-                        Framing::Chunked(tracker) => tracker.is_done(),
+                        Framing::Chunked(decoder) => decoder.is_done(),
                     };
                     if *head_left == 0 && body_done {
                         this.await_head();

@@ -1,0 +1,179 @@
+//! Incremental, zero-copy decoding of the chunked transfer coding (RFC 9112 §7.1).
+//!
+//! [`Decoder::decode`] never copies: it reports where the payload bytes lie in each input
+//! buffer, so one piece of code serves every use. The gate uses it only to find where a
+//! request body ends; the streaming plugin hands the payload ranges straight to `writev`;
+//! the load tool scans them for events. Chunk sizes, extensions and trailers are checked
+//! and bounded, so a malformed or hostile body is an error rather than unbounded work.
+
+#![forbid(unsafe_code)]
+
+use std::ops::Range;
+
+/// The input is not a valid chunked body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked body")]
+pub struct MalformedChunk;
+
+/// The longest chunk-size line (with extensions) or trailer line accepted.
+pub const MAX_LINE: usize = 4096;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    Trailer,
+    TrailerLf,
+    Done,
+}
+
+/// Decodes one chunked body fed in arbitrary pieces.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Decoder {
+    state: State,
+    /// The size being read, then the data left in the current chunk.
+    size: u64,
+    /// Bytes of the current size or trailer line, to bound it.
+    line: usize,
+}
+
+impl Decoder {
+    /// Decodes `input`, calling `payload` with the range of each run of payload bytes in it.
+    /// Returns how many bytes belong to the body: all of `input` unless the body ended
+    /// inside it.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        mut payload: impl FnMut(Range<usize>),
+    ) -> Result<usize, MalformedChunk> {
+        let mut at = 0;
+        while at < input.len() && self.state != State::Done {
+            if self.state == State::Data {
+                let n = self.size.min((input.len() - at) as u64) as usize;
+                payload(at..at + n);
+                at += n;
+                self.size -= n as u64;
+                if self.size == 0 {
+                    self.state = State::DataCr;
+                }
+                continue;
+            }
+            let byte = input[at];
+            at += 1;
+            self.line += 1;
+            if self.line > MAX_LINE {
+                return Err(MalformedChunk);
+            }
+            self.state = match (self.state, byte) {
+                (State::Size, b) if b.is_ascii_hexdigit() => {
+                    let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
+                    self.size = self.size.checked_mul(16).ok_or(MalformedChunk)? + digit;
+                    State::Size
+                }
+                (State::Size, b';' | b'\r') if self.line > 1 => {
+                    if byte == b';' {
+                        State::Extension
+                    } else {
+                        State::SizeLf
+                    }
+                }
+                (State::Extension, b'\r') => State::SizeLf,
+                (State::Extension, b'\n') => return Err(MalformedChunk),
+                (State::Extension, _) => State::Extension,
+                (State::SizeLf, b'\n') => {
+                    self.line = 0;
+                    if self.size == 0 {
+                        State::Trailer
+                    } else {
+                        State::Data
+                    }
+                }
+                (State::DataCr, b'\r') => State::DataLf,
+                (State::DataLf, b'\n') => {
+                    self.line = 0;
+                    State::Size
+                }
+                (State::Trailer, b'\r') => State::TrailerLf,
+                (State::Trailer, b'\n') => return Err(MalformedChunk),
+                (State::Trailer, _) => State::Trailer,
+                (State::TrailerLf, b'\n') if self.line == 2 => State::Done,
+                (State::TrailerLf, b'\n') => {
+                    self.line = 0;
+                    State::Trailer
+                }
+                _ => return Err(MalformedChunk),
+            };
+        }
+        Ok(at)
+    }
+
+    /// Whether the last chunk and the trailers have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_in_two(input: &[u8], split: usize) -> Result<(Vec<u8>, usize, bool), MalformedChunk> {
+        let mut decoder = Decoder::default();
+        let mut payload = Vec::new();
+        let first = decoder.decode(&input[..split], |r| {
+            payload.extend_from_slice(&input[..split][r])
+        })?;
+        let rest = &input[first..];
+        let second = decoder.decode(rest, |r| payload.extend_from_slice(&rest[r]))?;
+        Ok((payload, first + second, decoder.is_done()))
+    }
+
+    #[test]
+    fn decodes_at_every_split() {
+        let body =
+            b"5;ext=1\r\nhello\r\n10\r\n, chunked world!\r\n0\r\nX-Trailer: t\r\n\r\nGET /next";
+        let end = body.len() - b"GET /next".len();
+        for split in 0..=body.len() {
+            let (payload, consumed, done) = decode_in_two(body, split).unwrap();
+            assert_eq!(payload, b"hello, chunked world!", "split at {split}");
+            assert_eq!(consumed, end, "split at {split}");
+            assert!(done);
+        }
+    }
+
+    #[test]
+    fn an_empty_body_is_just_the_last_chunk() {
+        assert_eq!(decode_in_two(b"0\r\n\r\n", 2), Ok((vec![], 5, true)));
+    }
+
+    #[test]
+    fn refuses_malformed_bodies() {
+        let bad: [&[u8]; 7] = [
+            b"zz\r\n",
+            b"\r\n",
+            b"5\nhello\r\n",
+            b"1\r\nab\r\n",
+            b"1\r\na\n\n",
+            b"ffffffffffffffffff\r\n",
+            b"0\r\nbad trailer\n",
+        ];
+        for input in bad {
+            assert_eq!(
+                Decoder::default().decode(input, |_| {}),
+                Err(MalformedChunk),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let long_extension = [&b"1;"[..], &[b'x'; MAX_LINE][..], b"\r\n"].concat();
+        assert_eq!(
+            Decoder::default().decode(&long_extension, |_| {}),
+            Err(MalformedChunk)
+        );
+    }
+}
