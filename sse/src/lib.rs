@@ -10,9 +10,11 @@
 
 #![forbid(unsafe_code)]
 
+mod lines;
 mod parser;
 pub mod stamp;
 mod writer;
 
+pub use lines::Lines;
 pub use parser::{Event, Parser};
 pub use writer::{write_event, write_retry};

@@ -1,5 +1,7 @@
 //! Incremental event-stream parser (WHATWG HTML, "Interpreting an event stream").
 
+use crate::Lines;
+
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -14,10 +16,7 @@ pub struct Event {
 /// Parses an event stream fed in arbitrary chunks.
 #[derive(Debug, Default)]
 pub struct Parser {
-    /// The unfinished line carried over from the previous chunk.
-    partial: Vec<u8>,
-    /// The previous chunk ended in CR: a leading LF in the next one belongs to it.
-    after_cr: bool,
+    lines: Lines,
     bom_checked: bool,
     data: String,
     event_type: String,
@@ -55,35 +54,11 @@ impl Parser {
     }
 
     /// Parses `chunk`, calling `on_event` for each event it completes.
-    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(Event)) {
-        if self.after_cr && !chunk.is_empty() {
-            self.after_cr = false;
-            if let Some(rest) = chunk.strip_prefix(b"\n") {
-                chunk = rest;
-            }
-        }
-        while let Some(end) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
-            let line_end = &chunk[end..];
-            let skip = match line_end {
-                [b'\r', b'\n', ..] => 2,
-                [b'\r'] => {
-                    self.after_cr = true;
-                    1
-                }
-                _ => 1,
-            };
-            if self.partial.is_empty() {
-                self.line(&chunk[..end], &mut on_event);
-            } else {
-                let mut line = std::mem::take(&mut self.partial);
-                line.extend_from_slice(&chunk[..end]);
-                self.line(&line, &mut on_event);
-                line.clear();
-                self.partial = line;
-            }
-            chunk = &chunk[end + skip..];
-        }
-        self.partial.extend_from_slice(chunk);
+    pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(Event)) {
+        // Taken out for the call so the line callback may borrow the parser.
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.feed(chunk, |line| self.line(line, &mut on_event));
+        self.lines = lines;
     }
 
     fn line(&mut self, mut line: &[u8], on_event: &mut impl FnMut(Event)) {

@@ -17,26 +17,17 @@ pub struct Stamped {
 /// Finds `id:` and stamped `data:` lines in a stream of payload bytes.
 #[derive(Debug, Default)]
 pub struct EventScanner {
-    partial: Vec<u8>,
+    lines: sse::Lines,
     id: Option<u64>,
 }
 
 impl EventScanner {
     /// Calls `on_event` for each stamped data line completed by `bytes`.
-    pub fn feed(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(Stamped)) {
-        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
-            if self.partial.is_empty() {
-                self.line(&bytes[..end], &mut on_event);
-            } else {
-                let mut line = std::mem::take(&mut self.partial);
-                line.extend_from_slice(&bytes[..end]);
-                self.line(&line, &mut on_event);
-                line.clear();
-                self.partial = line;
-            }
-            bytes = &bytes[end + 1..];
-        }
-        self.partial.extend_from_slice(bytes);
+    pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(Stamped)) {
+        // Taken out for the call so the line callback may borrow the scanner.
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.feed(bytes, |line| self.line(line, &mut on_event));
+        self.lines = lines;
     }
 
     fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(Stamped)) {
