@@ -6,7 +6,8 @@
 //!   "backend_url_pattern": "/events-stream/{id}",
 //!   "backend_host": "http://localhost:9081",
 //!   "forward_headers": ["Accept", "Last-Event-ID", "Authorization", "Cookie"],
-//!   "read_buffer_bytes": 8192
+//!   "read_buffer_bytes": 8192,
+//!   "max_pooled_buffers": 128
 //! }
 //! ```
 
@@ -17,6 +18,8 @@ use serde::Deserialize;
 /// upstream's response head, small enough to keep idle streams cheap.
 pub const DEFAULT_READ_BUFFER_BYTES: usize = 8 * 1024;
 const MIN_READ_BUFFER_BYTES: usize = 1024;
+/// Free read buffers kept for reuse (1 MiB at the default buffer size).
+pub const DEFAULT_MAX_POOLED_BUFFERS: usize = 128;
 
 /// Headers passed upstream when the config lists none.
 pub const DEFAULT_FORWARD_HEADERS: [&str; 4] =
@@ -36,6 +39,7 @@ pub struct Route {
     pub backend_addr: String,
     pub forward_headers: Vec<String>,
     pub read_buffer_bytes: usize,
+    pub max_pooled_buffers: usize,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +49,7 @@ struct RawRoute {
     backend_host: Option<String>,
     forward_headers: Option<Vec<String>>,
     read_buffer_bytes: Option<usize>,
+    max_pooled_buffers: Option<usize>,
 }
 
 /// Parses and validates the block; the error names the key and the reason.
@@ -96,6 +101,7 @@ pub fn parse(json: &str) -> Result<Route, String> {
         backend_addr,
         forward_headers,
         read_buffer_bytes,
+        max_pooled_buffers: raw.max_pooled_buffers.unwrap_or(DEFAULT_MAX_POOLED_BUFFERS),
     })
 }
 

@@ -7,6 +7,7 @@
 //! are written as they arrive, unchanged, with no chunk framing to add.
 
 pub mod config;
+mod pool;
 mod relay;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use abi::{Logger, RequestHead, ServerPlugin};
 use once_cell::sync::Lazy;
 
 use config::Route;
+use pool::BufferPool;
 
 pub const PLUGIN_NAME: &str = "krakend-server-plugin-streaming";
 
@@ -31,6 +33,7 @@ static RUNTIME: Lazy<tokio::runtime::Runtime> = Lazy::new(|| {
 
 pub struct StreamingPlugin {
     route: Arc<Route>,
+    pool: Arc<BufferPool>,
     logger: Logger,
 }
 
@@ -41,8 +44,10 @@ impl StreamingPlugin {
             "[PLUGIN: {PLUGIN_NAME}] streaming {} from {}{}",
             route.endpoint, route.backend_host, route.backend_url_pattern
         ));
+        let pool = BufferPool::new(route.read_buffer_bytes, route.max_pooled_buffers);
         Ok(Self {
             route: Arc::new(route),
+            pool,
             logger,
         })
     }
@@ -62,10 +67,10 @@ impl ServerPlugin for StreamingPlugin {
         stream
             .set_nonblocking(true)
             .map_err(|e| format!("socket: {e}"))?;
-        let (route, logger) = (self.route.clone(), self.logger);
+        let (route, pool, logger) = (self.route.clone(), self.pool.clone(), self.logger);
         RUNTIME.spawn(async move {
             match tokio::net::TcpStream::from_std(stream) {
-                Ok(client) => relay::serve(client, head, &route, logger).await,
+                Ok(client) => relay::serve(client, head, &route, &pool, logger).await,
                 Err(e) => logger.warn(&format!("[PLUGIN: {PLUGIN_NAME}] socket: {e}")),
             }
         });

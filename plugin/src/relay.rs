@@ -1,10 +1,11 @@
 //! One claimed request: connect upstream, send the request, relay the response.
 //!
-//! Each stream is one task with one fixed buffer (`read_buffer_bytes`). An upstream read
-//! fills it; the payload ranges of that read (chunk framing skipped in place by the
-//! `chunked` decoder, never copied) go to the client in one `writev`; then the next read.
-//! Nothing is allocated or copied per event, no channel or second task sits between the
-//! two sockets, and several events that arrive together leave together. The client socket
+//! Each stream is one task. When the upstream is readable it takes a pooled buffer
+//! (`read_buffer_bytes`), reads, and hands the payload ranges of that read (chunk framing
+//! skipped in place by the `chunked` decoder, never copied) to the client in one `writev`;
+//! then the buffer goes back to the pool. Idle streams hold no buffer, nothing is allocated
+//! or copied per event, no channel or second task sits between the two sockets, and
+//! several events that arrive together leave together. The client socket
 //! is watched for EOF all along, so a client that leaves closes the upstream at once.
 //! Upstream failures become a one-line 502; non-2xx answers are relayed with their status
 //! and body.
@@ -12,6 +13,7 @@
 use std::fmt::Write as _;
 use std::io::IoSlice;
 use std::ops::Range;
+use std::pin::Pin;
 
 use abi::{Logger, RequestHead};
 use http::StatusCode;
@@ -19,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::Route;
+use crate::pool::{Buffer, BufferPool};
 use crate::PLUGIN_NAME;
 
 /// Payload ranges written per `writev` call.
@@ -82,7 +85,13 @@ struct Response {
     filled: usize,
 }
 
-pub async fn serve(mut client: TcpStream, head: RequestHead, route: &Route, logger: Logger) {
+pub async fn serve(
+    mut client: TcpStream,
+    head: RequestHead,
+    route: &Route,
+    pool: &std::sync::Arc<BufferPool>,
+    logger: Logger,
+) {
     let _ = client.set_nodelay(true);
     let target = upstream_target(route, &head);
     let fail = |reason: String| {
@@ -107,7 +116,7 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, route: &Route, logg
         }
     };
     let _ = upstream.set_nodelay(true);
-    let mut buf = vec![0u8; route.read_buffer_bytes];
+    let mut buf = pool.take();
     let request = upstream_request(route, &head, &target);
     let response = tokio::select! {
         response = exchange(&mut upstream, &request, &mut buf) => response,
@@ -120,6 +129,8 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, route: &Route, logg
             return respond_error(&mut client, StatusCode::BAD_GATEWAY, &reason).await;
         }
     };
+    // A stream lives for hours: keep nothing in its task that it no longer needs.
+    drop((request, target));
     let client_head = if response.status.is_success() {
         event_stream_head()
     } else {
@@ -127,8 +138,9 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, route: &Route, logg
     };
     if let Err(Ended::Upstream(e)) = pump(
         &mut client,
-        &mut upstream,
-        &mut buf,
+        &upstream,
+        pool,
+        buf,
         &mut response,
         &client_head,
     )
@@ -241,11 +253,13 @@ async fn exchange(
     }
 }
 
-/// Writes the client head, then each upstream read's payload as it arrives.
+/// Writes the client head and the body bytes read with it, then each upstream read's
+/// payload as it arrives, holding a buffer only from a read until its write is done.
 async fn pump(
     client: &mut TcpStream,
-    upstream: &mut TcpStream,
-    buf: &mut [u8],
+    upstream: &TcpStream,
+    pool: &std::sync::Arc<BufferPool>,
+    first: Buffer,
     response: &mut Response,
     client_head: &str,
 ) -> Result<(), Ended> {
@@ -254,57 +268,86 @@ async fn pump(
         .write_all(client_head.as_bytes())
         .await
         .map_err(|_| Ended::ClientGone)?;
-    let mut ranges = Vec::with_capacity(IOV_BATCH);
-    let (mut start, mut end) = (response.head_len, response.filled);
+    // Grows to the most chunks one read has held, once; idle streams keep it empty.
+    let mut ranges = Vec::new();
+    let mut read: Option<(Buffer, Range<usize>)> =
+        Some((first, response.head_len..response.filled));
     // What the client sends after its request is ignored; reading it is how EOF is seen.
     let mut discard = [0u8; 64];
     loop {
-        ranges.clear();
-        let whole = response
-            .body
-            .payload(&buf[start..end], start, &mut ranges)?;
-        write_ranges(&mut client_writer, buf, &ranges)
-            .await
-            .map_err(|_| Ended::ClientGone)?;
-        if whole {
-            return Ok(());
-        }
-        let n = loop {
-            tokio::select! {
-                read = upstream.read(buf) => break read.map_err(|e| Ended::Upstream(e.to_string()))?,
-                read = client_reader.read(&mut discard) => if matches!(read, Ok(0) | Err(_)) {
-                    return Err(Ended::ClientGone);
-                },
+        if let Some((buf, filled)) = read.take() {
+            ranges.clear();
+            let whole = response
+                .body
+                .payload(&buf[filled.clone()], filled.start, &mut ranges)?;
+            write_ranges(&mut client_writer, &buf, &ranges)
+                .await
+                .map_err(|_| Ended::ClientGone)?;
+            if whole {
+                return Ok(());
             }
-        };
-        if n == 0 {
-            return match response.body {
-                Body::UntilClose => Ok(()),
-                _ => Err(Ended::Upstream("closed in the middle of the body".into())),
-            };
         }
-        (start, end) = (0, n);
+        tokio::select! {
+            ready = upstream.readable() => ready.map_err(|e| Ended::Upstream(e.to_string()))?,
+            gone = client_reader.read(&mut discard) => {
+                if matches!(gone, Ok(0) | Err(_)) {
+                    return Err(Ended::ClientGone);
+                }
+                continue;
+            }
+        }
+        let mut buf = pool.take();
+        match upstream.try_read(&mut buf) {
+            Ok(0) => {
+                return match response.body {
+                    Body::UntilClose => Ok(()),
+                    _ => Err(Ended::Upstream("closed in the middle of the body".into())),
+                }
+            }
+            Ok(n) => read = Some((buf, 0..n)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(Ended::Upstream(e.to_string())),
+        }
     }
 }
 
-/// Writes the given ranges of `buf`, up to [`IOV_BATCH`] per `writev`.
+/// Writes the given ranges of `buf`, up to [`IOV_BATCH`] per `writev`. The iovec is built
+/// on the stack inside each poll, so an idle stream's future keeps only two indices.
 async fn write_ranges(
     writer: &mut (impl AsyncWrite + Unpin),
     buf: &[u8],
     ranges: &[Range<usize>],
 ) -> std::io::Result<()> {
-    for group in ranges.chunks(IOV_BATCH) {
-        let mut iov = [IoSlice::new(&[]); IOV_BATCH];
-        for (slot, range) in iov.iter_mut().zip(group) {
-            *slot = IoSlice::new(&buf[range.clone()]);
-        }
-        let mut slices = &mut iov[..group.len()];
-        while !slices.is_empty() {
-            let n = writer.write_vectored(slices).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+    // The next range to write, and how much of it is already written.
+    let (mut next, mut offset) = (0, 0);
+    while next < ranges.len() {
+        let written = std::future::poll_fn(|cx| {
+            let mut iov = [IoSlice::new(&[]); IOV_BATCH];
+            let group = &ranges[next..ranges.len().min(next + IOV_BATCH)];
+            for (i, (slot, range)) in iov.iter_mut().zip(group).enumerate() {
+                let start = if i == 0 {
+                    range.start + offset
+                } else {
+                    range.start
+                };
+                *slot = IoSlice::new(&buf[start..range.end]);
             }
-            IoSlice::advance_slices(&mut slices, n);
+            Pin::new(&mut *writer).poll_write_vectored(cx, &iov[..group.len()])
+        })
+        .await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = written;
+        while left > 0 {
+            let range_left = ranges[next].len() - offset;
+            if left < range_left {
+                offset += left;
+                left = 0;
+            } else {
+                left -= range_left;
+                (next, offset) = (next + 1, 0);
+            }
         }
     }
     Ok(())
@@ -349,4 +392,45 @@ async fn respond_error(client: &mut TcpStream, status: StatusCode, reason: &str)
     );
     let _ = client.write_all(response.as_bytes()).await;
     let _ = client.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Poll};
+
+    /// Takes at most 3 bytes per write, to exercise partial vectored writes.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let n = data.len().min(3);
+            self.0.extend_from_slice(&data[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_writes_resume_inside_and_across_ranges() {
+        let buf: Vec<u8> = (0..=255u8).collect();
+        // More ranges than one writev takes, of uneven lengths, with gaps between them.
+        let ranges: Vec<Range<usize>> = (0..100).map(|i| i * 2..i * 2 + 1 + i % 2).collect();
+        let expected: Vec<u8> = ranges
+            .iter()
+            .flat_map(|r| buf[r.clone()].to_vec())
+            .collect();
+        let mut writer = Trickle(Vec::new());
+        write_ranges(&mut writer, &buf, &ranges).await.unwrap();
+        assert_eq!(writer.0, expected);
+    }
 }
