@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use std::io::IoSlice;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use abi::{Logger, RequestHead};
 use http::StatusCode;
@@ -89,7 +90,7 @@ pub async fn serve(
     mut client: TcpStream,
     head: RequestHead,
     route: &Route,
-    pool: &std::sync::Arc<BufferPool>,
+    pool: &Arc<BufferPool>,
     logger: Logger,
 ) {
     let _ = client.set_nodelay(true);
@@ -258,7 +259,7 @@ async fn exchange(
 async fn pump(
     client: &mut TcpStream,
     upstream: &TcpStream,
-    pool: &std::sync::Arc<BufferPool>,
+    pool: &Arc<BufferPool>,
     first: Buffer,
     response: &mut Response,
     client_head: &str,
