@@ -273,8 +273,6 @@ async fn pump(
     let mut ranges = Vec::new();
     let mut read: Option<(Buffer, Range<usize>)> =
         Some((first, response.head_len..response.filled));
-    // What the client sends after its request is ignored; reading it is how EOF is seen.
-    let mut discard = [0u8; 64];
     loop {
         if let Some((buf, filled)) = read.take() {
             ranges.clear();
@@ -288,14 +286,10 @@ async fn pump(
                 return Ok(());
             }
         }
+        // What the client sends after its request is ignored; reading it is how EOF is seen.
         tokio::select! {
             ready = upstream.readable() => ready.map_err(|e| Ended::Upstream(e.to_string()))?,
-            gone = client_reader.read(&mut discard) => {
-                if matches!(gone, Ok(0) | Err(_)) {
-                    return Err(Ended::ClientGone);
-                }
-                continue;
-            }
+            () = client_gone(&mut client_reader) => return Err(Ended::ClientGone),
         }
         let mut buf = pool.take();
         match upstream.try_read(&mut buf) {
