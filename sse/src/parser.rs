@@ -1,6 +1,7 @@
-//! Incremental event-stream parser (WHATWG HTML, "Interpreting an event stream").
+//! Incremental event-stream parser (WHATWG HTML, "Interpreting an event stream"), built on
+//! the [`Scanner`]: this layer only collects `data` and `event` values into events.
 
-use crate::Lines;
+use crate::scanner::{Field, Piece, Scanner};
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,16 +17,13 @@ pub struct Event {
 /// Parses an event stream fed in arbitrary chunks.
 #[derive(Debug, Default)]
 pub struct Parser {
-    lines: Lines,
-    bom_checked: bool,
-    data: String,
-    event_type: String,
-    id_buffer: String,
-    last_event_id: String,
-    retry_ms: Option<u64>,
+    scanner: Scanner,
+    /// The data buffer: each data line followed by LF, decoded at dispatch.
+    data: Vec<u8>,
+    /// The `event` line being read, and the type it last set.
+    event_value: Vec<u8>,
+    event_type: Vec<u8>,
 }
-
-const BOM: &[u8] = "\u{feff}".as_bytes();
 
 impl Parser {
     pub fn new() -> Self {
@@ -36,8 +34,7 @@ impl Parser {
     /// events on the new connection without an `id:` still report it.
     pub fn resuming(last_event_id: &str) -> Self {
         Self {
-            id_buffer: last_event_id.into(),
-            last_event_id: last_event_id.into(),
+            scanner: Scanner::resuming(last_event_id),
             ..Self::default()
         }
     }
@@ -45,74 +42,49 @@ impl Parser {
     /// The ID a reconnecting client sends as `Last-Event-ID`: set when an event is
     /// dispatched, so an event cut off mid-way does not move it.
     pub fn last_event_id(&self) -> &str {
-        &self.last_event_id
+        self.scanner.last_event_id()
     }
 
     /// The reconnection time the stream asked for with `retry:`, in milliseconds.
     pub fn retry_ms(&self) -> Option<u64> {
-        self.retry_ms
+        self.scanner.retry_ms()
     }
 
     /// Parses `chunk`, calling `on_event` for each event it completes.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(Event)) {
-        // Taken out for the call so the line callback may borrow the parser.
-        let mut lines = std::mem::take(&mut self.lines);
-        lines.feed(chunk, |line| self.line(line, &mut on_event));
-        self.lines = lines;
-    }
-
-    fn line(&mut self, mut line: &[u8], on_event: &mut impl FnMut(Event)) {
-        if !self.bom_checked {
-            self.bom_checked = true;
-            line = line.strip_prefix(BOM).unwrap_or(line);
-        }
-        if line.is_empty() {
-            return self.dispatch(on_event);
-        }
-        if line[0] == b':' {
-            return;
-        }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
-            Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
-        };
-        let value = String::from_utf8_lossy(value);
-        match field {
-            b"event" => self.event_type = value.into_owned(),
-            b"data" => {
-                self.data.push_str(&value);
-                self.data.push('\n');
-            }
-            b"id" if !value.contains('\0') => self.id_buffer = value.into_owned(),
-            b"retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                // Digits only, so parsing fails only on overflow: ignore that too.
-                if let Ok(ms) = value.parse() {
-                    self.retry_ms = Some(ms);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn dispatch(&mut self, on_event: &mut impl FnMut(Event)) {
-        self.last_event_id.clone_from(&self.id_buffer);
-        let event_type = std::mem::take(&mut self.event_type);
-        if self.data.is_empty() {
-            return;
-        }
-        let mut data = std::mem::take(&mut self.data);
-        data.pop(); // the LF after the last data line
-        on_event(Event {
-            id: self.last_event_id.clone(),
-            event: if event_type.is_empty() {
-                "message".into()
-            } else {
-                event_type
-            },
+        let Self {
+            scanner,
             data,
+            event_value,
+            event_type,
+        } = self;
+        scanner.feed(chunk, |piece| match piece {
+            Piece::Value(Field::Data, part) => data.extend_from_slice(part),
+            Piece::LineEnd(Field::Data) => data.push(b'\n'),
+            Piece::Value(Field::Event, part) => event_value.extend_from_slice(part),
+            Piece::LineEnd(Field::Event) => {
+                std::mem::swap(event_type, event_value);
+                event_value.clear();
+            }
+            Piece::EventEnd { last_event_id, .. } => {
+                let event = std::mem::take(event_type);
+                event_value.clear();
+                if data.is_empty() {
+                    return;
+                }
+                data.pop(); // the LF after the last data line
+                on_event(Event {
+                    id: last_event_id.to_owned(),
+                    event: if event.is_empty() {
+                        "message".into()
+                    } else {
+                        String::from_utf8_lossy(&event).into_owned()
+                    },
+                    data: String::from_utf8_lossy(data).into_owned(),
+                });
+                data.clear();
+            }
+            Piece::Comment { .. } => {}
         });
     }
 }

@@ -1,0 +1,394 @@
+//! The event stream's grammar as a byte-level state machine, shared by [`crate::Parser`]
+//! and by relays that forward the bytes they scan.
+//!
+//! It copies nothing it does not keep: `data` and `event` values come out as slices of the
+//! input (a value split across chunks comes out in pieces), and only what every user needs
+//! is stored: the `id` being read, the last event ID, and the `retry` time. A relay can
+//! therefore scan a multi-megabyte stream with a few bytes of state, and learn where each
+//! event ends in the chunk it is about to forward.
+
+const BOM: &[u8] = "\u{feff}".as_bytes();
+/// The longest field name the scanner tells apart (`retry`); longer names are ignored.
+const NAME_CAPACITY: usize = 5;
+
+/// A field whose value the scanner hands to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Data,
+    Event,
+}
+
+/// What scanning a chunk yields, in stream order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Part of a `data` or `event` value (the leading space removed).
+    Value(Field, &'a [u8]),
+    /// The end of a `data` or `event` line.
+    LineEnd(Field),
+    /// A blank line: the event (if any) is complete. `end` is the offset in the chunk just
+    /// past the blank line; `last_event_id` is the stream's last event ID from now on.
+    EventEnd { end: usize, last_event_id: &'a str },
+    /// A comment line between events ended at offset `end`: the stream is still between
+    /// events there (comments inside an event are not reported).
+    Comment { end: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Data,
+    Event,
+    Id,
+    Retry,
+    Comment,
+    Ignored,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Line {
+    Start,
+    /// Reading the field name; `len` past [`NAME_CAPACITY`] means "unknown field".
+    Name {
+        name: [u8; NAME_CAPACITY],
+        len: usize,
+    },
+    /// Just after the colon, where one space is skipped.
+    ValueStart(Kind),
+    Value(Kind),
+}
+
+/// Scans an event stream fed in arbitrary chunks.
+#[derive(Debug)]
+pub struct Scanner {
+    /// Bytes of a leading BOM matched so far; `None` once the stream's start is past.
+    bom: Option<usize>,
+    /// The previous chunk ended in CR: a leading LF in the next one belongs to it.
+    after_cr: bool,
+    line: Line,
+    /// A field line was read since the last blank line.
+    in_event: bool,
+    /// The value of the `id` line being read.
+    id_value: Vec<u8>,
+    /// The spec's "last event ID buffer", set by `id` lines.
+    id_buffer: String,
+    /// Committed from `id_buffer` at each blank line.
+    last_event_id: String,
+    /// The `retry` line being read: `None` once a non-digit (or overflow) is seen.
+    retry_value: Option<u64>,
+    retry_digits: usize,
+    retry_ms: Option<u64>,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Self::resuming("")
+    }
+}
+
+impl Scanner {
+    /// A scanner for a reconnection: like EventSource, the last event ID carries over.
+    pub fn resuming(last_event_id: &str) -> Self {
+        Self {
+            bom: Some(0),
+            after_cr: false,
+            line: Line::Start,
+            in_event: false,
+            id_value: Vec::new(),
+            id_buffer: last_event_id.into(),
+            last_event_id: last_event_id.into(),
+            retry_value: None,
+            retry_digits: 0,
+            retry_ms: None,
+        }
+    }
+
+    /// The ID a reconnecting client sends as `Last-Event-ID`: set at each blank line, so an
+    /// event cut off mid-way does not move it.
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
+    /// The reconnection time the stream asked for with `retry:`, in milliseconds.
+    pub fn retry_ms(&self) -> Option<u64> {
+        self.retry_ms
+    }
+
+    /// Scans `chunk`, calling `on` for each piece it completes.
+    pub fn feed(&mut self, chunk: &[u8], mut on: impl FnMut(Piece<'_>)) {
+        let mut start = 0;
+        while let Some(matched) = self.bom {
+            let Some(&byte) = chunk.get(start) else {
+                return;
+            };
+            if byte == BOM[matched] {
+                start += 1;
+                self.bom = (matched + 1 < BOM.len()).then_some(matched + 1);
+            } else {
+                // Not a BOM after all: the bytes taken for one are the stream's first.
+                self.bom = None;
+                self.scan(&BOM[..matched], 0, &mut on);
+            }
+        }
+        if self.after_cr && start < chunk.len() {
+            self.after_cr = false;
+            if chunk[start] == b'\n' {
+                start += 1;
+            }
+        }
+        self.scan(&chunk[start..], start, &mut on);
+    }
+
+    /// Scans `bytes`, which start at offset `base` of the caller's chunk.
+    fn scan(&mut self, bytes: &[u8], base: usize, on: &mut impl FnMut(Piece<'_>)) {
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.line {
+                Line::Start => match bytes[i] {
+                    b'\r' | b'\n' => {
+                        i = self.line_ending(bytes, i);
+                        self.in_event = false;
+                        self.last_event_id.clone_from(&self.id_buffer);
+                        on(Piece::EventEnd {
+                            end: base + i,
+                            last_event_id: &self.last_event_id,
+                        });
+                    }
+                    b':' => {
+                        self.line = Line::Value(Kind::Comment);
+                        i += 1;
+                    }
+                    _ => {
+                        self.in_event = true;
+                        self.line = Line::Name {
+                            name: [0; NAME_CAPACITY],
+                            len: 0,
+                        };
+                    }
+                },
+                Line::Name { mut name, mut len } => {
+                    let rest = &bytes[i..];
+                    let stop = rest.iter().position(|&b| matches!(b, b':' | b'\r' | b'\n'));
+                    let part = &rest[..stop.unwrap_or(rest.len())];
+                    if len + part.len() <= NAME_CAPACITY {
+                        name[len..len + part.len()].copy_from_slice(part);
+                    }
+                    len += part.len();
+                    let Some(stop) = stop else {
+                        self.line = Line::Name { name, len };
+                        return;
+                    };
+                    let kind = classify(&name[..len.min(NAME_CAPACITY)], len);
+                    self.begin_value(kind);
+                    i += stop;
+                    if bytes[i] == b':' {
+                        self.line = Line::ValueStart(kind);
+                        i += 1;
+                    } else {
+                        self.end_value(kind, on);
+                        i = self.line_ending(bytes, i);
+                    }
+                }
+                Line::ValueStart(kind) => {
+                    if bytes[i] == b' ' {
+                        i += 1;
+                    }
+                    self.line = Line::Value(kind);
+                }
+                Line::Value(kind) => {
+                    let rest = &bytes[i..];
+                    let stop = rest.iter().position(|&b| b == b'\r' || b == b'\n');
+                    let part = &rest[..stop.unwrap_or(rest.len())];
+                    self.value(kind, part, on);
+                    let Some(stop) = stop else {
+                        return;
+                    };
+                    self.end_value(kind, on);
+                    i = self.line_ending(bytes, i + stop);
+                    if kind == Kind::Comment && !self.in_event {
+                        on(Piece::Comment { end: base + i });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Consumes the line ending at `at` and returns the offset past it.
+    fn line_ending(&mut self, bytes: &[u8], at: usize) -> usize {
+        self.line = Line::Start;
+        match (bytes[at], bytes.get(at + 1)) {
+            (b'\r', Some(b'\n')) => at + 2,
+            (b'\r', None) => {
+                self.after_cr = true;
+                at + 1
+            }
+            _ => at + 1,
+        }
+    }
+
+    fn begin_value(&mut self, kind: Kind) {
+        match kind {
+            Kind::Id => self.id_value.clear(),
+            Kind::Retry => (self.retry_value, self.retry_digits) = (Some(0), 0),
+            _ => {}
+        }
+    }
+
+    fn value(&mut self, kind: Kind, part: &[u8], on: &mut impl FnMut(Piece<'_>)) {
+        match kind {
+            Kind::Data if !part.is_empty() => on(Piece::Value(Field::Data, part)),
+            Kind::Event if !part.is_empty() => on(Piece::Value(Field::Event, part)),
+            Kind::Id => self.id_value.extend_from_slice(part),
+            Kind::Retry => {
+                self.retry_digits += part.len();
+                for &b in part {
+                    self.retry_value = self
+                        .retry_value
+                        .filter(|_| b.is_ascii_digit())
+                        .and_then(|v| v.checked_mul(10)?.checked_add(u64::from(b - b'0')));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn end_value(&mut self, kind: Kind, on: &mut impl FnMut(Piece<'_>)) {
+        match kind {
+            Kind::Data => on(Piece::LineEnd(Field::Data)),
+            Kind::Event => on(Piece::LineEnd(Field::Event)),
+            Kind::Id if !self.id_value.contains(&0) => {
+                self.id_buffer = String::from_utf8_lossy(&self.id_value).into_owned();
+            }
+            Kind::Retry if self.retry_digits > 0 => {
+                if let Some(ms) = self.retry_value {
+                    self.retry_ms = Some(ms);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn classify(name: &[u8], len: usize) -> Kind {
+    if len > NAME_CAPACITY {
+        return Kind::Ignored;
+    }
+    match name {
+        b"data" => Kind::Data,
+        b"event" => Kind::Event,
+        b"id" => Kind::Id,
+        b"retry" => Kind::Retry,
+        _ => Kind::Ignored,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every boundary the scanner reports, as absolute stream offsets, with the IDs at
+    /// each event end, when `input` is fed in the given pieces.
+    fn boundaries(input: &[u8], splits: &[usize]) -> Vec<(usize, Option<String>)> {
+        let mut scanner = Scanner::default();
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        let mut cuts: Vec<usize> = splits.iter().map(|&s| s.min(input.len())).collect();
+        cuts.sort_unstable();
+        cuts.push(input.len());
+        for cut in cuts {
+            scanner.feed(&input[offset..cut], |piece| match piece {
+                Piece::EventEnd { end, last_event_id } => {
+                    seen.push((offset + end, Some(last_event_id.to_owned())))
+                }
+                Piece::Comment { end } => seen.push((offset + end, None)),
+                _ => {}
+            });
+            offset = cut;
+        }
+        seen
+    }
+
+    #[test]
+    fn reports_where_events_and_outside_comments_end() {
+        let input = b":hi\nid: 1\ndata: a\n: inside\n\r\n:ka\r\ndata: b";
+        assert_eq!(
+            boundaries(input, &[]),
+            [(4, None), (29, Some("1".into())), (34, None)]
+        );
+    }
+
+    #[test]
+    fn a_cr_at_the_end_of_a_chunk_takes_the_next_lf() {
+        // The CR ends the blank line; the LF that follows in the next chunk is its pair,
+        // not a second blank line.
+        assert_eq!(
+            boundaries(b"data: a\r\r\ndata: b\n\n", &[9]),
+            [(9, Some("".into())), (19, Some("".into()))]
+        );
+    }
+
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            Just(b"data: x".to_vec()),
+            Just(b"data".to_vec()),
+            Just("data: é".as_bytes().to_vec()),
+            Just(b"id: 7".to_vec()),
+            Just(b"id: a\0".to_vec()),
+            Just(b"event: e".to_vec()),
+            Just(b"retry: 25".to_vec()),
+            Just(b"retry: 2x".to_vec()),
+            Just(b": comment".to_vec()),
+            Just(b"unknown: y".to_vec()),
+            Just(Vec::new()),
+        ];
+        let ending = prop_oneof![Just(&b"\n"[..]), Just(&b"\r"[..]), Just(&b"\r\n"[..])];
+        (
+            any::<bool>(),
+            proptest::collection::vec((line, ending), 0..24),
+        )
+            .prop_map(|(bom, lines)| {
+                let mut out = if bom { BOM.to_vec() } else { Vec::new() };
+                for (line, ending) in lines {
+                    out.extend_from_slice(&line);
+                    out.extend_from_slice(ending);
+                }
+                out
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_yields_the_same_events_and_boundaries(
+            input in stream(),
+            splits in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            // A chunk that ends in CR ends its line there; the LF that the next chunk
+            // starts with is that line's, so the boundary may sit one byte earlier.
+            let lf_included = |found: Vec<(usize, Option<String>)>| -> Vec<_> {
+                found
+                    .into_iter()
+                    .map(|(end, id)| match input.get(end) {
+                        Some(b'\n') if input[end - 1] == b'\r' => (end + 1, id),
+                        _ => (end, id),
+                    })
+                    .collect()
+            };
+            let whole = lf_included(boundaries(&input, &[]));
+            prop_assert_eq!(lf_included(boundaries(&input, &splits)), whole);
+
+            let parse = |cuts: &[usize]| {
+                let mut parser = crate::Parser::new();
+                let mut events = Vec::new();
+                let mut offset = 0;
+                let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
+                cuts.sort_unstable();
+                cuts.push(input.len());
+                for cut in cuts {
+                    parser.feed(&input[offset..cut], |e| events.push(e));
+                    offset = cut;
+                }
+                (events, parser.retry_ms(), parser.last_event_id().to_owned())
+            };
+            prop_assert_eq!(parse(&splits), parse(&[]));
+        }
+    }
+}
