@@ -31,6 +31,15 @@ impl<P: ServerPlugin> FfiServerPlugin for Guarded<P> {
         let read_ahead = request.read_ahead.into_vec();
         caught(|| self.0.hijack(stream, request.head, read_ahead))
     }
+
+    fn stats(&self) -> RResult<RString, RString> {
+        caught(|| Ok(self.0.stats().into()))
+    }
+
+    fn shutdown(&self, deadline_ms: u64) -> RResult<u64, RString> {
+        let deadline = std::time::Duration::from_millis(deadline_ms);
+        caught(|| Ok(self.0.shutdown(deadline) as u64))
+    }
 }
 
 /// Runs a plugin constructor under the guard and boxes the plugin for the host.

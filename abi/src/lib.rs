@@ -46,6 +46,19 @@ pub trait ServerPlugin: Send + Sync + 'static {
         head: RequestHead,
         read_ahead: Vec<u8>,
     ) -> Result<(), String>;
+
+    /// The plugin's counters as a JSON object, served by the host at `/__stats`.
+    fn stats(&self) -> String {
+        "{}".to_owned()
+    }
+
+    /// The gateway is shutting down: end every stream the plugin holds (at an event
+    /// boundary where it can) and return once they are closed or `deadline` has passed,
+    /// with how many are still open. Called on a thread of its own; it may block.
+    fn shutdown(&self, deadline: std::time::Duration) -> usize {
+        let _ = deadline;
+        0
+    }
 }
 
 /// The object the host holds for each injected plugin.
@@ -55,8 +68,14 @@ pub trait FfiServerPlugin: Send + Sync {
     fn claims(&self, method: RStr<'_>, path: RStr<'_>) -> RResult<bool, RString>;
 
     /// See [`ServerPlugin::hijack`]. Takes ownership of `request.fd` even when it fails.
-    #[sabi(last_prefix_field)]
     fn hijack(&self, request: HijackRequest) -> RResult<(), RString>;
+
+    /// See [`ServerPlugin::stats`].
+    fn stats(&self) -> RResult<RString, RString>;
+
+    /// See [`ServerPlugin::shutdown`]; the deadline is in milliseconds.
+    #[sabi(last_prefix_field)]
+    fn shutdown(&self, deadline_ms: u64) -> RResult<u64, RString>;
 }
 
 /// A boxed plugin object as it crosses the boundary.

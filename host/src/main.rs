@@ -174,8 +174,8 @@ fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
                 idle_timeout: config.idle_timeout,
             },
         });
-        server::run(listener, gateway, shutdown_signal()).await;
-        tracing::info!("[SERVICE: HTTP Server] Shutting down");
+        server::run(listener, gateway.clone(), shutdown_signal()).await;
+        drain(&gateway.plugins, config.shutdown_timeout).await;
         Ok(())
     })
 }
@@ -235,6 +235,25 @@ fn inject_plugins(config: &Config) -> ServerPlugins {
         }
     }
     injected
+}
+
+/// The listener is closed: asks the plugins to end their streams within `deadline`. A
+/// second signal exits at once.
+async fn drain(plugins: &Arc<ServerPlugins>, deadline: std::time::Duration) {
+    tracing::info!("[SERVICE: HTTP Server] Shutting down: draining streams for up to {deadline:?}");
+    let plugins = plugins.clone();
+    let drained = tokio::task::spawn_blocking(move || plugins.shutdown(deadline));
+    tokio::select! {
+        open = drained => match open {
+            Ok(0) => tracing::info!("[SERVICE: HTTP Server] All streams ended"),
+            Ok(open) => tracing::warn!("[SERVICE: HTTP Server] {open} streams still open at the deadline"),
+            Err(e) => tracing::error!("[SERVICE: HTTP Server] drain failed: {e}"),
+        },
+        () = shutdown_signal() => {
+            tracing::warn!("[SERVICE: HTTP Server] Second signal: exiting now");
+            std::process::exit(1);
+        }
+    }
 }
 
 async fn shutdown_signal() {

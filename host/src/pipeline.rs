@@ -180,7 +180,7 @@ fn pass_through(response: Response<Incoming>) -> Response<Body> {
     Response::from_parts(parts, body.boxed())
 }
 
-fn json(value: Value) -> Response<Body> {
+pub fn json(value: Value) -> Response<Body> {
     let mut response = Response::new(full(Bytes::from(value.to_string())));
     let headers = response.headers_mut();
     headers.insert(

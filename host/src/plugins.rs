@@ -165,6 +165,51 @@ impl ServerPlugins {
     }
 }
 
+impl ServerPlugins {
+    /// Every plugin's counters, by name, for `/__stats`. A plugin that fails to answer
+    /// shows its error instead.
+    pub fn stats(&self) -> serde_json::Value {
+        let plugins: serde_json::Map<String, serde_json::Value> = self
+            .plugins
+            .iter()
+            .map(|p| {
+                let stats = match p.plugin.stats().into_result() {
+                    Ok(json) => serde_json::from_str(&json).unwrap_or_else(
+                        |e| serde_json::json!({"error": format!("invalid stats JSON: {e}")}),
+                    ),
+                    Err(e) => serde_json::json!({"error": e.into_string()}),
+                };
+                (p.name.clone(), stats)
+            })
+            .collect();
+        serde_json::json!({ "plugins": plugins })
+    }
+
+    /// Asks every plugin, in parallel, to end its streams within `deadline`; blocks until
+    /// they return and gives how many streams were still open.
+    pub fn shutdown(&self, deadline: std::time::Duration) -> u64 {
+        let deadline_ms = deadline.as_millis() as u64;
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = self
+                .plugins
+                .iter()
+                .map(|p| scope.spawn(move || (p, p.plugin.shutdown(deadline_ms).into_result())))
+                .collect();
+            calls
+                .into_iter()
+                .filter_map(|call| call.join().ok())
+                .map(|(p, result)| match result {
+                    Ok(open) => open,
+                    Err(e) => {
+                        tracing::error!("[PLUGIN: {}] shutdown failed: {e}", p.name);
+                        0
+                    }
+                })
+                .sum()
+        })
+    }
+}
+
 impl Claim for ServerPlugins {
     fn claim(&self, method: &str, path: &str) -> Option<usize> {
         self.plugins

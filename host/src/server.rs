@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::gate::{Gate, Limits, Rejection, Stop};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{self, Pipeline};
 use crate::plugins::ServerPlugins;
 
 /// Everything a connection needs, shared by all of them.
@@ -23,6 +23,9 @@ pub struct Gateway {
     pub pipeline: Pipeline,
     pub limits: Limits,
 }
+
+/// Where the plugins' counters are served, as JSON.
+pub const STATS_PATH: &str = "/__stats";
 
 /// After answering a rejected request, how long the host keeps reading (and discarding)
 /// what the client still sends, so closing does not reset the connection before the
@@ -57,7 +60,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
     let service_gateway = gateway.clone();
     let service = service_fn(move |request| {
         let gateway = service_gateway.clone();
-        async move { gateway.pipeline.handle(request, peer).await }
+        async move {
+            if request.uri().path() == STATS_PATH && request.method() == http::Method::GET {
+                return Ok(pipeline::json(gateway.plugins.stats()));
+            }
+            gateway.pipeline.handle(request, peer).await
+        }
     });
     let parts = match http1::Builder::new()
         .half_close(true)

@@ -10,6 +10,8 @@ async fn streaming_and_api() -> (Gateway, testkit::Process) {
     let backend = json_backend(200, r#"{"answer":42}"#).await;
     let gateway = gateway()
         .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        // A finite origin stream ends the client's: no resumption.
+        .plugin_key("max_reconnects", json!(0))
         .endpoint(json!({"endpoint": "/api/{id}", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/v/{id}"}]}))
         .run();
     (gateway, origin)

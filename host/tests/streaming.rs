@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use serde_json::json;
 use testkit::{body_of, gateway, origin, unused_port, Gateway, RawClient, ScriptedOrigin};
 
 const SSE_HEAD: &str =
@@ -112,6 +113,8 @@ async fn last_event_id_resumes_the_demo_origin() {
     let origin = origin().count(3).interval_ms(10).run();
     let gateway = gateway()
         .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        // A finite origin stream ends the client's: no resumption.
+        .plugin_key("max_reconnects", json!(0))
         .run();
     let response = RawClient::get(gateway.addr, "/sse/r", &["Last-Event-ID: 7"])
         .await
@@ -199,6 +202,8 @@ async fn five_hundred_concurrent_streams_all_receive_their_events() {
     let origin = origin().count(5).interval_ms(100).run();
     let gateway = gateway()
         .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        // A finite origin stream ends the client's: no resumption.
+        .plugin_key("max_reconnects", json!(0))
         .run();
     let streams: Vec<_> = (0..500)
         .map(|i| {
@@ -228,6 +233,8 @@ async fn curl_streams_through_the_gateway() {
     let origin = origin().count(3).interval_ms(50).run();
     let gateway = gateway()
         .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        // A finite origin stream ends the client's: no resumption.
+        .plugin_key("max_reconnects", json!(0))
         .run();
     let url = format!("http://{}/sse/testid", gateway.addr);
     let output = tokio::process::Command::new("curl")
@@ -293,6 +300,8 @@ async fn scripted_stream() -> (ScriptedOrigin, Gateway) {
     let upstream = ScriptedOrigin::start().await;
     let gateway = gateway()
         .streaming("/sse/{id}", "/events-stream/{id}", &upstream.url())
+        // A finite origin stream ends the client's: no resumption.
+        .plugin_key("max_reconnects", json!(0))
         .run();
     (upstream, gateway)
 }

@@ -4,19 +4,32 @@
 //! The host hands over the raw socket; this plugin runs everything on its own tokio runtime
 //! (a cdylib has its own copy of tokio, so nothing runtime-bound crosses the ABI) and
 //! answers with a close-delimited `text/event-stream` body: the upstream's event bytes
-//! are written as they arrive, unchanged, with no chunk framing to add.
+//! are written as they arrive, whole events at a time, with no chunk framing to add.
+//!
+//! `config` reads the block, `balancer` picks hosts, `upstream` opens a connection,
+//! `pump` moves the bytes, `relay` ties one client's stream together across upstreams,
+//! and `stats` counts what happened for the host's `/__stats`.
 
+mod balancer;
 pub mod config;
 mod pool;
+mod pump;
 mod relay;
+mod stats;
+mod upstream;
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use abi::{Logger, RequestHead, ServerPlugin};
 use once_cell::sync::Lazy;
+use tokio_util::sync::CancellationToken;
 
-use config::Route;
+use balancer::Balancer;
+use config::{Block, Route};
 use pool::BufferPool;
+use stats::RouteStats;
 
 pub const PLUGIN_NAME: &str = "krakend-server-plugin-streaming";
 
@@ -32,30 +45,99 @@ static RUNTIME: Lazy<tokio::runtime::Runtime> = Lazy::new(|| {
 });
 
 pub struct StreamingPlugin {
-    route: Arc<Route>,
+    shared: Arc<Shared>,
+}
+
+/// What every stream of one plugin instance shares.
+struct Shared {
+    block: Block,
+    routes: Vec<RouteState>,
     pool: Arc<BufferPool>,
     logger: Logger,
+    /// Streams open in the whole block (its `max_streams` counter).
+    active: AtomicUsize,
+    shutdown: CancellationToken,
+}
+
+struct RouteState {
+    config: Route,
+    balancer: Balancer,
+    stats: RouteStats,
+}
+
+/// A stream's place under the limits; freed when the stream ends.
+struct Slot<'a> {
+    shared: &'a Shared,
+    route: &'a RouteState,
+}
+
+impl Shared {
+    /// Takes a slot under the block's and the route's `max_streams`, if both have room.
+    fn admit<'a>(&'a self, route: &'a RouteState) -> Option<Slot<'a>> {
+        let in_block = self.active.fetch_add(1, Relaxed);
+        let in_route = route.stats.active.fetch_add(1, Relaxed);
+        let slot = Slot {
+            shared: self,
+            route,
+        };
+        let route_full = route.config.max_streams > 0 && in_route >= route.config.max_streams;
+        (in_block < self.block.max_streams && !route_full).then_some(slot)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Relaxed);
+        self.route.stats.active.fetch_sub(1, Relaxed);
+    }
 }
 
 impl StreamingPlugin {
     pub fn new(config_json: &str, logger: Logger) -> Result<Self, String> {
-        let route = config::parse(config_json)?;
-        logger.info(&format!(
-            "[PLUGIN: {PLUGIN_NAME}] streaming {} from {}{}",
-            route.endpoint, route.backend_host, route.backend_url_pattern
-        ));
-        let pool = BufferPool::new(route.read_buffer_bytes, route.max_pooled_buffers);
+        let block = config::parse(config_json)?;
+        let routes = block
+            .routes
+            .iter()
+            .map(|route| {
+                let hosts: Vec<&str> = route.backends.iter().map(|b| b.base.as_str()).collect();
+                logger.info(&format!(
+                    "[PLUGIN: {PLUGIN_NAME}] streaming {} from {} {}",
+                    route.endpoint,
+                    hosts.join(", "),
+                    route.backend_url_pattern
+                ));
+                RouteState {
+                    config: route.clone(),
+                    balancer: Balancer::new(&route.backends, block.eject_after, block.eject_for),
+                    stats: RouteStats::default(),
+                }
+            })
+            .collect();
+        let pool = BufferPool::new(block.read_buffer_bytes, block.max_pooled_buffers);
         Ok(Self {
-            route: Arc::new(route),
-            pool,
-            logger,
+            shared: Arc::new(Shared {
+                block,
+                routes,
+                pool,
+                logger,
+                active: AtomicUsize::new(0),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The first (most specific) route for this request.
+    fn route_for(&self, method: &str, path: &str) -> Option<usize> {
+        self.shared.routes.iter().position(|r| {
+            r.config.methods.iter().any(|m| m == method)
+                && r.config.template.matches(path).is_some()
         })
     }
 }
 
 impl ServerPlugin for StreamingPlugin {
     fn claims(&self, method: &str, path: &str) -> bool {
-        method == "GET" && self.route.template.matches(path).is_some()
+        self.route_for(method, path).is_some()
     }
 
     fn hijack(
@@ -64,16 +146,53 @@ impl ServerPlugin for StreamingPlugin {
         head: RequestHead,
         _read_ahead: Vec<u8>,
     ) -> Result<(), String> {
+        let route = self
+            .route_for(&head.method, &head.path)
+            .ok_or("no route claims this request")?;
         stream
             .set_nonblocking(true)
             .map_err(|e| format!("socket: {e}"))?;
-        let (route, pool, logger) = (self.route.clone(), self.pool.clone(), self.logger);
+        let shared = self.shared.clone();
         RUNTIME.spawn(async move {
             match tokio::net::TcpStream::from_std(stream) {
-                Ok(client) => relay::serve(client, head, &route, &pool, logger).await,
-                Err(e) => logger.warn(&format!("[PLUGIN: {PLUGIN_NAME}] socket: {e}")),
+                Ok(client) => relay::serve(client, head, &shared, &shared.routes[route]).await,
+                Err(e) => shared
+                    .logger
+                    .warn(&format!("[PLUGIN: {PLUGIN_NAME}] socket: {e}")),
             }
         });
         Ok(())
+    }
+
+    fn stats(&self) -> String {
+        let routes: Vec<serde_json::Value> = self
+            .shared
+            .routes
+            .iter()
+            .map(|r| {
+                let mut route = r.stats.to_json();
+                route["endpoint"] = r.config.endpoint.clone().into();
+                route["hosts"] = r.balancer.to_json();
+                route
+            })
+            .collect();
+        serde_json::json!({
+            "active": self.shared.active.load(Relaxed),
+            "max_streams": self.shared.block.max_streams,
+            "routes": routes,
+        })
+        .to_string()
+    }
+
+    fn shutdown(&self, deadline: Duration) -> usize {
+        self.shared.shutdown.cancel();
+        let until = Instant::now() + deadline;
+        loop {
+            let open = self.shared.active.load(Relaxed);
+            if open == 0 || Instant::now() >= until {
+                return open;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

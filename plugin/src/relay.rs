@@ -1,162 +1,274 @@
-//! One claimed request: connect upstream, send the request, relay the response.
+//! One claimed request, from admission to the end of the client's stream.
 //!
-//! Each stream is one task. When the upstream is readable it takes a pooled buffer
-//! (`read_buffer_bytes`), reads, and hands the payload ranges of that read (chunk framing
-//! skipped in place by the `chunked` decoder, never copied) to the client in one `writev`;
-//! then the buffer goes back to the pool. Idle streams hold no buffer, nothing is allocated
-//! or copied per event, no channel or second task sits between the two sockets, and
-//! several events that arrive together leave together. The client socket
-//! is watched for EOF all along, so a client that leaves closes the upstream at once.
-//! Upstream failures become a one-line 502; non-2xx answers are relayed with their status
-//! and body.
+//! The stream is admitted under the route's and the block's `max_streams` (503 with
+//! `Retry-After` otherwise), opens an upstream (failing over along the balancer's order;
+//! 502 or 504 when no host answers), and relays a non-2xx answer as it is. A 2xx answer
+//! becomes the client's event stream, which outlives its upstreams: when one ends, breaks
+//! or goes idle, the relay reconnects with `Last-Event-ID` set to the last event the
+//! client received, waiting the stream's `retry:` (or `reconnect_delay`) with exponential
+//! backoff and jitter, at most `max_reconnects` times within `reconnect_window`. Out of
+//! attempts, it ends the client's stream cleanly so that the browser reconnects itself.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::IoSlice;
-use std::ops::Range;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::time::Duration;
 
-use abi::{Logger, RequestHead};
+use abi::RequestHead;
 use http::StatusCode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use sse::Scanner;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use crate::config::Route;
-use crate::pool::{Buffer, BufferPool};
-use crate::PLUGIN_NAME;
+use crate::config::{LoadBalance, StickyKey};
+use crate::pump::{client_gone, pump, ClientStream, Ended};
+use crate::stats::{Drop, RouteStats};
+use crate::upstream::{self, Request, Upstream};
+use crate::{RouteState, Shared, PLUGIN_NAME};
 
-/// Payload ranges written per `writev` call.
-const IOV_BATCH: usize = 64;
-/// Response headers read from an upstream head; more is a 502.
-const MAX_UPSTREAM_HEADERS: usize = 64;
-
-/// Why a relay ended early; only logged.
-enum Ended {
-    ClientGone,
-    Upstream(String),
-}
-
-/// How the upstream response body is delimited.
-enum Body {
-    Chunked(chunked::Decoder),
-    Length(u64),
-    UntilClose,
-}
-
-impl Body {
-    /// Adds the payload ranges of `input` (offset by `base`); `true` once the body is whole.
-    fn payload(
-        &mut self,
-        input: &[u8],
-        base: usize,
-        ranges: &mut Vec<Range<usize>>,
-    ) -> Result<bool, Ended> {
-        match self {
-            Body::Chunked(decoder) => {
-                decoder
-                    .decode(input, |r| ranges.push(base + r.start..base + r.end))
-                    .map_err(|e| Ended::Upstream(e.to_string()))?;
-                Ok(decoder.is_done())
-            }
-            Body::Length(left) => {
-                let n = (*left).min(input.len() as u64) as usize;
-                if n > 0 {
-                    ranges.push(base..base + n);
-                }
-                *left -= n as u64;
-                Ok(*left == 0)
-            }
-            Body::UntilClose => {
-                if !input.is_empty() {
-                    ranges.push(base..base + input.len());
-                }
-                Ok(false)
-            }
-        }
-    }
-}
-
-/// The upstream's response head, parsed from the start of the buffer.
-struct Response {
-    status: StatusCode,
-    content_type: Option<String>,
-    body: Body,
-    /// Where the body starts in the buffer, and how much of it is filled.
-    head_len: usize,
-    filled: usize,
-}
-
-pub async fn serve(
-    mut client: TcpStream,
-    head: RequestHead,
-    route: &Route,
-    pool: &Arc<BufferPool>,
-    logger: Logger,
-) {
+pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, route: &RouteState) {
     let _ = client.set_nodelay(true);
-    let target = upstream_target(route, &head);
-    let fail = |reason: String| {
-        logger.warn(&format!(
+    let Some(_slot) = shared.admit(route) else {
+        route.stats.dropped(Drop::OverLimit);
+        let retry_after = shared.block.retry_after.as_secs().max(1);
+        let reason = "too many streams; retry later";
+        return respond_error(
+            &mut client,
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason,
+            Some(retry_after),
+        )
+        .await;
+    };
+    RouteStats::add(&route.stats.streams, 1);
+    let log = |reason: &str| {
+        shared.logger.warn(&format!(
             "[PLUGIN: {PLUGIN_NAME}] {} {}: {reason}",
             head.method, head.path
         ));
-        reason
     };
-    let connected = tokio::select! {
-        connected = TcpStream::connect(route.backend_addr.as_str()) => connected,
+    let target = upstream_target(route, &head);
+    let sticky_key = sticky_key(route, &head);
+    let mut request = Request {
+        head: &head,
+        target: &target,
+        last_event_id: None,
+        sticky_key: sticky_key.as_deref(),
+    };
+    let opened = tokio::select! {
+        opened = upstream::open(route, &request, &shared.pool) => opened,
         () = client_gone(&mut client) => return,
     };
-    let mut upstream = match connected {
+    let mut upstream = match opened {
         Ok(upstream) => upstream,
-        Err(e) => {
-            let reason = fail(format!(
-                "upstream {}{target} unreachable: {e}",
-                route.backend_host
-            ));
-            return respond_error(&mut client, StatusCode::BAD_GATEWAY, &reason).await;
+        Err(unavailable) => {
+            log(&unavailable.reason);
+            route.stats.dropped(Drop::UpstreamUnavailable);
+            let status = if unavailable.timed_out {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return respond_error(&mut client, status, &unavailable.reason, None).await;
         }
     };
-    let _ = upstream.set_nodelay(true);
-    let mut buf = pool.take();
-    let request = upstream_request(route, &head, &target);
-    let response = tokio::select! {
-        response = exchange(&mut upstream, &request, &mut buf) => response,
-        () = client_gone(&mut client) => return,
-    };
-    let mut response = match response {
-        Ok(response) => response,
-        Err(e) => {
-            let reason = fail(format!("upstream {}{target}: {e}", route.backend_host));
-            return respond_error(&mut client, StatusCode::BAD_GATEWAY, &reason).await;
+    if !upstream.status.is_success() {
+        let head = passthrough_head(upstream.status, upstream.content_type.as_deref());
+        let mut stream = ClientStream::new(None);
+        if stream
+            .write_own(&mut client, route, head.as_bytes())
+            .await
+            .is_ok()
+        {
+            pump(
+                &mut client,
+                &mut upstream,
+                &mut stream,
+                route,
+                &shared.pool,
+                &shared.shutdown,
+            )
+            .await;
         }
-    };
-    // A stream lives for hours: keep nothing in its task that it no longer needs.
-    drop((request, target));
-    let client_head = if response.status.is_success() {
-        event_stream_head()
-    } else {
-        passthrough_head(response.status, response.content_type.as_deref())
-    };
-    if let Err(Ended::Upstream(e)) = pump(
-        &mut client,
-        &upstream,
-        pool,
-        buf,
-        &mut response,
-        &client_head,
-    )
-    .await
+        let _ = client.shutdown().await;
+        return;
+    }
+    let client_id = head.header("last-event-id").map(String::from_utf8_lossy);
+    let mut stream = ClientStream::new(Some(Scanner::resuming(client_id.as_deref().unwrap_or(""))));
+    if stream
+        .write_own(&mut client, route, EVENT_STREAM_HEAD)
+        .await
+        .is_err()
     {
-        fail(format!("upstream stream broke: {e}"));
+        return;
+    }
+    let mut budget = ReconnectBudget::default();
+    loop {
+        let ended = pump(
+            &mut client,
+            &mut upstream,
+            &mut stream,
+            route,
+            &shared.pool,
+            &shared.shutdown,
+        )
+        .await;
+        match ended {
+            Ended::ClientGone => break,
+            Ended::ClientStalled => {
+                log("client read nothing for client_write_timeout; dropped");
+                route.stats.dropped(Drop::ClientStalled);
+                break;
+            }
+            Ended::Shutdown => {
+                route.stats.dropped(Drop::Shutdown);
+                if let Some(event) = shared
+                    .block
+                    .shutdown_event
+                    .as_deref()
+                    .filter(|_| !stream.mid_event)
+                {
+                    let _ = stream.write_own(&mut client, route, event.as_bytes()).await;
+                }
+                break;
+            }
+            Ended::Complete | Ended::UpstreamBroke(_) | Ended::UpstreamIdle => {
+                if let Ended::UpstreamBroke(reason) = &ended {
+                    log(&format!("upstream stream broke: {reason}"));
+                }
+                if stream.mid_event {
+                    // The client holds part of an event no other connection can finish.
+                    log("upstream ended inside an event larger than read_buffer_bytes; ending the stream");
+                    break;
+                }
+                request.last_event_id = stream
+                    .scanner
+                    .as_ref()
+                    .map(|s| s.last_event_id().to_owned());
+                let retry = stream.scanner.as_ref().and_then(Scanner::retry_ms);
+                match reconnect(&mut client, &request, &mut budget, retry, shared, route).await {
+                    Reconnected::Yes(next) => {
+                        stream.discard_partial_event();
+                        upstream = next;
+                    }
+                    Reconnected::ClientGone => return,
+                    Reconnected::No => {
+                        stream.flush_partial_event(&mut client, route).await;
+                        break;
+                    }
+                }
+            }
+        }
     }
     let _ = client.shutdown().await;
 }
 
+enum Reconnected {
+    Yes(Upstream),
+    /// Out of attempts, draining, or the origin said to stop: end the client's stream.
+    No,
+    ClientGone,
+}
+
+/// Waits and reconnects until an upstream answers 2xx or the budget runs out.
+async fn reconnect(
+    client: &mut TcpStream,
+    request: &Request<'_>,
+    budget: &mut ReconnectBudget,
+    retry_ms: Option<u64>,
+    shared: &Shared,
+    route: &RouteState,
+) -> Reconnected {
+    let config = &route.config;
+    loop {
+        let Some(delay) = budget.next_delay(config, retry_ms) else {
+            route.stats.dropped(Drop::ReconnectsExhausted);
+            return Reconnected::No;
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = client_gone(client) => return Reconnected::ClientGone,
+            () = shared.shutdown.cancelled() => {
+                route.stats.dropped(Drop::Shutdown);
+                return Reconnected::No;
+            }
+        }
+        RouteStats::add(&route.stats.reconnects, 1);
+        let opened = tokio::select! {
+            opened = upstream::open(route, request, &shared.pool) => opened,
+            () = client_gone(client) => return Reconnected::ClientGone,
+        };
+        match opened {
+            // 204 is how an origin tells EventSource to stop reconnecting.
+            Ok(upstream)
+                if upstream.status.is_success() && upstream.status != StatusCode::NO_CONTENT =>
+            {
+                budget.connected();
+                return Reconnected::Yes(upstream);
+            }
+            Ok(upstream) => {
+                shared.logger.info(&format!(
+                    "[PLUGIN: {PLUGIN_NAME}] {}: resuming got {}; ending the stream",
+                    request.target, upstream.status
+                ));
+                return Reconnected::No;
+            }
+            Err(unavailable) => shared.logger.warn(&format!(
+                "[PLUGIN: {PLUGIN_NAME}] resuming {}",
+                unavailable.reason
+            )),
+        }
+    }
+}
+
+/// Reconnection attempts: at most `max_reconnects` within `reconnect_window`, spaced by
+/// the stream's retry time doubled after each failed attempt, with jitter so that the
+/// clients of a restarted origin do not return all at once.
+#[derive(Default)]
+struct ReconnectBudget {
+    recent: VecDeque<Instant>,
+    failed_in_a_row: u32,
+}
+
+impl ReconnectBudget {
+    fn next_delay(
+        &mut self,
+        config: &crate::config::Route,
+        retry_ms: Option<u64>,
+    ) -> Option<Duration> {
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= config.reconnect_window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= config.max_reconnects {
+            return None;
+        }
+        self.recent.push_back(now);
+        let base = retry_ms.map_or(config.reconnect_delay, Duration::from_millis);
+        let backoff = base.saturating_mul(1 << self.failed_in_a_row.min(16));
+        self.failed_in_a_row += 1;
+        let delay = backoff.min(config.max_reconnect_delay);
+        Some(delay.mul_f64(0.5 + fastrand::f64() / 2.0))
+    }
+
+    fn connected(&mut self) {
+        self.failed_in_a_row = 0;
+    }
+}
+
 /// The upstream path and query: the route's pattern with the captured params, plus the
 /// client's query string.
-fn upstream_target(route: &Route, head: &RequestHead) -> String {
-    let params = route.template.matches(&head.path).unwrap_or_default();
-    let mut target = path_template::substitute(&route.backend_url_pattern, &params);
+fn upstream_target(route: &RouteState, head: &RequestHead) -> String {
+    let params = route
+        .config
+        .template
+        .matches(&head.path)
+        .unwrap_or_default();
+    let mut target = path_template::substitute(&route.config.backend_url_pattern, &params);
     if !head.query.is_empty() {
         target.push(if target.contains('?') { '&' } else { '?' });
         target.push_str(&head.query);
@@ -164,205 +276,33 @@ fn upstream_target(route: &Route, head: &RequestHead) -> String {
     target
 }
 
-fn upstream_request(route: &Route, head: &RequestHead, target: &str) -> Vec<u8> {
-    let mut request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {}\r\n",
-        route.backend_authority
-    )
-    .into_bytes();
-    for name in &route.forward_headers {
-        for header in head
+/// The key a sticky route hashes; `None` (round robin) when the request lacks it.
+fn sticky_key(route: &RouteState, head: &RequestHead) -> Option<Vec<u8>> {
+    let LoadBalance::Sticky(key) = &route.config.load_balance else {
+        return None;
+    };
+    match key {
+        StickyKey::Header(name) => head.header(name).map(<[u8]>::to_vec),
+        StickyKey::Cookie(name) => head
             .headers
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name))
-        {
-            request.extend_from_slice(name.as_bytes());
-            request.extend_from_slice(b": ");
-            request.extend_from_slice(&header.value);
-            request.extend_from_slice(b"\r\n");
-        }
-    }
-    // One stream per connection: nothing to pool, and the close ends an unframed body.
-    request.extend_from_slice(b"Connection: close\r\n\r\n");
-    request
-}
-
-/// Sends the request and reads the response head into `buf`.
-async fn exchange(
-    upstream: &mut TcpStream,
-    request: &[u8],
-    buf: &mut [u8],
-) -> Result<Response, String> {
-    upstream
-        .write_all(request)
-        .await
-        .map_err(|e| format!("sending the request: {e}"))?;
-    let mut filled = 0;
-    loop {
-        if filled == buf.len() {
-            return Err(format!(
-                "response head larger than read_buffer_bytes ({})",
-                buf.len()
-            ));
-        }
-        let n = upstream
-            .read(&mut buf[filled..])
-            .await
-            .map_err(|e| format!("reading the response: {e}"))?;
-        if n == 0 {
-            return Err("closed the connection before answering".into());
-        }
-        filled += n;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
-        let mut parsed = httparse::Response::new(&mut headers);
-        let head_len = match parsed.parse(&buf[..filled]) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => continue,
-            Err(e) => return Err(format!("invalid response head: {e}")),
-        };
-        let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
-            .map_err(|e| format!("invalid status: {e}"))?;
-        let header = |name: &str| {
-            parsed
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value)
-        };
-        let body = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            Body::Length(0)
-        } else if header("transfer-encoding")
-            .is_some_and(|te| te.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        {
-            Body::Chunked(chunked::Decoder::default())
-        } else if let Some(length) = header("content-length") {
-            let length = std::str::from_utf8(length)
-                .ok()
-                .and_then(|l| l.trim().parse().ok());
-            Body::Length(length.ok_or("invalid Content-Length")?)
-        } else {
-            Body::UntilClose
-        };
-        let content_type = header("content-type").map(|v| String::from_utf8_lossy(v).into_owned());
-        return Ok(Response {
-            status,
-            content_type,
-            body,
-            head_len,
-            filled,
-        });
-    }
-}
-
-/// Writes the client head and the body bytes read with it, then each upstream read's
-/// payload as it arrives, holding a buffer only from a read until its write is done.
-async fn pump(
-    client: &mut TcpStream,
-    upstream: &TcpStream,
-    pool: &Arc<BufferPool>,
-    first: Buffer,
-    response: &mut Response,
-    client_head: &str,
-) -> Result<(), Ended> {
-    let (mut client_reader, mut client_writer) = client.split();
-    client_writer
-        .write_all(client_head.as_bytes())
-        .await
-        .map_err(|_| Ended::ClientGone)?;
-    // Grows to the most chunks one read has held, once; idle streams keep it empty.
-    let mut ranges = Vec::new();
-    let mut read: Option<(Buffer, Range<usize>)> =
-        Some((first, response.head_len..response.filled));
-    loop {
-        if let Some((buf, filled)) = read.take() {
-            ranges.clear();
-            let whole = response
-                .body
-                .payload(&buf[filled.clone()], filled.start, &mut ranges)?;
-            write_ranges(&mut client_writer, &buf, &ranges)
-                .await
-                .map_err(|_| Ended::ClientGone)?;
-            if whole {
-                return Ok(());
-            }
-        }
-        // What the client sends after its request is ignored; reading it is how EOF is seen.
-        tokio::select! {
-            ready = upstream.readable() => ready.map_err(|e| Ended::Upstream(e.to_string()))?,
-            () = client_gone(&mut client_reader) => return Err(Ended::ClientGone),
-        }
-        let mut buf = pool.take();
-        match upstream.try_read(&mut buf) {
-            Ok(0) => {
-                return match response.body {
-                    Body::UntilClose => Ok(()),
-                    _ => Err(Ended::Upstream("closed in the middle of the body".into())),
-                }
-            }
-            Ok(n) => read = Some((buf, 0..n)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(Ended::Upstream(e.to_string())),
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .flat_map(|h| h.value.split(|&b| b == b';'))
+            .find_map(|pair| {
+                let pair = pair.trim_ascii();
+                let value = pair.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+                Some(value.to_vec())
+            }),
+        StickyKey::Ip => {
+            let peer = head.peer.as_str();
+            let ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip);
+            Some(ip.as_bytes().to_vec())
         }
     }
 }
 
-/// Writes the given ranges of `buf`, up to [`IOV_BATCH`] per `writev`. The iovec is built
-/// on the stack inside each poll, so an idle stream's future keeps only two indices.
-async fn write_ranges(
-    writer: &mut (impl AsyncWrite + Unpin),
-    buf: &[u8],
-    ranges: &[Range<usize>],
-) -> std::io::Result<()> {
-    // The next range to write, and how much of it is already written.
-    let (mut next, mut offset) = (0, 0);
-    while next < ranges.len() {
-        let written = std::future::poll_fn(|cx| {
-            let mut iov = [IoSlice::new(&[]); IOV_BATCH];
-            let group = &ranges[next..ranges.len().min(next + IOV_BATCH)];
-            for (i, (slot, range)) in iov.iter_mut().zip(group).enumerate() {
-                let start = if i == 0 {
-                    range.start + offset
-                } else {
-                    range.start
-                };
-                *slot = IoSlice::new(&buf[start..range.end]);
-            }
-            Pin::new(&mut *writer).poll_write_vectored(cx, &iov[..group.len()])
-        })
-        .await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let mut left = written;
-        while left > 0 {
-            let range_left = ranges[next].len() - offset;
-            if left < range_left {
-                offset += left;
-                left = 0;
-            } else {
-                left -= range_left;
-                (next, offset) = (next + 1, 0);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Completes when the client closes its side or the socket fails.
-async fn client_gone(client: &mut (impl AsyncRead + Unpin)) {
-    let mut discard = [0u8; 64];
-    while let Ok(n) = client.read(&mut discard).await {
-        if n == 0 {
-            return;
-        }
-    }
-}
-
-fn event_stream_head() -> String {
-    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-     X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
-        .to_owned()
-}
+const EVENT_STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+    Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
 
 fn passthrough_head(status: StatusCode, content_type: Option<&str>) -> String {
     let mut head = format!(
@@ -377,10 +317,18 @@ fn passthrough_head(status: StatusCode, content_type: Option<&str>) -> String {
     head
 }
 
-async fn respond_error(client: &mut TcpStream, status: StatusCode, reason: &str) {
+async fn respond_error(
+    client: &mut TcpStream,
+    status: StatusCode,
+    reason: &str,
+    retry_after_secs: Option<u64>,
+) {
     let body = format!("{reason}\n");
+    let retry_after = retry_after_secs
+        .map(|s| format!("Retry-After: {s}\r\n"))
+        .unwrap_or_default();
     let response = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n{body}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()
@@ -392,40 +340,35 @@ async fn respond_error(client: &mut TcpStream, status: StatusCode, reason: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::{Context, Poll};
 
-    /// Takes at most 3 bytes per write, to exercise partial vectored writes.
-    struct Trickle(Vec<u8>);
-
-    impl AsyncWrite for Trickle {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            data: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            let n = data.len().min(3);
-            self.0.extend_from_slice(&data[..n]);
-            Poll::Ready(Ok(n))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    #[tokio::test]
-    async fn partial_writes_resume_inside_and_across_ranges() {
-        let buf: Vec<u8> = (0..=255u8).collect();
-        // More ranges than one writev takes, of uneven lengths, with gaps between them.
-        let ranges: Vec<Range<usize>> = (0..100).map(|i| i * 2..i * 2 + 1 + i % 2).collect();
-        let expected: Vec<u8> = ranges
-            .iter()
-            .flat_map(|r| buf[r.clone()].to_vec())
+    #[test]
+    fn the_budget_backs_off_and_runs_out_within_the_window() {
+        let config = crate::config::parse(
+            r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h",
+                "max_reconnects": 3, "reconnect_delay": "100ms", "max_reconnect_delay": "300ms"}"#,
+        )
+        .unwrap()
+        .routes
+        .remove(0);
+        let mut budget = ReconnectBudget::default();
+        let delays: Vec<Duration> = (0..3)
+            .map(|_| budget.next_delay(&config, None).unwrap())
             .collect();
-        let mut writer = Trickle(Vec::new());
-        write_ranges(&mut writer, &buf, &ranges).await.unwrap();
-        assert_eq!(writer.0, expected);
+        let ceilings = [100, 200, 300].map(Duration::from_millis);
+        for (delay, ceiling) in delays.iter().zip(ceilings) {
+            assert!(
+                *delay <= ceiling && *delay >= ceiling / 2,
+                "{delay:?} vs {ceiling:?}"
+            );
+        }
+        assert_eq!(
+            budget.next_delay(&config, None),
+            None,
+            "three within the window"
+        );
+        budget.connected();
+        budget.recent.clear();
+        let from_retry = budget.next_delay(&config, Some(40)).unwrap();
+        assert!(from_retry <= Duration::from_millis(40), "{from_retry:?}");
     }
 }

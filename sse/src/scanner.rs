@@ -101,6 +101,14 @@ impl Scanner {
         }
     }
 
+    /// Readies the scanner for the stream of a new connection, as EventSource does on a
+    /// reconnection: a partial event is forgotten; the last event ID and `retry` are kept.
+    pub fn restart(&mut self) {
+        let retry_ms = self.retry_ms;
+        *self = Self::resuming(&self.last_event_id);
+        self.retry_ms = retry_ms;
+    }
+
     /// The ID a reconnecting client sends as `Last-Event-ID`: set at each blank line, so an
     /// event cut off mid-way does not move it.
     pub fn last_event_id(&self) -> &str {

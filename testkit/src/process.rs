@@ -185,6 +185,19 @@ impl GatewayBuilder {
         self
     }
 
+    /// Sets `key` in the config block of the plugin injected last.
+    pub fn plugin_key(mut self, key: &str, value: Value) -> Self {
+        let server = &mut self.config["extra_config"]["plugin/http-server"];
+        let name = server["name"]
+            .as_array()
+            .and_then(|names| names.last())
+            .and_then(Value::as_str)
+            .expect("a plugin injected before plugin_key")
+            .to_owned();
+        server[name.as_str()][key] = value;
+        self
+    }
+
     /// Which files of the release dir the plugin loader picks up.
     pub fn plugin_pattern(mut self, pattern: &str) -> Self {
         self.plugin_pattern = pattern.into();

@@ -4,8 +4,6 @@
 //! wrong type, a missing key or an invalid value, or line and column for broken JSON.
 //! Unknown keys are ignored, as KrakenD does.
 
-mod duration;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -44,6 +42,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     pub read_header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a drain (SIGTERM/SIGINT) may take before the host exits anyway.
+    pub shutdown_timeout: Duration,
     pub max_backend_response_bytes: usize,
     pub plugin: Option<PluginFolder>,
     /// Server plugins to inject, in `plugin/http-server.name` order, with their config blocks.
@@ -100,6 +100,9 @@ const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a keep-alive connection may sit between requests (nginx's keepalive_timeout).
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Long enough for streams to reach an event boundary and clients to read a final event,
+/// short enough for an orchestrator's grace period (Kubernetes gives 30s).
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest backend body the `json` encoding reads into memory.
 const DEFAULT_MAX_BACKEND_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -109,13 +112,15 @@ struct RawConfig {
     version: u32,
     port: Option<u16>,
     listen_ip: Option<String>,
-    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     timeout: Option<Duration>,
     max_header_bytes: Option<usize>,
-    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     read_header_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
+    shutdown_timeout: Option<Duration>,
     max_backend_response_bytes: Option<usize>,
     plugin: Option<PluginFolder>,
     #[serde(default)]
@@ -141,7 +146,7 @@ struct RawHttpServerPlugins {
 struct RawEndpoint {
     endpoint: String,
     method: Option<String>,
-    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     timeout: Option<Duration>,
     output_encoding: Option<OutputEncoding>,
     backend: Vec<RawBackend>,
@@ -226,6 +231,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             .read_header_timeout
             .unwrap_or(DEFAULT_READ_HEADER_TIMEOUT),
         idle_timeout: raw.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         max_backend_response_bytes: raw
             .max_backend_response_bytes
             .unwrap_or(DEFAULT_MAX_BACKEND_RESPONSE_BYTES),
@@ -257,7 +263,9 @@ fn endpoint(raw: RawEndpoint, default_timeout: Duration) -> Result<Endpoint, (St
         .host
         .iter()
         .enumerate()
-        .map(|(i, h)| http_base_url(h).map_err(|m| (format!(".backend[0].host[{i}]"), m)))
+        .map(|(i, h)| {
+            config_values::http_base_url(h).map_err(|m| (format!(".backend[0].host[{i}]"), m))
+        })
         .collect::<Result<_, _>>()?;
     if !backend.url_pattern.starts_with('/') {
         return Err((
@@ -291,21 +299,6 @@ fn method(name: &str) -> Result<http::Method, String> {
 }
 
 /// Accepts `http://host[:port]` with nothing after the authority but an optional `/`.
-pub fn http_base_url(text: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err(format!("{text:?} is not an http:// URL"));
-    }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!(
-            "{text:?} must be scheme and host only, without a path"
-        ));
-    }
-    Ok(uri)
-}
-
 fn strip_position(message: &str) -> String {
     message
         .split(" at line ")
@@ -340,6 +333,7 @@ mod tests {
         assert_eq!(config.max_header_bytes, 16 * 1024);
         assert_eq!(config.read_header_timeout, Duration::from_secs(10));
         assert_eq!(config.idle_timeout, Duration::from_secs(75));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.server_plugins[0].name, "p1");
         assert_eq!(
             config.server_plugins[0].config_json,

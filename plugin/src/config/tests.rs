@@ -1,0 +1,136 @@
+use super::*;
+
+const POC: &str = r#"{"endpoint": "/sse/{id}", "backend_url_pattern": "/events-stream/{id}", "backend_host": "http://localhost:9081"}"#;
+
+#[test]
+fn accepts_the_poc_block_with_defaults() {
+    let block = parse(POC).unwrap();
+    let [route] = &block.routes[..] else {
+        panic!("one route")
+    };
+    assert_eq!(
+        route.backends,
+        [Backend {
+            base: "http://localhost:9081".into(),
+            authority: "localhost:9081".into(),
+            addr: "localhost:9081".into(),
+        }]
+    );
+    assert_eq!(route.methods, ["GET"]);
+    assert_eq!(route.load_balance, LoadBalance::RoundRobin);
+    assert_eq!(route.forward_headers, DEFAULT_FORWARD_HEADERS);
+    assert_eq!(route.keepalive, Some(Duration::from_secs(15)));
+    assert_eq!(route.upstream_idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(route.max_reconnects, 5);
+    assert_eq!(block.max_streams, DEFAULT_MAX_STREAMS);
+    assert_eq!(block.read_buffer_bytes, DEFAULT_READ_BUFFER_BYTES);
+    assert!(route.template.matches("/sse/abc").is_some());
+    let portless = parse(&POC.replace("localhost:9081", "origin.internal")).unwrap();
+    assert_eq!(portless.routes[0].backends[0].addr, "origin.internal:80");
+}
+
+#[test]
+fn routes_take_the_block_keys_as_defaults_and_sort_most_specific_first() {
+    let block = parse(
+        r#"{
+        "keepalive": "0", "backend_host": "http://a:1", "max_streams": 7,
+        "routes": [
+            {"endpoint": "/n/*", "backend_url_pattern": "/feed/{*}",
+             "backend_host": ["http://b:2", "http://c:3"], "load_balance": "sticky",
+             "sticky_key": "cookie:session", "keepalive": "500ms", "max_streams": 2},
+            {"endpoint": "/n/{id}", "backend_url_pattern": "/one/{id}", "methods": ["get", "POST"]}
+        ]}"#,
+    )
+    .unwrap();
+    assert_eq!(block.max_streams, 7);
+    let endpoints: Vec<_> = block.routes.iter().map(|r| r.endpoint.as_str()).collect();
+    assert_eq!(endpoints, ["/n/{id}", "/n/*"]);
+    let (one, wild) = (&block.routes[0], &block.routes[1]);
+    assert_eq!(one.keepalive, None, "\"0\" turns the keepalive off");
+    assert_eq!(one.backends[0].base, "http://a:1");
+    assert_eq!(one.methods, ["GET", "POST"]);
+    assert_eq!(
+        one.max_streams, 0,
+        "the block's limit is not a route default"
+    );
+    assert_eq!(wild.keepalive, Some(Duration::from_millis(500)));
+    assert_eq!(wild.backends.len(), 2);
+    assert_eq!(
+        wild.load_balance,
+        LoadBalance::Sticky(StickyKey::Cookie("session".into()))
+    );
+    assert_eq!(wild.max_streams, 2);
+}
+
+#[test]
+fn refuses_with_the_json_path_and_the_reason() {
+    let route = |extra: &str| {
+        format!(
+            r#"{{"routes": [{{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h"{extra}}}]}}"#
+        )
+    };
+    let cases = [
+        (
+            r#"{"backend_url_pattern": "/e", "backend_host": "http://h"}"#.to_owned(),
+            "endpoint: missing",
+        ),
+        (
+            r#"{"endpoint": "", "backend_url_pattern": "/e", "backend_host": "http://h"}"#.into(),
+            "endpoint: must not be empty",
+        ),
+        (
+            r#"{"endpoint": "/s", "backend_host": "http://h"}"#.into(),
+            "backend_url_pattern: missing",
+        ),
+        (
+            r#"{"routes": [{"endpoint": "/s", "backend_url_pattern": "/e"}]}"#.into(),
+            "routes[0].backend_host: missing",
+        ),
+        (
+            r#"{"routes": [{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "ftp://h"}]}"#.into(),
+            "routes[0].backend_host: \"ftp://h\" is not an http:// URL",
+        ),
+        (
+            r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h/path"}"#
+                .into(),
+            "backend_host: \"http://h/path\" must be scheme and host only",
+        ),
+        (route(r#", "keepalive": "15 s""#), "routes[0].keepalive: invalid duration"),
+        (route(r#", "keepalve": "15s""#), "routes[0].keepalve: unknown field `keepalve`"),
+        (route(r#", "max_streams": "ten""#), "routes[0].max_streams: invalid type"),
+        (route(r#", "load_balance": "random""#), "routes[0].load_balance: \"random\""),
+        (route(r#", "load_balance": "sticky""#), "routes[0].sticky_key: required"),
+        (
+            route(r#", "load_balance": "sticky", "sticky_key": "user""#),
+            "routes[0].sticky_key: \"user\" is not",
+        ),
+        (route(r#", "methods": ["GE T"]"#), "routes[0].methods: \"GE T\""),
+        (
+            r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": [] }"#.into(),
+            "backend_host: must list at least one host",
+        ),
+        (r#"{"routes": []}"#.into(), "routes: must list at least one route"),
+        (
+            r#"{"backend_host": "http://h", "backend_url_pattern": "/e",
+                "routes": [{"endpoint": "/a/{x}"}, {"endpoint": "/a/{y}"}]}"#
+                .into(),
+            "\"/a/{x}\" and \"/a/{y}\" match the same requests",
+        ),
+        (r#"{"read_buffer_bytes": 10}"#.into(), "read_buffer_bytes: 10 is below"),
+        (r#"{"eject_for": 5}"#.into(), "eject_for: invalid type"),
+        ("[1]".into(), "invalid type"),
+    ];
+    for (json, expected) in cases {
+        let error = parse(&json).unwrap_err();
+        assert!(error.contains(expected), "{json}: {error}");
+    }
+}
+
+#[test]
+fn same_paths_with_different_methods_are_not_ambiguous() {
+    let block = parse(
+        r#"{"backend_host": "http://h", "backend_url_pattern": "/e",
+            "routes": [{"endpoint": "/a/{x}"}, {"endpoint": "/a/{y}", "methods": ["POST"]}]}"#,
+    );
+    assert!(block.is_ok(), "{:?}", block.err());
+}

@@ -1,0 +1,272 @@
+//! Opening a stream's upstream: dial a backend host (failing over along the balancer's
+//! order), send the request, read the response head, and learn how the body is framed.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use abi::RequestHead;
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::pool::{Buffer, BufferPool};
+use crate::stats::RouteStats;
+use crate::RouteState;
+
+/// Response headers read from an upstream head; more is a failure.
+const MAX_UPSTREAM_HEADERS: usize = 64;
+
+/// An answered upstream request.
+pub struct Upstream {
+    pub stream: TcpStream,
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Body,
+    /// The buffer the head was read into, and the body bytes read with it.
+    pub first: Option<(Buffer, Range<usize>)>,
+}
+
+/// Why no backend host gave a response head.
+#[derive(Debug)]
+pub struct Unavailable {
+    pub reason: String,
+    /// The last host timed out (504) rather than failed (502).
+    pub timed_out: bool,
+}
+
+/// How the upstream response body is delimited.
+pub enum Body {
+    Chunked(chunked::Decoder),
+    Length(u64),
+    UntilClose,
+}
+
+impl Body {
+    /// Adds the payload ranges of `input` (offset by `base`); `true` once the body is whole.
+    pub fn payload(
+        &mut self,
+        input: &[u8],
+        base: usize,
+        ranges: &mut Vec<Range<usize>>,
+    ) -> Result<bool, String> {
+        match self {
+            Body::Chunked(decoder) => {
+                decoder
+                    .decode(input, |r| ranges.push(base + r.start..base + r.end))
+                    .map_err(|e| e.to_string())?;
+                Ok(decoder.is_done())
+            }
+            Body::Length(left) => {
+                let n = (*left).min(input.len() as u64) as usize;
+                if n > 0 {
+                    ranges.push(base..base + n);
+                }
+                *left -= n as u64;
+                Ok(*left == 0)
+            }
+            Body::UntilClose => {
+                if !input.is_empty() {
+                    ranges.push(base..base + input.len());
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// What to ask every host for.
+pub struct Request<'a> {
+    pub head: &'a RequestHead,
+    pub target: &'a str,
+    /// Set on a resumption: replaces the client's `Last-Event-ID`.
+    pub last_event_id: Option<String>,
+    pub sticky_key: Option<&'a [u8]>,
+}
+
+/// Tries the route's hosts in the balancer's order until one answers with a head.
+pub async fn open(
+    route: &RouteState,
+    request: &Request<'_>,
+    pool: &std::sync::Arc<BufferPool>,
+) -> Result<Upstream, Unavailable> {
+    let mut last = Unavailable {
+        reason: "no backend host".into(),
+        timed_out: false,
+    };
+    for (attempt, i) in route
+        .balancer
+        .order(request.sticky_key)
+        .into_iter()
+        .enumerate()
+    {
+        if attempt > 0 {
+            RouteStats::add(&route.stats.failovers, 1);
+        }
+        let backend = &route.config.backends[i];
+        match open_one(route, i, request, pool).await {
+            Ok(upstream) => {
+                route.balancer.succeeded(i);
+                return Ok(upstream);
+            }
+            Err((reason, timed_out)) => {
+                route.balancer.failed(i);
+                last = Unavailable {
+                    reason: format!("upstream {}{}: {reason}", backend.base, request.target),
+                    timed_out,
+                };
+            }
+        }
+    }
+    Err(last)
+}
+
+/// One host; the error says why and whether it was a timeout.
+async fn open_one(
+    route: &RouteState,
+    i: usize,
+    request: &Request<'_>,
+    pool: &std::sync::Arc<BufferPool>,
+) -> Result<Upstream, (String, bool)> {
+    let config = &route.config;
+    let backend = &config.backends[i];
+    let mut stream = within(
+        config.dial_timeout,
+        TcpStream::connect(backend.addr.as_str()),
+    )
+    .await
+    .map_err(|()| ("dial timed out".to_owned(), true))?
+    .map_err(|e| (format!("unreachable: {e}"), false))?;
+    let _ = stream.set_nodelay(true);
+    let bytes = request_bytes(route, &backend.authority, request);
+    let mut buf = pool.take();
+    let head = within(
+        config.response_header_timeout,
+        exchange(&mut stream, &bytes, &mut buf),
+    )
+    .await
+    .map_err(|()| ("no response head in time".to_owned(), true))?
+    .map_err(|e| (e, false))?;
+    Ok(Upstream {
+        stream,
+        status: head.status,
+        content_type: head.content_type,
+        body: head.body,
+        first: Some((buf, head.head_len..head.filled)),
+    })
+}
+
+/// Runs `future` within `limit`, if there is one.
+pub async fn within<T>(
+    limit: Option<Duration>,
+    future: impl std::future::Future<Output = T>,
+) -> Result<T, ()> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, future).await.map_err(|_| ()),
+        None => Ok(future.await),
+    }
+}
+
+fn request_bytes(route: &RouteState, authority: &str, request: &Request<'_>) -> Vec<u8> {
+    let mut bytes =
+        format!("GET {} HTTP/1.1\r\nHost: {authority}\r\n", request.target).into_bytes();
+    let mut header = |name: &str, value: &[u8]| {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(b": ");
+        bytes.extend_from_slice(value);
+        bytes.extend_from_slice(b"\r\n");
+    };
+    for name in &route.config.forward_headers {
+        if request.last_event_id.is_some() && name.eq_ignore_ascii_case("last-event-id") {
+            continue;
+        }
+        for h in request
+            .head
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+        {
+            header(name, &h.value);
+        }
+    }
+    if let Some(id) = request.last_event_id.as_deref().filter(|id| !id.is_empty()) {
+        header("Last-Event-ID", id.as_bytes());
+    }
+    // One stream per connection: nothing to pool, and the close ends an unframed body.
+    bytes.extend_from_slice(b"Connection: close\r\n\r\n");
+    bytes
+}
+
+struct Head {
+    status: StatusCode,
+    content_type: Option<String>,
+    body: Body,
+    head_len: usize,
+    filled: usize,
+}
+
+/// Sends the request and reads the response head into `buf`.
+async fn exchange(
+    upstream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut [u8],
+) -> Result<Head, String> {
+    upstream
+        .write_all(request)
+        .await
+        .map_err(|e| format!("sending the request: {e}"))?;
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            return Err(format!(
+                "response head larger than read_buffer_bytes ({})",
+                buf.len()
+            ));
+        }
+        let n = upstream
+            .read(&mut buf[filled..])
+            .await
+            .map_err(|e| format!("reading the response: {e}"))?;
+        if n == 0 {
+            return Err("closed the connection before answering".into());
+        }
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let head_len = match parsed.parse(&buf[..filled]) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Err(format!("invalid response head: {e}")),
+        };
+        let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
+            .map_err(|e| format!("invalid status: {e}"))?;
+        let header = |name: &str| {
+            parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        let body = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Body::Length(0)
+        } else if header("transfer-encoding")
+            .is_some_and(|te| te.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        {
+            Body::Chunked(chunked::Decoder::default())
+        } else if let Some(length) = header("content-length") {
+            let length = std::str::from_utf8(length)
+                .ok()
+                .and_then(|l| l.trim().parse().ok());
+            Body::Length(length.ok_or("invalid Content-Length")?)
+        } else {
+            Body::UntilClose
+        };
+        let content_type = header("content-type").map(|v| String::from_utf8_lossy(v).into_owned());
+        return Ok(Head {
+            status,
+            content_type,
+            body,
+            head_len,
+            filled,
+        });
+    }
+}
