@@ -103,7 +103,8 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
         return;
     }
     let mut budget = ReconnectBudget::default();
-    loop {
+    let mut next_upstream = Some(upstream);
+    while let Some(mut upstream) = next_upstream.take() {
         let ended = pump(
             &mut client,
             &mut upstream,
@@ -113,6 +114,9 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
             &shared.shutdown,
         )
         .await;
+        // Closed now, not when a successor is found: an idle or broken origin connection
+        // must not linger through the reconnection wait.
+        drop(upstream);
         match ended {
             Ended::ClientGone => break,
             Ended::ClientStalled => {
@@ -149,7 +153,7 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
                 match reconnect(&mut client, &request, &mut budget, retry, shared, route).await {
                     Reconnected::Yes(next) => {
                         stream.discard_partial_event();
-                        upstream = next;
+                        next_upstream = Some(next);
                     }
                     Reconnected::ClientGone => return,
                     Reconnected::No => {

@@ -105,6 +105,29 @@ impl Process {
         }
     }
 
+    /// Sends the signal `name` (`TERM`, `INT`, ...) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -120,16 +143,26 @@ impl Drop for Process {
 
 /// The demo origin, `sse-server`.
 pub fn origin() -> OriginBuilder {
-    OriginBuilder { args: Vec::new() }
+    OriginBuilder {
+        args: Vec::new(),
+        addr: "127.0.0.1:0".into(),
+    }
 }
 
 pub struct OriginBuilder {
     args: Vec<String>,
+    addr: String,
 }
 
 impl OriginBuilder {
     pub fn count(mut self, n: u64) -> Self {
         self.args.extend(["--count".into(), n.to_string()]);
+        self
+    }
+
+    /// Listens on this port instead of a free one (to restart an origin in place).
+    pub fn port(mut self, port: u16) -> Self {
+        self.addr = format!("127.0.0.1:{port}");
         self
     }
 
@@ -140,7 +173,7 @@ impl OriginBuilder {
 
     pub fn run(self) -> Process {
         let mut command = Command::new(bin("sse-server"));
-        command.args(["--addr", "127.0.0.1:0"]).args(&self.args);
+        command.args(["--addr", &self.addr]).args(&self.args);
         Process::spawn(command, "listening on ")
     }
 }
@@ -163,6 +196,34 @@ pub struct Gateway {
     pub process: Process,
     pub addr: SocketAddr,
     _config: TempPath,
+}
+
+impl Gateway {
+    /// The plugins' counters from `/__stats`.
+    pub async fn stats(&self) -> Value {
+        let mut client = crate::RawClient::connect(self.addr).await;
+        client
+            .send(b"GET /__stats HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await;
+        let response = client.read_to_end().await;
+        serde_json::from_slice(crate::body_of(&response)).unwrap_or_else(|e| {
+            panic!(
+                "/__stats is not JSON ({e}): {}",
+                String::from_utf8_lossy(&response)
+            )
+        })
+    }
+
+    /// The streaming plugin's counters for its route `endpoint`.
+    pub async fn route_stats(&self, endpoint: &str) -> Value {
+        let stats = self.stats().await;
+        let routes = stats["plugins"]["krakend-server-plugin-streaming"]["routes"].clone();
+        routes
+            .as_array()
+            .and_then(|routes| routes.iter().find(|r| r["endpoint"] == endpoint))
+            .cloned()
+            .unwrap_or_else(|| panic!("no route {endpoint} in {stats}"))
+    }
 }
 
 impl GatewayBuilder {
