@@ -1,8 +1,8 @@
 //! `krakend-server-plugin-streaming`: takes over SSE requests and pumps the upstream event
 //! stream straight to the client, outside the gateway's request/response pipeline.
 //!
-//! The host hands over the raw socket; this plugin runs everything on its own tokio runtime
-//! (a cdylib has its own copy of tokio, so nothing runtime-bound crosses the ABI) and
+//! The host hands over the raw socket; this plugin runs everything on its own threads
+//! (`workers`: one single-threaded tokio runtime per core) and
 //! answers with a close-delimited `text/event-stream` body: the upstream's event bytes
 //! are written as they arrive, whole events at a time, with no chunk framing to add.
 //!
@@ -17,13 +17,13 @@ mod pump;
 mod relay;
 mod stats;
 mod upstream;
+mod workers;
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abi::{Logger, RequestHead, ServerPlugin};
-use once_cell::sync::Lazy;
 use tokio_util::sync::CancellationToken;
 
 use balancer::Balancer;
@@ -34,15 +34,6 @@ use stats::RouteStats;
 pub const PLUGIN_NAME: &str = "krakend-server-plugin-streaming";
 
 abi::export_server_plugin!(PLUGIN_NAME, StreamingPlugin::new);
-
-/// One runtime for every instance of the plugin in this process.
-static RUNTIME: Lazy<tokio::runtime::Runtime> = Lazy::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .thread_name("streaming-plugin")
-        .enable_all()
-        .build()
-        .expect("the streaming plugin cannot start its runtime")
-});
 
 pub struct StreamingPlugin {
     shared: Arc<Shared>,
@@ -153,7 +144,7 @@ impl ServerPlugin for StreamingPlugin {
             .set_nonblocking(true)
             .map_err(|e| format!("socket: {e}"))?;
         let shared = self.shared.clone();
-        RUNTIME.spawn(async move {
+        workers::spawn(async move {
             match tokio::net::TcpStream::from_std(stream) {
                 Ok(client) => relay::serve(client, head, &shared, &shared.routes[route]).await,
                 Err(e) => shared
@@ -194,5 +185,34 @@ impl ServerPlugin for StreamingPlugin {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    /// Every open stream is one task holding this future for hours: its size is most of
+    /// what an idle stream costs (see the benchmark's S3), so growth should be a decision.
+    #[tokio::test]
+    async fn a_stream_task_stays_small() {
+        extern "C" fn no_log(_: abi::LogLevel, _: abi_stable::std_types::RStr<'_>) {}
+        let plugin = super::StreamingPlugin::new(
+            r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h"}"#,
+            abi::Logger { log: no_log },
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let head = abi::RequestHead {
+            method: "GET".into(),
+            path: "/s".into(),
+            query: Default::default(),
+            headers: Default::default(),
+            peer: "127.0.0.1:1".into(),
+        };
+        let shared = &plugin.shared;
+        let task = super::relay::serve(client, head, shared, &shared.routes[0]);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 3 * 1024, "a stream's future is {size} bytes");
     }
 }

@@ -92,6 +92,17 @@ impl ClientStream {
         }
     }
 
+    /// [`Self::write_own`] in a box, for the relay's rare writes (the head, a final
+    /// event): inline, their futures would enlarge every stream's task for its whole life.
+    pub async fn write_own_boxed(
+        &mut self,
+        client: &mut (impl AsyncWrite + Unpin + Send),
+        route: &RouteState,
+        bytes: &[u8],
+    ) -> Result<(), Ended> {
+        Box::pin(self.write_own(client, route, bytes)).await
+    }
+
     /// Writes `bytes` (a comment or event of the plugin's own) between events.
     pub async fn write_own(
         &mut self,

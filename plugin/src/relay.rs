@@ -56,10 +56,12 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
         sticky_key: sticky_key.as_deref(),
     };
     let opened = tokio::select! {
-        opened = upstream::open(route, &request, &shared.pool) => opened,
+        // Boxed here and below: these futures run once per connection, and inline they
+        // would enlarge every stream's task for its whole life.
+        opened = Box::pin(upstream::open(route, &request, &shared.pool)) => opened,
         () = client_gone(&mut client) => return,
     };
-    let mut upstream = match opened {
+    let upstream = match opened {
         Ok(upstream) => upstream,
         Err(unavailable) => {
             log(&unavailable.reason);
@@ -69,34 +71,22 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
             } else {
                 StatusCode::BAD_GATEWAY
             };
-            return respond_error(&mut client, status, &unavailable.reason, None).await;
+            return Box::pin(respond_error(
+                &mut client,
+                status,
+                &unavailable.reason,
+                None,
+            ))
+            .await;
         }
     };
     if !upstream.status.is_success() {
-        let head = passthrough_head(upstream.status, upstream.content_type.as_deref());
-        let mut stream = ClientStream::new(None);
-        if stream
-            .write_own(&mut client, route, head.as_bytes())
-            .await
-            .is_ok()
-        {
-            pump(
-                &mut client,
-                &mut upstream,
-                &mut stream,
-                route,
-                &shared.pool,
-                &shared.shutdown,
-            )
-            .await;
-        }
-        let _ = client.shutdown().await;
-        return;
+        return Box::pin(relay_as_is(client, upstream, shared, route)).await;
     }
     let client_id = head.header("last-event-id").map(String::from_utf8_lossy);
     let mut stream = ClientStream::new(Some(Scanner::resuming(client_id.as_deref().unwrap_or(""))));
     if stream
-        .write_own(&mut client, route, EVENT_STREAM_HEAD)
+        .write_own_boxed(&mut client, route, EVENT_STREAM_HEAD)
         .await
         .is_err()
     {
@@ -132,7 +122,9 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
                     .as_deref()
                     .filter(|_| !stream.mid_event)
                 {
-                    let _ = stream.write_own(&mut client, route, event.as_bytes()).await;
+                    let _ = stream
+                        .write_own_boxed(&mut client, route, event.as_bytes())
+                        .await;
                 }
                 break;
             }
@@ -150,19 +142,55 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
                     .as_ref()
                     .map(|s| s.last_event_id().to_owned());
                 let retry = stream.scanner.as_ref().and_then(Scanner::retry_ms);
-                match reconnect(&mut client, &request, &mut budget, retry, shared, route).await {
+                match Box::pin(reconnect(
+                    &mut client,
+                    &request,
+                    &mut budget,
+                    retry,
+                    shared,
+                    route,
+                ))
+                .await
+                {
                     Reconnected::Yes(next) => {
                         stream.discard_partial_event();
                         next_upstream = Some(next);
                     }
                     Reconnected::ClientGone => return,
                     Reconnected::No => {
-                        stream.flush_partial_event(&mut client, route).await;
+                        Box::pin(stream.flush_partial_event(&mut client, route)).await;
                         break;
                     }
                 }
             }
         }
+    }
+    let _ = client.shutdown().await;
+}
+
+/// A non-2xx answer: relayed with its status and body, no events to keep whole.
+async fn relay_as_is(
+    mut client: TcpStream,
+    mut upstream: Upstream,
+    shared: &Shared,
+    route: &RouteState,
+) {
+    let head = passthrough_head(upstream.status, upstream.content_type.as_deref());
+    let mut stream = ClientStream::new(None);
+    if stream
+        .write_own(&mut client, route, head.as_bytes())
+        .await
+        .is_ok()
+    {
+        pump(
+            &mut client,
+            &mut upstream,
+            &mut stream,
+            route,
+            &shared.pool,
+            &shared.shutdown,
+        )
+        .await;
     }
     let _ = client.shutdown().await;
 }

@@ -174,7 +174,7 @@ impl Scanner {
                 },
                 Line::Name { mut name, mut len } => {
                     let rest = &bytes[i..];
-                    let stop = rest.iter().position(|&b| matches!(b, b':' | b'\r' | b'\n'));
+                    let stop = memchr::memchr3(b':', b'\r', b'\n', rest);
                     let part = &rest[..stop.unwrap_or(rest.len())];
                     if len + part.len() <= NAME_CAPACITY {
                         name[len..len + part.len()].copy_from_slice(part);
@@ -203,7 +203,8 @@ impl Scanner {
                 }
                 Line::Value(kind) => {
                     let rest = &bytes[i..];
-                    let stop = rest.iter().position(|&b| b == b'\r' || b == b'\n');
+                    // Most of a stream's bytes are values: find their ends with SIMD.
+                    let stop = memchr::memchr2(b'\r', b'\n', rest);
                     let part = &rest[..stop.unwrap_or(rest.len())];
                     self.value(kind, part, on);
                     let Some(stop) = stop else {
@@ -263,7 +264,10 @@ impl Scanner {
             Kind::Data => on(Piece::LineEnd(Field::Data)),
             Kind::Event => on(Piece::LineEnd(Field::Event)),
             Kind::Id if !self.id_value.contains(&0) => {
-                self.id_buffer = String::from_utf8_lossy(&self.id_value).into_owned();
+                // Reuses the buffer: an `id` on every event costs no allocation.
+                self.id_buffer.clear();
+                self.id_buffer
+                    .push_str(&String::from_utf8_lossy(&self.id_value));
             }
             Kind::Retry if self.retry_digits > 0 => {
                 if let Some(ms) = self.retry_value {
