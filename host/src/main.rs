@@ -105,10 +105,20 @@ fn init_logging(debug: bool) -> tracing_appender::non_blocking::WorkerGuard {
 fn check(file: &str) -> ExitCode {
     println!("Parsing configuration file: {file}");
     match config::load(file) {
-        Ok(_) => {
-            println!("Syntax OK!");
-            ExitCode::SUCCESS
-        }
+        // Plugins that can be found are started with their blocks and dropped: a block
+        // they refuse (an ambiguous route, a bad duration) fails the check as `run` would.
+        Ok(config) => match inject_plugins(&config).1.as_slice() {
+            [] => {
+                println!("Syntax OK!");
+                ExitCode::SUCCESS
+            }
+            refusals => {
+                for refusal in refusals {
+                    println!("ERROR in the plugin config: {refusal}");
+                }
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             println!("ERROR parsing the configuration file: {e}");
             ExitCode::FAILURE
@@ -155,7 +165,7 @@ fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
         config.port = port;
     }
     tracing::info!("Starting host version {}", env!("CARGO_PKG_VERSION"));
-    let plugins = Arc::new(inject_plugins(&config));
+    let plugins = Arc::new(inject_plugins(&config).0);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind((config.listen_ip.as_str(), config.port))
@@ -182,8 +192,12 @@ fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
 
 /// Loads the plugin folder and starts the plugins the config names. Failures are logged
 /// with the file or plugin and the cause; the gateway still serves everything else.
-fn inject_plugins(config: &Config) -> ServerPlugins {
+///
+/// Also returns each refusal (`name: reason`) of a plugin that was found but would not
+/// start with its block: `check` reports those.
+fn inject_plugins(config: &Config) -> (ServerPlugins, Vec<String>) {
     let mut injected = ServerPlugins::default();
+    let mut refusals = Vec::new();
     let Some(folder) = &config.plugin else {
         for wanted in &config.server_plugins {
             tracing::error!(
@@ -191,7 +205,7 @@ fn inject_plugins(config: &Config) -> ServerPlugins {
                 wanted.name
             );
         }
-        return injected;
+        return (injected, refusals);
     };
     tracing::info!("[SERVICE: Plugin Loader] Starting loading process");
     let files = plugin_files(Path::new(&folder.folder), &folder.pattern).unwrap_or_else(|e| {
@@ -228,13 +242,16 @@ fn inject_plugins(config: &Config) -> ServerPlugins {
                 tracing::info!("[PLUGIN: Server] Injecting plugin {}", wanted.name);
                 injected.push(wanted.name.clone(), plugin);
             }
-            Err(reason) => tracing::error!(
-                "[PLUGIN: Server] {} refused to start: {reason}",
-                wanted.name
-            ),
+            Err(reason) => {
+                tracing::error!(
+                    "[PLUGIN: Server] {} refused to start: {reason}",
+                    wanted.name
+                );
+                refusals.push(format!("{}: {reason}", wanted.name));
+            }
         }
     }
-    injected
+    (injected, refusals)
 }
 
 /// The listener is closed: asks the plugins to end their streams within `deadline`. A

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use testkit::{bin, gateway, TempPath};
+use testkit::{bin, gateway, release_dir, TempPath};
 
 fn host(args: &[&str]) -> (bool, String) {
     let Output {
@@ -27,6 +27,28 @@ fn check_accepts_the_example_config() {
     assert_eq!(
         out,
         format!("Parsing configuration file: {example}\nSyntax OK!\n")
+    );
+}
+
+#[test]
+fn check_asks_the_plugins_about_their_blocks() {
+    let config = serde_json::json!({
+        "version": 3,
+        "plugin": {"folder": release_dir(), "pattern": "krakend_server_plugin_streaming.so"},
+        "extra_config": {"plugin/http-server": {
+            "name": ["krakend-server-plugin-streaming"],
+            "krakend-server-plugin-streaming": {
+                "backend_host": "http://h", "backend_url_pattern": "/e",
+                "routes": [{"endpoint": "/a/{x}"}, {"endpoint": "/a/{y}"}, {"endpoint": "/a/b"}]
+            }
+        }}
+    });
+    let file = TempPath::write("ambiguous", &config.to_string());
+    let (ok, out) = host(&["check", "-c", file.path().to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("ERROR in the plugin config: krakend-server-plugin-streaming: routes: \"/a/{x}\" and \"/a/{y}\" match the same requests"),
+        "{out}"
     );
 }
 
