@@ -15,9 +15,10 @@ use std::io::IoSlice;
 use std::ops::Range;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use sse::{Piece, Scanner};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -192,23 +193,35 @@ pub async fn pump(
             }
         }
         let (mut buf, kept) = stream.carry.take().unwrap_or_else(|| (pool.take(), 0));
-        match upstream.stream.try_read(&mut buf[kept..]) {
-            Ok(0) => {
+        match read_ready(&mut upstream.stream, &mut buf[kept..]) {
+            None => stream.carry = (kept > 0).then_some((buf, kept)),
+            Some(Ok(0)) => {
                 stream.carry = (kept > 0).then_some((buf, kept));
                 return match upstream.body {
                     Body::UntilClose => Ended::Complete,
                     _ => Ended::UpstreamBroke("closed in the middle of the body".into()),
                 };
             }
-            Ok(n) => {
+            Some(Ok(n)) => {
                 last_read = Instant::now();
                 read = Some((buf, kept, kept..kept + n));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                stream.carry = (kept > 0).then_some((buf, kept));
-            }
-            Err(e) => return Ended::UpstreamBroke(e.to_string()),
+            Some(Err(e)) => return Ended::UpstreamBroke(e.to_string()),
         }
+    }
+}
+
+/// Reads what the socket has, or `None` if its readiness was stale. Unlike `try_read`, a
+/// read that does not fill `buf` tells tokio that the socket is drained, so the next wait
+/// goes straight to epoll instead of first making a `read` that only returns EAGAIN: one
+/// syscall less per event on a paced stream.
+fn read_ready(upstream: &mut TcpStream, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut read = ReadBuf::new(buf);
+    match Pin::new(upstream).poll_read(&mut cx, &mut read) {
+        Poll::Ready(Ok(())) => Some(Ok(read.filled().len())),
+        Poll::Ready(Err(e)) => Some(Err(e)),
+        Poll::Pending => None,
     }
 }
 
