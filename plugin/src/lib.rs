@@ -213,6 +213,6 @@ mod tests {
         let shared = &plugin.shared;
         let task = super::relay::serve(client, head, shared, &shared.routes[0]);
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 3 * 1024, "a stream's future is {size} bytes");
+        assert!(size <= 2304, "a stream's future is {size} bytes");
     }
 }

@@ -117,7 +117,7 @@ impl ClientStream {
             write_ranges(client, bytes, std::slice::from_ref(&(0..len))),
         )
         .await
-        .map_err(|()| Ended::ClientStalled)?
+        .map_err(|_| Ended::ClientStalled)?
         .map_err(|_| Ended::ClientGone)?;
         self.last_write = Instant::now();
         Ok(())
@@ -164,33 +164,41 @@ pub async fn pump(
                 Err(ended) => return ended,
             }
         }
-        tokio::select! {
+        // The select only says what happened; the work is done after it, so that its
+        // futures are gone before any other await and the task reserves room for one set.
+        let timer_fired = tokio::select! {
             biased;
             () = &mut cancelled => return Ended::Shutdown,
-            ready = upstream.stream.readable() => {
-                if let Err(e) = ready {
-                    return Ended::UpstreamBroke(e.to_string());
-                }
-            }
+            ready = upstream.stream.readable() => match ready {
+                Ok(()) => false,
+                Err(e) => return Ended::UpstreamBroke(e.to_string()),
+            },
             // What the client sends after its request is ignored; reading it is how EOF is seen.
             () = client_gone(&mut client_reader) => return Ended::ClientGone,
-            () = &mut timer => {
-                let now = Instant::now();
-                if route.config.upstream_idle_timeout.is_some_and(|idle| now >= last_read + idle) {
-                    return Ended::UpstreamIdle;
-                }
-                let keepalive_due = route
-                    .config
-                    .keepalive
-                    .is_some_and(|every| now >= stream.last_write + every);
-                if keepalive_due && stream.scanner.is_some() && !stream.mid_event {
-                    if let Err(ended) = stream.write_own(&mut client_writer, route, KEEPALIVE).await {
-                        return ended;
-                    }
-                }
-                timer.as_mut().reset(next_deadline(route, last_read, stream.last_write));
-                continue;
+            () = &mut timer => true,
+        };
+        if timer_fired {
+            let now = Instant::now();
+            if route
+                .config
+                .upstream_idle_timeout
+                .is_some_and(|idle| now >= last_read + idle)
+            {
+                return Ended::UpstreamIdle;
             }
+            let keepalive_due = route
+                .config
+                .keepalive
+                .is_some_and(|every| now >= stream.last_write + every);
+            if keepalive_due && stream.scanner.is_some() && !stream.mid_event {
+                if let Err(ended) = stream.write_own(&mut client_writer, route, KEEPALIVE).await {
+                    return ended;
+                }
+            }
+            timer
+                .as_mut()
+                .reset(next_deadline(route, last_read, stream.last_write));
+            continue;
         }
         let (mut buf, kept) = stream.carry.take().unwrap_or_else(|| (pool.take(), 0));
         match read_ready(&mut upstream.stream, &mut buf[kept..]) {
@@ -304,7 +312,7 @@ async fn forward(
             write_ranges(client, &buf, ranges),
         )
         .await
-        .map_err(|()| Ended::ClientStalled)?
+        .map_err(|_| Ended::ClientStalled)?
         .map_err(|_| Ended::ClientGone)?;
         stream.last_write = Instant::now();
         RouteStats::add(&route.stats.bytes, bytes as u64);

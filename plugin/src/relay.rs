@@ -20,13 +20,25 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::config::{LoadBalance, StickyKey};
 use crate::pump::{client_gone, pump, ClientStream, Ended};
 use crate::stats::{Drop, RouteStats};
 use crate::upstream::{self, Request, Upstream};
 use crate::{RouteState, Shared, PLUGIN_NAME};
 
-pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, route: &RouteState) {
+/// Serves one claimed request. Only what the stream needs is kept from the head, so a
+/// stream that lives for hours does not carry the client's headers.
+pub fn serve<'a>(
+    client: TcpStream,
+    head: RequestHead,
+    shared: &'a Shared,
+    route: &'a RouteState,
+) -> impl std::future::Future<Output = ()> + 'a {
+    let request = Request::new(&route.config, &head);
+    drop(head);
+    relay(client, request, shared, route)
+}
+
+async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, route: &RouteState) {
     let _ = client.set_nodelay(true);
     let Some(_slot) = shared.admit(route) else {
         route.stats.dropped(Drop::OverLimit);
@@ -41,19 +53,10 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
         .await;
     };
     RouteStats::add(&route.stats.streams, 1);
-    let log = |reason: &str| {
-        shared.logger.warn(&format!(
-            "[PLUGIN: {PLUGIN_NAME}] {} {}: {reason}",
-            head.method, head.path
-        ));
-    };
-    let target = upstream_target(route, &head);
-    let sticky_key = sticky_key(route, &head);
-    let mut request = Request {
-        head: &head,
-        target: &target,
-        last_event_id: None,
-        sticky_key: sticky_key.as_deref(),
+    let log = |label: &str, reason: &str| {
+        shared
+            .logger
+            .warn(&format!("[PLUGIN: {PLUGIN_NAME}] {label}: {reason}"));
     };
     let opened = tokio::select! {
         // Boxed here and below: these futures run once per connection, and inline they
@@ -64,7 +67,7 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
     let upstream = match opened {
         Ok(upstream) => upstream,
         Err(unavailable) => {
-            log(&unavailable.reason);
+            log(&request.label, &unavailable.reason);
             route.stats.dropped(Drop::UpstreamUnavailable);
             let status = if unavailable.timed_out {
                 StatusCode::GATEWAY_TIMEOUT
@@ -83,8 +86,8 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
     if !upstream.status.is_success() {
         return Box::pin(relay_as_is(client, upstream, shared, route)).await;
     }
-    let client_id = head.header("last-event-id").map(String::from_utf8_lossy);
-    let mut stream = ClientStream::new(Some(Scanner::resuming(client_id.as_deref().unwrap_or(""))));
+    let scanner = Scanner::resuming(request.last_event_id.as_deref().unwrap_or(""));
+    let mut stream = ClientStream::new(Some(scanner));
     if stream
         .write_own_boxed(&mut client, route, EVENT_STREAM_HEAD)
         .await
@@ -93,11 +96,12 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
         return;
     }
     let mut budget = ReconnectBudget::default();
-    let mut next_upstream = Some(upstream);
-    while let Some(mut upstream) = next_upstream.take() {
+    // One slot for the current upstream, so a stream's task reserves room for one.
+    let mut upstream = Some(upstream);
+    while let Some(current) = upstream.as_mut() {
         let ended = pump(
             &mut client,
-            &mut upstream,
+            current,
             &mut stream,
             route,
             &shared.pool,
@@ -106,11 +110,14 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
         .await;
         // Closed now, not when a successor is found: an idle or broken origin connection
         // must not linger through the reconnection wait.
-        drop(upstream);
+        drop(upstream.take());
         match ended {
             Ended::ClientGone => break,
             Ended::ClientStalled => {
-                log("client read nothing for client_write_timeout; dropped");
+                log(
+                    &request.label,
+                    "client read nothing for client_write_timeout; dropped",
+                );
                 route.stats.dropped(Drop::ClientStalled);
                 break;
             }
@@ -130,11 +137,11 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
             }
             Ended::Complete | Ended::UpstreamBroke(_) | Ended::UpstreamIdle => {
                 if let Ended::UpstreamBroke(reason) = &ended {
-                    log(&format!("upstream stream broke: {reason}"));
+                    log(&request.label, &format!("upstream stream broke: {reason}"));
                 }
                 if stream.mid_event {
                     // The client holds part of an event no other connection can finish.
-                    log("upstream ended inside an event larger than read_buffer_bytes; ending the stream");
+                    log(&request.label, "upstream ended inside an event larger than read_buffer_bytes; ending the stream");
                     break;
                 }
                 request.last_event_id = stream
@@ -154,7 +161,7 @@ pub async fn serve(mut client: TcpStream, head: RequestHead, shared: &Shared, ro
                 {
                     Reconnected::Yes(next) => {
                         stream.discard_partial_event();
-                        next_upstream = Some(next);
+                        upstream = Some(next);
                     }
                     Reconnected::ClientGone => return,
                     Reconnected::No => {
@@ -205,7 +212,7 @@ enum Reconnected {
 /// Waits and reconnects until an upstream answers 2xx or the budget runs out.
 async fn reconnect(
     client: &mut TcpStream,
-    request: &Request<'_>,
+    request: &Request,
     budget: &mut ReconnectBudget,
     retry_ms: Option<u64>,
     shared: &Shared,
@@ -289,47 +296,6 @@ impl ReconnectBudget {
 
     fn connected(&mut self) {
         self.failed_in_a_row = 0;
-    }
-}
-
-/// The upstream path and query: the route's pattern with the captured params, plus the
-/// client's query string.
-fn upstream_target(route: &RouteState, head: &RequestHead) -> String {
-    let params = route
-        .config
-        .template
-        .matches(&head.path)
-        .unwrap_or_default();
-    let mut target = path_template::substitute(&route.config.backend_url_pattern, &params);
-    if !head.query.is_empty() {
-        target.push(if target.contains('?') { '&' } else { '?' });
-        target.push_str(&head.query);
-    }
-    target
-}
-
-/// The key a sticky route hashes; `None` (round robin) when the request lacks it.
-fn sticky_key(route: &RouteState, head: &RequestHead) -> Option<Vec<u8>> {
-    let LoadBalance::Sticky(key) = &route.config.load_balance else {
-        return None;
-    };
-    match key {
-        StickyKey::Header(name) => head.header(name).map(<[u8]>::to_vec),
-        StickyKey::Cookie(name) => head
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-            .flat_map(|h| h.value.split(|&b| b == b';'))
-            .find_map(|pair| {
-                let pair = pair.trim_ascii();
-                let value = pair.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
-                Some(value.to_vec())
-            }),
-        StickyKey::Ip => {
-            let peer = head.peer.as_str();
-            let ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip);
-            Some(ip.as_bytes().to_vec())
-        }
     }
 }
 

@@ -8,7 +8,9 @@ use abi::RequestHead;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Timeout;
 
+use crate::config::{LoadBalance, Route, StickyKey};
 use crate::pool::{Buffer, BufferPool};
 use crate::stats::RouteStats;
 use crate::RouteState;
@@ -74,19 +76,92 @@ impl Body {
     }
 }
 
-/// What to ask every host for.
-pub struct Request<'a> {
-    pub head: &'a RequestHead,
-    pub target: &'a str,
-    /// Set on a resumption: replaces the client's `Last-Event-ID`.
+/// What to ask every host for: taken from the client's request head, which is then
+/// dropped (a stream lives for hours and needs only this).
+pub struct Request {
+    /// `METHOD /path` of the client's request, for logs.
+    pub label: String,
+    /// The upstream path and query.
+    pub target: String,
+    /// The forwarded header lines (`Name: value\r\n`), without `Last-Event-ID`.
+    pub headers: Vec<u8>,
+    /// Sent as `Last-Event-ID`: the client's (when forwarded) on the first request, the
+    /// last event the client received on a resumption.
     pub last_event_id: Option<String>,
-    pub sticky_key: Option<&'a [u8]>,
+    pub sticky_key: Option<Vec<u8>>,
+}
+
+impl Request {
+    pub fn new(route: &Route, head: &RequestHead) -> Self {
+        let mut headers = Vec::new();
+        let mut last_event_id = None;
+        for name in &route.forward_headers {
+            for h in head
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
+            {
+                if name.eq_ignore_ascii_case("last-event-id") {
+                    last_event_id = Some(String::from_utf8_lossy(&h.value).into_owned());
+                    continue;
+                }
+                headers.extend_from_slice(name.as_bytes());
+                headers.extend_from_slice(b": ");
+                headers.extend_from_slice(&h.value);
+                headers.extend_from_slice(b"\r\n");
+            }
+        }
+        Self {
+            label: format!("{} {}", head.method, head.path),
+            target: target(route, head),
+            headers,
+            last_event_id,
+            sticky_key: sticky_key(route, head),
+        }
+    }
+}
+
+/// The upstream path and query: the route's pattern with the captured params, plus the
+/// client's query string.
+fn target(route: &Route, head: &RequestHead) -> String {
+    let params = route.template.matches(&head.path).unwrap_or_default();
+    let mut target = path_template::substitute(&route.backend_url_pattern, &params);
+    if !head.query.is_empty() {
+        target.push(if target.contains('?') { '&' } else { '?' });
+        target.push_str(&head.query);
+    }
+    target
+}
+
+/// The key a sticky route hashes; `None` (round robin) when the request lacks it.
+fn sticky_key(route: &Route, head: &RequestHead) -> Option<Vec<u8>> {
+    let LoadBalance::Sticky(key) = &route.load_balance else {
+        return None;
+    };
+    match key {
+        StickyKey::Header(name) => head.header(name).map(<[u8]>::to_vec),
+        StickyKey::Cookie(name) => head
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .flat_map(|h| h.value.split(|&b| b == b';'))
+            .find_map(|pair| {
+                let pair = pair.trim_ascii();
+                let value = pair.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+                Some(value.to_vec())
+            }),
+        StickyKey::Ip => {
+            let peer = head.peer.as_str();
+            let ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip);
+            Some(ip.as_bytes().to_vec())
+        }
+    }
 }
 
 /// Tries the route's hosts in the balancer's order until one answers with a head.
 pub async fn open(
     route: &RouteState,
-    request: &Request<'_>,
+    request: &Request,
     pool: &std::sync::Arc<BufferPool>,
 ) -> Result<Upstream, Unavailable> {
     let mut last = Unavailable {
@@ -95,7 +170,7 @@ pub async fn open(
     };
     for (attempt, i) in route
         .balancer
-        .order(request.sticky_key)
+        .order(request.sticky_key.as_deref())
         .into_iter()
         .enumerate()
     {
@@ -124,7 +199,7 @@ pub async fn open(
 async fn open_one(
     route: &RouteState,
     i: usize,
-    request: &Request<'_>,
+    request: &Request,
     pool: &std::sync::Arc<BufferPool>,
 ) -> Result<Upstream, (String, bool)> {
     let config = &route.config;
@@ -134,17 +209,17 @@ async fn open_one(
         TcpStream::connect(backend.addr.as_str()),
     )
     .await
-    .map_err(|()| ("dial timed out".to_owned(), true))?
+    .map_err(|_| ("dial timed out".to_owned(), true))?
     .map_err(|e| (format!("unreachable: {e}"), false))?;
     let _ = stream.set_nodelay(true);
-    let bytes = request_bytes(route, &backend.authority, request);
+    let bytes = request_bytes(&backend.authority, request);
     let mut buf = pool.take();
     let head = within(
         config.response_header_timeout,
         exchange(&mut stream, &bytes, &mut buf),
     )
     .await
-    .map_err(|()| ("no response head in time".to_owned(), true))?
+    .map_err(|_| ("no response head in time".to_owned(), true))?
     .map_err(|e| (e, false))?;
     Ok(Upstream {
         stream,
@@ -155,41 +230,23 @@ async fn open_one(
     })
 }
 
-/// Runs `future` within `limit`, if there is one.
-pub async fn within<T>(
-    limit: Option<Duration>,
-    future: impl std::future::Future<Output = T>,
-) -> Result<T, ()> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, future).await.map_err(|_| ()),
-        None => Ok(future.await),
-    }
+/// Runs `future` within `limit`, if there is one. Without one the deadline is a century
+/// away: a `Timeout` registers its timer only if the future has to wait, and one future
+/// type for both cases keeps every stream's task small (an `async fn` holding either would
+/// reserve room for both).
+pub fn within<F: std::future::Future>(limit: Option<Duration>, future: F) -> Timeout<F> {
+    const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    tokio::time::timeout(limit.unwrap_or(NO_LIMIT), future)
 }
 
-fn request_bytes(route: &RouteState, authority: &str, request: &Request<'_>) -> Vec<u8> {
+fn request_bytes(authority: &str, request: &Request) -> Vec<u8> {
     let mut bytes =
         format!("GET {} HTTP/1.1\r\nHost: {authority}\r\n", request.target).into_bytes();
-    let mut header = |name: &str, value: &[u8]| {
-        bytes.extend_from_slice(name.as_bytes());
-        bytes.extend_from_slice(b": ");
-        bytes.extend_from_slice(value);
-        bytes.extend_from_slice(b"\r\n");
-    };
-    for name in &route.config.forward_headers {
-        if request.last_event_id.is_some() && name.eq_ignore_ascii_case("last-event-id") {
-            continue;
-        }
-        for h in request
-            .head
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name))
-        {
-            header(name, &h.value);
-        }
-    }
+    bytes.extend_from_slice(&request.headers);
     if let Some(id) = request.last_event_id.as_deref().filter(|id| !id.is_empty()) {
-        header("Last-Event-ID", id.as_bytes());
+        bytes.extend_from_slice(b"Last-Event-ID: ");
+        bytes.extend_from_slice(id.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
     }
     // One stream per connection: nothing to pool, and the close ends an unframed body.
     bytes.extend_from_slice(b"Connection: close\r\n\r\n");
