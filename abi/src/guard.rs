@@ -12,7 +12,8 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RStr, RString};
 
 use crate::{
-    FfiServerPlugin, FfiServerPluginBox, FfiServerPlugin_TO, HijackRequest, Logger, ServerPlugin,
+    Claimed, FfiServerPlugin, FfiServerPluginBox, FfiServerPlugin_TO, HijackRequest, Logger,
+    ServerPlugin,
 };
 
 /// Wraps a plugin so that its panics become errors the host can log.
@@ -28,8 +29,13 @@ impl<P: ServerPlugin> FfiServerPlugin for Guarded<P> {
         // transfers ownership with the call; wrapping it first means the fd is closed even if
         // the plugin panics (the stream drops while unwinding).
         let stream = unsafe { std::net::TcpStream::from_raw_fd(request.fd) };
-        let read_ahead = request.read_ahead.into_vec();
-        caught(|| self.0.hijack(stream, request.head, read_ahead))
+        let claimed = Claimed {
+            stream,
+            head: request.head,
+            read_ahead: request.read_ahead.into_vec(),
+            response_headers: request.response_headers.into_vec(),
+        };
+        caught(|| self.0.hijack(claimed))
     }
 
     fn stats(&self) -> RResult<RString, RString> {
@@ -82,7 +88,7 @@ mod tests {
             assert!(path != "/boom", "claims exploded");
             true
         }
-        fn hijack(&self, _: std::net::TcpStream, _: RequestHead, _: Vec<u8>) -> Result<(), String> {
+        fn hijack(&self, _: Claimed) -> Result<(), String> {
             panic!("hijack exploded")
         }
     }
@@ -115,6 +121,7 @@ mod tests {
                 peer: "127.0.0.1:1".into(),
             },
             read_ahead: Default::default(),
+            response_headers: Default::default(),
         };
         let err = Guarded(Panicky).hijack(request).unwrap_err();
         assert!(err.contains("hijack exploded"), "{err}");

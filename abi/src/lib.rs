@@ -38,14 +38,9 @@ pub trait ServerPlugin: Send + Sync + 'static {
     /// Called on the host's hot path for every request head: keep it cheap.
     fn claims(&self, method: &str, path: &str) -> bool;
 
-    /// Takes over a claimed connection. The plugin owns `stream` from here on, whatever it
+    /// Takes over a claimed connection. The plugin owns the socket from here on, whatever it
     /// returns; it must not block: spawn the work on its own runtime and return.
-    fn hijack(
-        &self,
-        stream: std::net::TcpStream,
-        head: RequestHead,
-        read_ahead: Vec<u8>,
-    ) -> Result<(), String>;
+    fn hijack(&self, claimed: Claimed) -> Result<(), String>;
 
     /// The plugin's counters as a JSON object, served by the host at `/__stats`.
     fn stats(&self) -> String {
@@ -59,6 +54,16 @@ pub trait ServerPlugin: Send + Sync + 'static {
         let _ = deadline;
         0
     }
+}
+
+/// A connection handed to [`ServerPlugin::hijack`].
+pub struct Claimed {
+    pub stream: std::net::TcpStream,
+    pub head: RequestHead,
+    /// Bytes the host had already read after the head.
+    pub read_ahead: Vec<u8>,
+    /// Headers to add to every response the plugin writes on this connection.
+    pub response_headers: Vec<Header>,
 }
 
 /// The object the host holds for each injected plugin.

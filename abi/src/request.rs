@@ -46,4 +46,7 @@ pub struct HijackRequest {
     pub head: RequestHead,
     /// Bytes the host had already read after the head (a body, pipelined requests).
     pub read_ahead: RVec<u8>,
+    /// Headers the plugin must add to the response it writes (the host's CORS headers, for
+    /// instance): the protections the host applied before the handoff reach the client.
+    pub response_headers: RVec<Header>,
 }

@@ -2,7 +2,8 @@
 //!
 //! Each connection passes through the [`gate`], which parses request heads and either feeds
 //! them to hyper for the KrakenD [`pipeline`] or stops at a head a plugin claims and hands
-//! the raw socket over through the stable ABI ([`plugins`]). [`config`] reads krakend.json.
+//! the raw socket over through the stable ABI ([`plugins`]). Both ways pass [`protect`]
+//! first (CORS, JWT, rate limits). [`config`] reads krakend.json.
 //! The binary (`main.rs`) owns the CLI and turns errors into messages and exit codes.
 
 #![forbid(unsafe_code)]
@@ -11,4 +12,5 @@ pub mod config;
 pub mod gate;
 pub mod pipeline;
 pub mod plugins;
+pub mod protect;
 pub mod server;

@@ -13,6 +13,7 @@ use host::config::{self, Config};
 use host::gate::Limits;
 use host::pipeline::Pipeline;
 use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
+use host::protect::Guard;
 use host::server::{self, Gateway};
 
 #[derive(Parser)]
@@ -177,6 +178,7 @@ fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
         );
         let gateway = Arc::new(Gateway {
             plugins,
+            guard: Guard::new(&config),
             pipeline: Pipeline::new(&config),
             limits: Limits {
                 max_head_bytes: config.max_header_bytes,

@@ -222,6 +222,28 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
+/// A response the host gives itself (a preflight, a 401, a 429...).
+pub fn answer(answer: crate::protect::Answer) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from(answer.body)));
+    *response.status_mut() = answer.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    add_headers(headers, answer.headers);
+    response
+}
+
+/// Appends the protections' response headers (values the host built, so always valid).
+pub fn add_headers(headers: &mut http::HeaderMap, extra: Vec<crate::protect::ResponseHeader>) {
+    for (name, value) in extra {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.append(name, value);
+        }
+    }
+}
+
 fn full(bytes: Bytes) -> Body {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }

@@ -16,16 +16,20 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::gate::{Gate, Limits, Rejection, Stop};
 use crate::pipeline::{self, Pipeline};
 use crate::plugins::ServerPlugins;
+use crate::protect::{Answer, Guard, RequestInfo, Verdict};
 
 /// Everything a connection needs, shared by all of them.
 pub struct Gateway {
     pub plugins: Arc<ServerPlugins>,
+    pub guard: Guard,
     pub pipeline: Pipeline,
     pub limits: Limits,
 }
 
 /// Where the plugins' counters are served, as JSON.
 pub const STATS_PATH: &str = "/__stats";
+/// Answers 200 while the gateway serves, for load balancers and orchestrators.
+pub const HEALTH_PATH: &str = "/__health";
 
 /// After answering a rejected request, how long the host keeps reading (and discarding)
 /// what the client still sends, so closing does not reset the connection before the
@@ -61,10 +65,29 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
     let service = service_fn(move |request| {
         let gateway = service_gateway.clone();
         async move {
-            if request.uri().path() == STATS_PATH && request.method() == http::Method::GET {
-                return Ok(pipeline::json(gateway.plugins.stats()));
+            if request.method() == http::Method::GET {
+                match request.uri().path() {
+                    STATS_PATH => return Ok(pipeline::json(gateway.plugins.stats())),
+                    HEALTH_PATH => return Ok(pipeline::json(serde_json::json!({"status": "ok"}))),
+                    _ => {}
+                }
             }
-            gateway.pipeline.handle(request, peer).await
+            let info = RequestInfo {
+                method: request.method().as_str(),
+                path: request.uri().path(),
+                peer: peer.ip(),
+                headers: request.headers(),
+            };
+            match gateway.guard.check(&info) {
+                Verdict::Answer(answer) => {
+                    Ok::<_, std::convert::Infallible>(pipeline::answer(answer))
+                }
+                Verdict::Pass(extra) => {
+                    let Ok(mut response) = gateway.pipeline.handle(request, peer).await;
+                    pipeline::add_headers(response.headers_mut(), extra);
+                    Ok(response)
+                }
+            }
         }
     });
     let parts = match http1::Builder::new()
@@ -87,6 +110,24 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
         (Stop::Eof, _, _) => {}
         (Stop::Rejected(rejection), stream, _) => reject(stream, peer, rejection).await,
         (Stop::Claimed { plugin, head }, stream, read_ahead) => {
+            let info = RequestInfo {
+                method: &head.method,
+                path: &head.path,
+                peer: peer.ip(),
+                headers: &head,
+            };
+            let response_headers = match gateway.guard.check(&info) {
+                Verdict::Pass(headers) => headers,
+                Verdict::Answer(answer) => {
+                    tracing::info!(
+                        "{} {} from {peer}: answered {} before the handoff",
+                        head.method,
+                        head.path,
+                        answer.status.as_u16()
+                    );
+                    return answer_and_close(stream, answer).await;
+                }
+            };
             let name = gateway.plugins.name(plugin);
             tracing::info!(
                 "[PLUGIN: {name}] {} {} from {peer}: connection handed over",
@@ -103,6 +144,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
                 fd,
                 head,
                 read_ahead: read_ahead.to_vec().into(),
+                response_headers: response_headers
+                    .into_iter()
+                    .map(|(name, value)| abi::Header {
+                        name: name.into(),
+                        value: value.into_bytes().into(),
+                    })
+                    .collect(),
             };
             if let Err(e) = gateway.plugins.hijack(plugin, request) {
                 tracing::error!("[PLUGIN: {name}] hijack failed: {e}");
@@ -111,19 +159,30 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
     }
 }
 
-async fn reject(mut stream: TcpStream, peer: SocketAddr, rejection: Rejection) {
+async fn reject(stream: TcpStream, peer: SocketAddr, rejection: Rejection) {
     tracing::info!(
         "rejected a request from {peer}: {} {}",
         rejection.status.as_u16(),
         rejection.message
     );
-    let body = format!("{}\n", rejection.message);
-    let response = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        rejection.status.as_u16(),
-        rejection.status.canonical_reason().unwrap_or(""),
-        body.len(),
+    let answer = Answer::new(rejection.status, format!("{}\n", rejection.message));
+    answer_and_close(stream, answer).await;
+}
+
+/// Writes a response the host gives itself on a connection hyper no longer drives, closes
+/// it, and lingers so the close does not reset the connection before the client has read it.
+async fn answer_and_close(mut stream: TcpStream, answer: Answer) {
+    let mut response = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+        answer.status.as_u16(),
+        answer.status.canonical_reason().unwrap_or(""),
+        answer.body.len(),
     );
+    for (name, value) in &answer.headers {
+        response.push_str(&format!("{name}: {value}\r\n"));
+    }
+    response.push_str("Connection: close\r\n\r\n");
+    response.push_str(&answer.body);
     if stream.write_all(response.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
         return;
     }

@@ -68,6 +68,18 @@ fn check_names_the_json_path_or_the_line() {
             "invalid JSON at line 2, column 13",
         ),
         (r#"{"version": 1}"#, "version: unsupported version 1"),
+        (
+            r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/"}], "extra_config": {"auth/validator": {"alg": "HS256", "jwk_local_path": "/no/such/jwks.json"}}}]}"#,
+            "endpoints[0].extra_config.auth/validator.jwk_local_path: /no/such/jwks.json: No such file",
+        ),
+        (
+            r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/"}], "extra_config": {"qos/ratelimit/router": {"max_rate": 0}}}]}"#,
+            "endpoints[0].extra_config.qos/ratelimit/router: max_rate: must be more than zero",
+        ),
+        (
+            r#"{"version": 3, "extra_config": {"security/cors": {"allow_origin": ["*"]}}}"#,
+            "unknown field `allow_origin`",
+        ),
     ];
     for (text, expected) in cases {
         let file = TempPath::write("broken", text);

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abi::{Logger, RequestHead, ServerPlugin};
+use abi::{Claimed, Logger, ServerPlugin};
 use tokio_util::sync::CancellationToken;
 
 use balancer::Balancer;
@@ -131,12 +131,13 @@ impl ServerPlugin for StreamingPlugin {
         self.route_for(method, path).is_some()
     }
 
-    fn hijack(
-        &self,
-        stream: std::net::TcpStream,
-        head: RequestHead,
-        _read_ahead: Vec<u8>,
-    ) -> Result<(), String> {
+    fn hijack(&self, claimed: Claimed) -> Result<(), String> {
+        let Claimed {
+            stream,
+            head,
+            response_headers,
+            ..
+        } = claimed;
         let route = self
             .route_for(&head.method, &head.path)
             .ok_or("no route claims this request")?;
@@ -146,7 +147,10 @@ impl ServerPlugin for StreamingPlugin {
         let shared = self.shared.clone();
         workers::spawn(async move {
             match tokio::net::TcpStream::from_std(stream) {
-                Ok(client) => relay::serve(client, head, &shared, &shared.routes[route]).await,
+                Ok(client) => {
+                    let route = &shared.routes[route];
+                    relay::serve(client, head, &response_headers, &shared, route).await
+                }
                 Err(e) => shared
                     .logger
                     .warn(&format!("[PLUGIN: {PLUGIN_NAME}] socket: {e}")),
@@ -211,7 +215,7 @@ mod tests {
             peer: "127.0.0.1:1".into(),
         };
         let shared = &plugin.shared;
-        let task = super::relay::serve(client, head, shared, &shared.routes[0]);
+        let task = super::relay::serve(client, head, &[], shared, &shared.routes[0]);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2304, "a stream's future is {size} bytes");
     }

@@ -27,13 +27,16 @@ use crate::{RouteState, Shared, PLUGIN_NAME};
 
 /// Serves one claimed request. Only what the stream needs is kept from the head, so a
 /// stream that lives for hours does not carry the client's headers.
+/// `response_headers` come from the host (CORS, for instance) and go on whatever response
+/// the plugin writes.
 pub fn serve<'a>(
     client: TcpStream,
     head: RequestHead,
+    response_headers: &[abi::Header],
     shared: &'a Shared,
     route: &'a RouteState,
 ) -> impl std::future::Future<Output = ()> + 'a {
-    let request = Request::new(&route.config, &head);
+    let request = Request::new(&route.config, &head, response_headers);
     drop(head);
     relay(client, request, shared, route)
 }
@@ -49,6 +52,7 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
             StatusCode::SERVICE_UNAVAILABLE,
             reason,
             Some(retry_after),
+            &request.extra_head,
         )
         .await;
     };
@@ -79,22 +83,34 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
                 status,
                 &unavailable.reason,
                 None,
+                &request.extra_head,
             ))
             .await;
         }
     };
     if !upstream.status.is_success() {
-        return Box::pin(relay_as_is(client, upstream, shared, route)).await;
+        let head = passthrough_head(
+            upstream.status,
+            upstream.content_type.as_deref(),
+            &request.extra_head,
+        );
+        return Box::pin(relay_as_is(client, upstream, head, shared, route)).await;
     }
     let scanner = Scanner::resuming(request.last_event_id.as_deref().unwrap_or(""));
     let mut stream = ClientStream::new(Some(scanner));
+    let head = response_head(
+        StatusCode::OK,
+        EVENT_STREAM_HEADERS,
+        &std::mem::take(&mut request.extra_head),
+    );
     if stream
-        .write_own_boxed(&mut client, route, EVENT_STREAM_HEAD)
+        .write_own_boxed(&mut client, route, &head)
         .await
         .is_err()
     {
         return;
     }
+    drop(head);
     let mut budget = ReconnectBudget::default();
     // One slot for the current upstream, so a stream's task reserves room for one.
     let mut upstream = Some(upstream);
@@ -179,16 +195,12 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
 async fn relay_as_is(
     mut client: TcpStream,
     mut upstream: Upstream,
+    head: Vec<u8>,
     shared: &Shared,
     route: &RouteState,
 ) {
-    let head = passthrough_head(upstream.status, upstream.content_type.as_deref());
     let mut stream = ClientStream::new(None);
-    if stream
-        .write_own(&mut client, route, head.as_bytes())
-        .await
-        .is_ok()
-    {
+    if stream.write_own(&mut client, route, &head).await.is_ok() {
         pump(
             &mut client,
             &mut upstream,
@@ -299,20 +311,28 @@ impl ReconnectBudget {
     }
 }
 
-const EVENT_STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-    Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
+const EVENT_STREAM_HEADERS: &str =
+    "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
 
-fn passthrough_head(status: StatusCode, content_type: Option<&str>) -> String {
+/// A close-delimited response head: the status line, `lines` (each ending in CRLF), and
+/// the headers the host asked for.
+fn response_head(status: StatusCode, lines: &str, extra: &[u8]) -> Vec<u8> {
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
+        "HTTP/1.1 {} {}\r\n{lines}",
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
-    );
-    if let Some(content_type) = content_type {
-        let _ = write!(head, "Content-Type: {content_type}\r\n");
-    }
-    head.push_str("Connection: close\r\n\r\n");
+    )
+    .into_bytes();
+    head.extend_from_slice(extra);
+    head.extend_from_slice(b"Connection: close\r\n\r\n");
     head
+}
+
+fn passthrough_head(status: StatusCode, content_type: Option<&str>, extra: &[u8]) -> Vec<u8> {
+    let lines = content_type
+        .map(|ct| format!("Content-Type: {ct}\r\n"))
+        .unwrap_or_default();
+    response_head(status, &lines, extra)
 }
 
 async fn respond_error(
@@ -320,18 +340,19 @@ async fn respond_error(
     status: StatusCode,
     reason: &str,
     retry_after_secs: Option<u64>,
+    extra: &[u8],
 ) {
     let body = format!("{reason}\n");
-    let retry_after = retry_after_secs
-        .map(|s| format!("Retry-After: {s}\r\n"))
-        .unwrap_or_default();
-    let response = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n{body}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
+    let mut lines = format!(
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
         body.len()
     );
-    let _ = client.write_all(response.as_bytes()).await;
+    if let Some(secs) = retry_after_secs {
+        let _ = write!(lines, "Retry-After: {secs}\r\n");
+    }
+    let mut response = response_head(status, &lines, extra);
+    response.extend_from_slice(body.as_bytes());
+    let _ = client.write_all(&response).await;
     let _ = client.shutdown().await;
 }
 

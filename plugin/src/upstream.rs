@@ -89,10 +89,20 @@ pub struct Request {
     /// last event the client received on a resumption.
     pub last_event_id: Option<String>,
     pub sticky_key: Option<Vec<u8>>,
+    /// Header lines the host asked to add to the client's response; emptied once the
+    /// response head is written.
+    pub extra_head: Vec<u8>,
 }
 
 impl Request {
-    pub fn new(route: &Route, head: &RequestHead) -> Self {
+    pub fn new(route: &Route, head: &RequestHead, response_headers: &[abi::Header]) -> Self {
+        let mut extra_head = Vec::new();
+        for h in response_headers {
+            extra_head.extend_from_slice(h.name.as_bytes());
+            extra_head.extend_from_slice(b": ");
+            extra_head.extend_from_slice(&h.value);
+            extra_head.extend_from_slice(b"\r\n");
+        }
         let mut headers = Vec::new();
         let mut last_event_id = None;
         for name in &route.forward_headers {
@@ -117,6 +127,7 @@ impl Request {
             headers,
             last_event_id,
             sticky_key: sticky_key(route, head),
+            extra_head,
         }
     }
 }

@@ -280,6 +280,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Sets a namespace of the root `extra_config` (such as `security/cors`).
+    pub fn root_extra(mut self, namespace: &str, value: Value) -> Self {
+        self.config["extra_config"][namespace] = value;
+        self
+    }
+
     pub fn run(mut self) -> Gateway {
         self.config["plugin"] = json!({"folder": release_dir(), "pattern": self.plugin_pattern});
         let config = TempPath::write("krakend", &self.config.to_string());

@@ -5,9 +5,15 @@
 //! Unknown keys are ignored, as KrakenD does.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use path_template::Template;
+
+use crate::protect::cors::{Cors, CorsConfig};
+use crate::protect::jwt::{JwtConfig, Validator};
+use crate::protect::ratelimit::{RateLimit, RateLimitConfig};
+use crate::protect::EndpointGuard;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -49,6 +55,8 @@ pub struct Config {
     /// Server plugins to inject, in `plugin/http-server.name` order, with their config blocks.
     pub server_plugins: Vec<ServerPluginConfig>,
     pub endpoints: Vec<Endpoint>,
+    /// Root `extra_config."security/cors"`.
+    pub cors: Option<Cors>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +80,8 @@ pub struct Endpoint {
     pub timeout: Duration,
     pub output_encoding: OutputEncoding,
     pub backend: Backend,
+    /// JWT and rate limits (`auth/validator`, `qos/ratelimit/router`).
+    pub guard: Arc<EndpointGuard>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -133,6 +143,17 @@ struct RawConfig {
 struct RawRootExtraConfig {
     #[serde(rename = "plugin/http-server")]
     http_server: Option<RawHttpServerPlugins>,
+    #[serde(rename = "security/cors")]
+    cors: Option<CorsConfig>,
+}
+
+/// The endpoint namespaces this host implements; others are ignored, as KrakenD does.
+#[derive(Deserialize, Default)]
+struct RawEndpointExtraConfig {
+    #[serde(rename = "auth/validator")]
+    jwt: Option<JwtConfig>,
+    #[serde(rename = "qos/ratelimit/router")]
+    rate_limit: Option<RateLimitConfig>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +171,8 @@ struct RawEndpoint {
     timeout: Option<Duration>,
     output_encoding: Option<OutputEncoding>,
     backend: Vec<RawBackend>,
+    #[serde(default)]
+    extra_config: RawEndpointExtraConfig,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +261,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         plugin: raw.plugin,
         server_plugins,
         endpoints,
+        cors: raw.extra_config.cors.map(Cors::new),
     })
 }
 
@@ -279,7 +303,20 @@ fn endpoint(raw: RawEndpoint, default_timeout: Duration) -> Result<Endpoint, (St
         .map(method)
         .transpose()
         .map_err(|m| (".backend[0].method".into(), m))?;
+    let jwt = raw
+        .extra_config
+        .jwt
+        .map(Validator::new)
+        .transpose()
+        .map_err(|(key, m)| (format!(".extra_config.auth/validator.{key}"), m))?;
+    let rate_limit = raw
+        .extra_config
+        .rate_limit
+        .map(RateLimit::new)
+        .transpose()
+        .map_err(|m| (".extra_config.qos/ratelimit/router".to_owned(), m))?;
     Ok(Endpoint {
+        guard: Arc::new(EndpointGuard { jwt, rate_limit }),
         endpoint: raw.endpoint,
         template,
         method: endpoint_method,

@@ -3,7 +3,7 @@
 //! It claims `GET /panic...` and panics in `hijack`; for the path `/panic-in-claims` it
 //! panics already in `claims`. The host must log, close that one connection and go on.
 
-use abi::{Logger, RequestHead, ServerPlugin};
+use abi::{Claimed, Logger, ServerPlugin};
 
 abi::export_server_plugin!("panicking-plugin", Panicking::new);
 
@@ -23,7 +23,7 @@ impl ServerPlugin for Panicking {
         path.starts_with("/panic")
     }
 
-    fn hijack(&self, _: std::net::TcpStream, _: RequestHead, _: Vec<u8>) -> Result<(), String> {
+    fn hijack(&self, _: Claimed) -> Result<(), String> {
         panic!("a bug in hijack")
     }
 }

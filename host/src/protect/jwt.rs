@@ -1,0 +1,160 @@
+//! JWT validation per endpoint, `extra_config."auth/validator"` (KrakenD's keys): the token
+//! from `Authorization: Bearer` or the cookie `cookie_key` (an EventSource cannot set
+//! headers, so cookies are how browsers authenticate streams), verified against the keys of
+//! a local JWK set, with `exp`, `audience` and `issuer` checked. 401 for a missing, bad or
+//! expired token; 403 when none of `roles` is in the claim `roles_key` (dots walk nested
+//! objects, as in `realm_access.roles`).
+
+use std::str::FromStr;
+
+use http::StatusCode;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Answer, RequestInfo};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    alg: Option<String>,
+    jwk_local_path: Option<String>,
+    jwk_url: Option<String>,
+    audience: Option<Vec<String>>,
+    issuer: Option<String>,
+    roles_key: Option<String>,
+    roles: Option<Vec<String>>,
+    cookie_key: Option<String>,
+}
+
+pub struct Validator {
+    keys: Vec<(Option<String>, DecodingKey)>,
+    validation: Validation,
+    roles_key: String,
+    roles: Vec<String>,
+    cookie_key: Option<String>,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("keys", &self.keys.len())
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+impl Validator {
+    /// Loads the key set; the error names the key of the block at fault.
+    pub fn new(config: JwtConfig) -> Result<Self, (String, String)> {
+        let alg = config.alg.as_deref().unwrap_or("RS256");
+        let alg = Algorithm::from_str(alg).map_err(|_| {
+            (
+                "alg".to_owned(),
+                format!("{alg:?} is not a supported algorithm"),
+            )
+        })?;
+        if config.jwk_url.is_some() {
+            return Err((
+                "jwk_url".into(),
+                "not supported yet; use jwk_local_path".into(),
+            ));
+        }
+        let path = config
+            .jwk_local_path
+            .ok_or(("jwk_local_path".to_owned(), "missing".to_owned()))?;
+        let at = |message: String| ("jwk_local_path".to_owned(), format!("{path}: {message}"));
+        let text = std::fs::read_to_string(&path).map_err(|e| at(e.to_string()))?;
+        let set: JwkSet =
+            serde_json::from_str(&text).map_err(|e| at(format!("not a JWK set: {e}")))?;
+        let keys = set
+            .keys
+            .iter()
+            .map(|jwk| {
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| at(format!("key {:?}: {e}", jwk.common.key_id)))?;
+                Ok((jwk.common.key_id.clone(), key))
+            })
+            .collect::<Result<Vec<_>, (String, String)>>()?;
+        if keys.is_empty() {
+            return Err(at("the set has no keys".into()));
+        }
+        let mut validation = Validation::new(alg);
+        match &config.audience {
+            Some(audience) => validation.set_audience(audience),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &config.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        Ok(Self {
+            keys,
+            validation,
+            roles_key: config.roles_key.unwrap_or_else(|| "roles".into()),
+            roles: config.roles.unwrap_or_default(),
+            cookie_key: config.cookie_key,
+        })
+    }
+
+    pub fn check(&self, request: &RequestInfo<'_>) -> Result<(), Answer> {
+        let token = self
+            .token(request)
+            .ok_or_else(|| unauthorized("no token"))?;
+        let header =
+            jsonwebtoken::decode_header(&token).map_err(|e| unauthorized(&e.to_string()))?;
+        let key = match &header.kid {
+            Some(kid) => self.keys.iter().find(|(id, _)| id.as_deref() == Some(kid)),
+            None => self.keys.first(),
+        }
+        .map(|(_, key)| key)
+        .ok_or_else(|| unauthorized("unknown key id"))?;
+        let data = jsonwebtoken::decode::<Value>(&token, key, &self.validation)
+            .map_err(|e| unauthorized(&e.to_string()))?;
+        if self.roles.is_empty() || self.has_a_role(&data.claims) {
+            Ok(())
+        } else {
+            Err(Answer::new(
+                StatusCode::FORBIDDEN,
+                "missing a required role\n",
+            ))
+        }
+    }
+
+    fn token(&self, request: &RequestInfo<'_>) -> Option<String> {
+        if let Some(name) = &self.cookie_key {
+            let cookie = request.headers.get("cookie").unwrap_or_default();
+            let found = cookie.split(|&b| b == b';').find_map(|pair| {
+                let pair = pair.trim_ascii();
+                pair.strip_prefix(name.as_bytes())?.strip_prefix(b"=")
+            });
+            if let Some(token) = found {
+                return Some(String::from_utf8_lossy(token).into_owned());
+            }
+        }
+        let authorization = request.headers.get("authorization")?;
+        let token = authorization
+            .strip_prefix(b"Bearer ")
+            .or_else(|| authorization.strip_prefix(b"bearer "))?;
+        Some(String::from_utf8_lossy(token.trim_ascii()).into_owned())
+    }
+
+    fn has_a_role(&self, claims: &Value) -> bool {
+        let found = self
+            .roles_key
+            .split('.')
+            .try_fold(claims, |value, key| value.get(key));
+        let held: Vec<&str> = match found {
+            Some(Value::Array(roles)) => roles.iter().filter_map(Value::as_str).collect(),
+            Some(Value::String(roles)) => roles.split(' ').collect(),
+            _ => Vec::new(),
+        };
+        self.roles.iter().any(|role| held.contains(&role.as_str()))
+    }
+}
+
+fn unauthorized(why: &str) -> Answer {
+    let mut answer = Answer::new(StatusCode::UNAUTHORIZED, format!("invalid token: {why}\n"));
+    answer.headers.push(("WWW-Authenticate", "Bearer".into()));
+    answer
+}

@@ -1,0 +1,193 @@
+//! Protections that survive the hijack: CORS, JWT and rate limits run on the request head
+//! before the plugin takes the connection, and CORS headers reach the client on the stream.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+use testkit::{body_of, gateway, origin, Gateway, Process, RawClient, TempPath};
+
+const SECRET: &[u8] = b"a test secret that is long enough";
+
+/// A gateway streaming /sse/{id} through the plugin, with the endpoint declared in
+/// `endpoints[]` (no-op to the same origin) carrying `extra_config`, and `root_extra`
+/// merged into the root `extra_config`.
+fn protected(endpoint_extra: Value, root_extra: Value) -> (Gateway, Process, TempPath) {
+    let origin = origin().interval_ms(50).run();
+    // The JWK set: one symmetric key (HS256), base64url of SECRET.
+    let jwks = TempPath::write(
+        "jwks",
+        &json!({"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": base64url(SECRET)}]})
+            .to_string(),
+    );
+    let endpoint_extra = serde_json::from_str::<Value>(
+        &endpoint_extra
+            .to_string()
+            .replace("JWKS", jwks.path().to_str().unwrap()),
+    )
+    .unwrap();
+    let mut builder = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        .endpoint(json!({
+            "endpoint": "/sse/{id}", "output_encoding": "no-op",
+            "backend": [{"host": [origin.url()], "url_pattern": "/events-stream/{id}"}],
+            "extra_config": endpoint_extra,
+        }));
+    for (key, value) in root_extra.as_object().unwrap() {
+        builder = builder.root_extra(key, value.clone());
+    }
+    (builder.run(), origin, jwks)
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, &b| n << 8 | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn token(roles: &[&str], expires_in_secs: i64, secret: &[u8]) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k1".into());
+    let claims = json!({"sub": "ann", "roles": roles, "exp": now + expires_in_secs});
+    encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+async fn status_of(gateway: &Gateway, headers: &[&str]) -> (u16, String) {
+    let mut client = RawClient::get(gateway.addr, "/sse/a", headers).await;
+    let head = client.read_until(b"\r\n\r\n").await;
+    let text = String::from_utf8_lossy(head).into_owned();
+    let status = text[9..12].parse().unwrap();
+    (status, text)
+}
+
+#[tokio::test]
+async fn a_stream_behind_jwt_needs_a_valid_token_with_a_role() {
+    let (gateway, _origin, _jwks) = protected(
+        json!({"auth/validator": {"alg": "HS256", "jwk_local_path": "JWKS", "roles": ["reader"], "cookie_key": "session"}}),
+        json!({}),
+    );
+    let good = token(&["reader"], 3600, SECRET);
+    let cases = [
+        (vec![], 401),
+        (
+            vec![format!(
+                "Authorization: Bearer {}",
+                token(&["reader"], 3600, b"another secret entirely!!")
+            )],
+            401,
+        ),
+        (
+            vec![format!(
+                "Authorization: Bearer {}",
+                token(&["reader"], -3600, SECRET)
+            )],
+            401,
+        ),
+        (
+            vec![format!(
+                "Authorization: Bearer {}",
+                token(&["writer"], 3600, SECRET)
+            )],
+            403,
+        ),
+        (vec![format!("Authorization: Bearer {good}")], 200),
+        (vec![format!("Cookie: theme=dark; session={good}")], 200),
+    ];
+    for (headers, expected) in cases {
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        let (status, head) = status_of(&gateway, &headers).await;
+        assert_eq!(status, expected, "{headers:?}:\n{head}");
+        if expected == 200 {
+            assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+        }
+    }
+    gateway.process.wait_for_log("connection handed over");
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_and_streams_carry_the_headers() {
+    let (gateway, _origin, _jwks) = protected(
+        json!({}),
+        json!({"security/cors": {"allow_origins": ["https://app.example"], "allow_headers": ["Last-Event-ID"], "allow_credentials": true, "max_age": "1h"}}),
+    );
+    let mut preflight = RawClient::connect(gateway.addr).await;
+    preflight
+        .send(b"OPTIONS /sse/a HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: last-event-id\r\nConnection: close\r\n\r\n")
+        .await;
+    let answer = String::from_utf8(preflight.read_to_end().await).unwrap();
+    for expected in [
+        "HTTP/1.1 204 ",
+        "access-control-allow-origin: https://app.example\r\n",
+        "access-control-allow-credentials: true\r\n",
+        "access-control-allow-headers: last-event-id\r\n",
+        "access-control-max-age: 3600\r\n",
+    ] {
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains(&expected.to_ascii_lowercase()),
+            "{expected:?} in {answer}"
+        );
+    }
+
+    let (status, head) = status_of(&gateway, &["Origin: https://app.example"]).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.contains("Content-Type: text/event-stream"),
+        "the plugin served it: {head}"
+    );
+    assert!(
+        head.contains("Access-Control-Allow-Origin: https://app.example\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("Access-Control-Allow-Credentials: true\r\n"),
+        "{head}"
+    );
+
+    let (_, head) = status_of(&gateway, &["Origin: https://evil.example"]).await;
+    assert!(!head.contains("Access-Control-Allow-Origin"), "{head}");
+}
+
+#[tokio::test]
+async fn rate_limits_count_stream_connections() {
+    let (gateway, _origin, _jwks) = protected(
+        json!({"qos/ratelimit/router": {"client_max_rate": 2, "every": "1h"}}),
+        json!({}),
+    );
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut client = RawClient::get(gateway.addr, "/sse/r", &[]).await;
+        client.read_until(b"id: 1\n").await;
+        open.push(client);
+    }
+    let refused = RawClient::get(gateway.addr, "/sse/r", &[])
+        .await
+        .read_to_end()
+        .await;
+    let refused = String::from_utf8_lossy(&refused);
+    assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
+    assert_eq!(body_of(refused.as_bytes()), b"client rate limit exceeded\n");
+}
+
+#[tokio::test]
+async fn health_answers_while_serving() {
+    let (gateway, _origin, _jwks) = protected(json!({}), json!({}));
+    let mut client = RawClient::connect(gateway.addr).await;
+    client
+        .send(b"GET /__health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let response = client.read_to_end().await;
+    assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(body_of(&response), br#"{"status":"ok"}"#);
+}
