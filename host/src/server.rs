@@ -72,22 +72,30 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
                     _ => {}
                 }
             }
+            let started = std::time::Instant::now();
+            let (method, path) = (request.method().clone(), request.uri().path().to_owned());
             let info = RequestInfo {
-                method: request.method().as_str(),
-                path: request.uri().path(),
+                method: method.as_str(),
+                path: &path,
                 peer: peer.ip(),
                 headers: request.headers(),
             };
-            match gateway.guard.check(&info) {
-                Verdict::Answer(answer) => {
-                    Ok::<_, std::convert::Infallible>(pipeline::answer(answer))
-                }
+            let response = match gateway.guard.check(&info) {
+                Verdict::Answer(answer) => pipeline::answer(answer),
                 Verdict::Pass(extra) => {
                     let Ok(mut response) = gateway.pipeline.handle(request, peer).await;
                     pipeline::add_headers(response.headers_mut(), extra);
-                    Ok(response)
+                    response
                 }
-            }
+            };
+            // The access log: one line per request, when its head is answered (a `no-op`
+            // body may stream on after it).
+            tracing::info!(
+                "{peer} {method} {path} {} {:.3}s",
+                response.status().as_u16(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     let parts = match http1::Builder::new()

@@ -140,6 +140,7 @@ async fn cors_preflights_are_answered_and_streams_carry_the_headers() {
         );
     }
 
+    gateway.process.wait_for_log("OPTIONS /sse/a 204 ");
     let (status, head) = status_of(&gateway, &["Origin: https://app.example"]).await;
     assert_eq!(status, 200, "{head}");
     assert!(

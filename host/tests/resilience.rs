@@ -79,6 +79,14 @@ async fn an_origin_dropping_mid_event_costs_the_client_nothing() {
     let stats = gateway.route_stats("/sse/{id}").await;
     assert_eq!(stats["reconnects"], 2, "{stats}");
     assert_eq!(stats["events"], 4, "{stats}");
+    // The stream's access-log line.
+    gateway
+        .process
+        .wait_for_log("GET /sse/r 200 stream ended (the upstream could not be resumed) after ");
+    assert!(gateway
+        .process
+        .log()
+        .contains("s: 4 events, 84 bytes, 2 reconnects"));
 }
 
 #[tokio::test]

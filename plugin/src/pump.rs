@@ -53,6 +53,9 @@ pub struct ClientStream {
     /// The client holds part of an event (one larger than the read buffer): it cannot be
     /// sent a comment now, nor resumed elsewhere without corrupting that event.
     pub mid_event: bool,
+    /// Events and bytes written to the client, for its access-log line.
+    pub events: u64,
+    pub bytes: u64,
     /// The start of an event, moved to the buffer's front, waiting for its end.
     carry: Option<(Buffer, usize)>,
     /// Payload ranges of the current read, and of the part kept back; reused.
@@ -66,6 +69,8 @@ impl ClientStream {
         Self {
             scanner,
             mid_event: false,
+            events: 0,
+            bytes: 0,
             carry: None,
             ranges: Vec::new(),
             tail: Vec::new(),
@@ -317,6 +322,8 @@ async fn forward(
         stream.last_write = Instant::now();
         RouteStats::add(&route.stats.bytes, bytes as u64);
         RouteStats::add(&route.stats.events, events);
+        stream.bytes += bytes as u64;
+        stream.events += events;
     }
     let tail = compact(&mut buf, &stream.tail);
     stream.carry = (tail > 0).then_some((buf, tail));

@@ -112,9 +112,13 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
     }
     drop(head);
     let mut budget = ReconnectBudget::default();
+    let started = Instant::now();
     // One slot for the current upstream, so a stream's task reserves room for one.
     let mut upstream = Some(upstream);
-    while let Some(current) = upstream.as_mut() {
+    let why = loop {
+        let Some(current) = upstream.as_mut() else {
+            break "ended";
+        };
         let ended = pump(
             &mut client,
             current,
@@ -128,14 +132,14 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
         // must not linger through the reconnection wait.
         drop(upstream.take());
         match ended {
-            Ended::ClientGone => break,
+            Ended::ClientGone => break "the client left",
             Ended::ClientStalled => {
                 log(
                     &request.label,
                     "client read nothing for client_write_timeout; dropped",
                 );
                 route.stats.dropped(Drop::ClientStalled);
-                break;
+                break "the client stalled";
             }
             Ended::Shutdown => {
                 route.stats.dropped(Drop::Shutdown);
@@ -149,7 +153,7 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
                         .write_own_boxed(&mut client, route, event.as_bytes())
                         .await;
                 }
-                break;
+                break "the gateway drained";
             }
             Ended::Complete | Ended::UpstreamBroke(_) | Ended::UpstreamIdle => {
                 if let Ended::UpstreamBroke(reason) = &ended {
@@ -158,7 +162,7 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
                 if stream.mid_event {
                     // The client holds part of an event no other connection can finish.
                     log(&request.label, "upstream ended inside an event larger than read_buffer_bytes; ending the stream");
-                    break;
+                    break "the upstream ended inside an event";
                 }
                 request.last_event_id = stream
                     .scanner
@@ -179,16 +183,25 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
                         stream.discard_partial_event();
                         upstream = Some(next);
                     }
-                    Reconnected::ClientGone => return,
+                    Reconnected::ClientGone => break "the client left",
                     Reconnected::No => {
                         Box::pin(stream.flush_partial_event(&mut client, route)).await;
-                        break;
+                        break "the upstream could not be resumed";
                     }
                 }
             }
         }
-    }
+    };
     let _ = client.shutdown().await;
+    // The access-log line of a stream, written when it ends.
+    shared.logger.info(&format!(
+        "[PLUGIN: {PLUGIN_NAME}] {} 200 stream ended ({why}) after {:.3}s: {} events, {} bytes, {} reconnects",
+        request.label,
+        started.elapsed().as_secs_f64(),
+        stream.events,
+        stream.bytes,
+        budget.attempts,
+    ));
 }
 
 /// A non-2xx answer: relayed with its status and body, no events to keep whole.
@@ -279,6 +292,8 @@ async fn reconnect(
 struct ReconnectBudget {
     recent: VecDeque<Instant>,
     failed_in_a_row: u32,
+    /// All attempts over the stream's life, for its access-log line.
+    attempts: u32,
 }
 
 impl ReconnectBudget {
@@ -299,6 +314,7 @@ impl ReconnectBudget {
             return None;
         }
         self.recent.push_back(now);
+        self.attempts += 1;
         let base = retry_ms.map_or(config.reconnect_delay, Duration::from_millis);
         let backoff = base.saturating_mul(1 << self.failed_in_a_row.min(16));
         self.failed_in_a_row += 1;
