@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod gate;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
 pub mod protect;

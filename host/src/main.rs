@@ -179,6 +179,7 @@ fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
         let gateway = Arc::new(Gateway {
             plugins,
             guard: Guard::new(&config),
+            metrics: Arc::default(),
             pipeline: Pipeline::new(&config),
             limits: Limits {
                 max_head_bytes: config.max_header_bytes,
@@ -186,6 +187,13 @@ fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
                 idle_timeout: config.idle_timeout,
             },
         });
+        if let Some(address) = &config.metrics_address {
+            let metrics = tokio::net::TcpListener::bind(address.as_str())
+                .await
+                .with_context(|| format!("listening for metrics on {address}"))?;
+            tracing::info!("[SERVICE: Metrics] Listening on {}", metrics.local_addr()?);
+            tokio::spawn(server::serve_metrics(metrics, gateway.clone()));
+        }
         server::run(listener, gateway.clone(), shutdown_signal()).await;
         drain(&gateway.plugins, config.shutdown_timeout).await;
         Ok(())

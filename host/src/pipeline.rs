@@ -244,6 +244,11 @@ pub fn add_headers(headers: &mut http::HeaderMap, extra: Vec<crate::protect::Res
     }
 }
 
+/// A body of text the host wrote.
+pub fn full_text(text: String) -> Body {
+    full(Bytes::from(text))
+}
+
 fn full(bytes: Bytes) -> Body {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }

@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::gate::{Gate, Limits, Rejection, Stop};
+use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline};
 use crate::plugins::ServerPlugins;
 use crate::protect::{Answer, Guard, RequestInfo, Verdict};
@@ -22,6 +23,7 @@ use crate::protect::{Answer, Guard, RequestInfo, Verdict};
 pub struct Gateway {
     pub plugins: Arc<ServerPlugins>,
     pub guard: Guard,
+    pub metrics: Arc<Metrics>,
     pub pipeline: Pipeline,
     pub limits: Limits,
 }
@@ -30,6 +32,39 @@ pub struct Gateway {
 pub const STATS_PATH: &str = "/__stats";
 /// Answers 200 while the gateway serves, for load balancers and orchestrators.
 pub const HEALTH_PATH: &str = "/__health";
+
+/// Serves `GET /metrics` (Prometheus text) from `listener` until the process ends.
+pub async fn serve_metrics(listener: TcpListener, gateway: Arc<Gateway>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let gateway = gateway.clone();
+                async move {
+                    let response = if request.uri().path() == "/metrics" {
+                        let text = gateway.metrics.render(&gateway.plugins.stats());
+                        let mut response = http::Response::new(pipeline::full_text(text));
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                        );
+                        response
+                    } else {
+                        pipeline::answer(Answer::new(http::StatusCode::NOT_FOUND, "not found\n"))
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
 
 /// After answering a rejected request, how long the host keeps reading (and discarding)
 /// what the client still sends, so closing does not reset the connection before the
@@ -90,10 +125,15 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
             };
             // The access log: one line per request, when its head is answered (a `no-op`
             // body may stream on after it).
-            tracing::info!(
-                "{peer} {method} {path} {} {:.3}s",
-                response.status().as_u16(),
-                started.elapsed().as_secs_f64()
+            let took = started.elapsed();
+            let status = response.status().as_u16();
+            tracing::info!("{peer} {method} {path} {status} {:.3}s", took.as_secs_f64());
+            let endpoint = gateway.guard.endpoint_of(method.as_str(), &path);
+            gateway.metrics.record(
+                endpoint.unwrap_or("unmatched"),
+                method.as_str(),
+                status,
+                took,
             );
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -132,6 +172,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
                         head.method,
                         head.path,
                         answer.status.as_u16()
+                    );
+                    let endpoint = gateway.guard.endpoint_of(&head.method, &head.path);
+                    gateway.metrics.record(
+                        endpoint.unwrap_or("unmatched"),
+                        &head.method,
+                        answer.status.as_u16(),
+                        Duration::ZERO,
                     );
                     return answer_and_close(stream, answer).await;
                 }

@@ -57,6 +57,8 @@ pub struct Config {
     pub endpoints: Vec<Endpoint>,
     /// Root `extra_config."security/cors"`.
     pub cors: Option<Cors>,
+    /// Where Prometheus metrics are served (`telemetry/metrics`), if anywhere.
+    pub metrics_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +147,14 @@ struct RawRootExtraConfig {
     http_server: Option<RawHttpServerPlugins>,
     #[serde(rename = "security/cors")]
     cors: Option<CorsConfig>,
+    #[serde(rename = "telemetry/metrics")]
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen_address: Option<String>,
 }
 
 /// The endpoint namespaces this host implements; others are ignored, as KrakenD does.
@@ -262,6 +272,14 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         server_plugins,
         endpoints,
         cors: raw.extra_config.cors.map(Cors::new),
+        metrics_address: raw.extra_config.metrics.map(|m| {
+            // KrakenD's `:8090` means every interface.
+            let address = m.listen_address.unwrap_or_else(|| ":8090".into());
+            match address.strip_prefix(':') {
+                Some(port) => format!("0.0.0.0:{port}"),
+                None => address,
+            }
+        }),
     })
 }
 

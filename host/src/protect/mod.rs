@@ -80,11 +80,14 @@ pub struct EndpointGuard {
 
 pub struct Guard {
     cors: Option<cors::Cors>,
-    endpoints: Vec<(
-        path_template::Template,
-        http::Method,
-        std::sync::Arc<EndpointGuard>,
-    )>,
+    endpoints: Vec<GuardedEndpoint>,
+}
+
+struct GuardedEndpoint {
+    endpoint: String,
+    template: path_template::Template,
+    method: http::Method,
+    guard: std::sync::Arc<EndpointGuard>,
 }
 
 impl Guard {
@@ -94,9 +97,25 @@ impl Guard {
             endpoints: config
                 .endpoints
                 .iter()
-                .map(|e| (e.template.clone(), e.method.clone(), e.guard.clone()))
+                .map(|e| GuardedEndpoint {
+                    endpoint: e.endpoint.clone(),
+                    template: e.template.clone(),
+                    method: e.method.clone(),
+                    guard: e.guard.clone(),
+                })
                 .collect(),
         }
+    }
+
+    fn find(&self, method: &str, path: &str) -> Option<&GuardedEndpoint> {
+        self.endpoints
+            .iter()
+            .find(|e| e.method.as_str() == method && e.template.matches(path).is_some())
+    }
+
+    /// The `endpoints[]` template a request matches, for metrics.
+    pub fn endpoint_of(&self, method: &str, path: &str) -> Option<&str> {
+        self.find(method, path).map(|e| e.endpoint.as_str())
     }
 
     pub fn check(&self, request: &RequestInfo<'_>) -> Verdict {
@@ -107,10 +126,7 @@ impl Guard {
             },
             None => Vec::new(),
         };
-        let guard = self.endpoints.iter().find(|(template, method, _)| {
-            method.as_str() == request.method && template.matches(request.path).is_some()
-        });
-        if let Some((_, _, guard)) = guard {
+        if let Some(GuardedEndpoint { guard, .. }) = self.find(request.method, request.path) {
             // The cheap check first: a flood of bad tokens must not buy signature checks.
             let refused = guard
                 .rate_limit

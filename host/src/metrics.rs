@@ -1,0 +1,173 @@
+//! Prometheus metrics, served when the root `extra_config."telemetry/metrics"` is present
+//! (`listen_address`, default `:8090`) at `GET /metrics` on their own listener: request
+//! counts and latency histograms per endpoint, method and status, and every plugin's
+//! numeric stream counters from its `stats()`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    series: Mutex<BTreeMap<(String, String, u16), Series>>,
+}
+
+#[derive(Default)]
+struct Series {
+    count: u64,
+    sum: f64,
+    /// Observations at or below each bound of [`BUCKETS`].
+    buckets: [u64; BUCKETS.len()],
+}
+
+impl Metrics {
+    /// Counts one answered request; `endpoint` is the matched template (`unmatched` if none).
+    pub fn record(&self, endpoint: &str, method: &str, status: u16, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let s = series
+            .entry((endpoint.to_owned(), method.to_owned(), status))
+            .or_default();
+        s.count += 1;
+        s.sum += secs;
+        for (bucket, bound) in s.buckets.iter_mut().zip(BUCKETS) {
+            if secs <= bound {
+                *bucket += 1;
+            }
+        }
+    }
+
+    /// The Prometheus text exposition, with `plugins` (from `ServerPlugins::stats`).
+    pub fn render(&self, plugins: &Value) -> String {
+        let mut out = String::new();
+        out.push_str("# TYPE krakend_requests_total counter\n");
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        for ((endpoint, method, status), s) in series.iter() {
+            let labels = format!(
+                "endpoint=\"{}\",method=\"{}\",status=\"{status}\"",
+                escape(endpoint),
+                escape(method)
+            );
+            let _ = writeln!(out, "krakend_requests_total{{{labels}}} {}", s.count);
+        }
+        out.push_str("# TYPE krakend_request_duration_seconds histogram\n");
+        for ((endpoint, method, status), s) in series.iter() {
+            let labels = format!(
+                "endpoint=\"{}\",method=\"{}\",status=\"{status}\"",
+                escape(endpoint),
+                escape(method)
+            );
+            for (bound, n) in BUCKETS.iter().zip(s.buckets) {
+                let _ = writeln!(
+                    out,
+                    "krakend_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "krakend_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "krakend_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum
+            );
+            let _ = writeln!(
+                out,
+                "krakend_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
+        }
+        drop(series);
+        render_plugins(&mut out, plugins);
+        out
+    }
+}
+
+/// Each plugin's numbers as `krakend_plugin_<name>{plugin=...}`; the numbers of its
+/// `routes[]` entries get a `route` label, and a nested object (such as `drops`) becomes
+/// one series per key, labelled `reason`.
+fn render_plugins(out: &mut String, stats: &Value) {
+    let Some(plugins) = stats["plugins"].as_object() else {
+        return;
+    };
+    for (plugin, stats) in plugins {
+        let base = format!("plugin=\"{}\"", escape(plugin));
+        numbers(out, stats, &base);
+        for route in stats["routes"].as_array().into_iter().flatten() {
+            let endpoint = route["endpoint"].as_str().unwrap_or("");
+            numbers(
+                out,
+                route,
+                &format!("{base},route=\"{}\"", escape(endpoint)),
+            );
+        }
+    }
+}
+
+fn numbers(out: &mut String, object: &Value, labels: &str) {
+    for (key, value) in object.as_object().into_iter().flatten() {
+        let name = format!("krakend_plugin_{}", sanitize(key));
+        match value {
+            Value::Number(n) => {
+                let _ = writeln!(out, "{name}{{{labels}}} {n}");
+            }
+            Value::Object(inner) => {
+                for (reason, n) in inner.iter().filter(|(_, n)| n.is_number()) {
+                    let _ = writeln!(out, "{name}{{{labels},reason=\"{}\"}} {n}", escape(reason));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_requests_and_plugin_counters() {
+        let metrics = Metrics::default();
+        metrics.record("/api/{id}", "GET", 200, Duration::from_millis(20));
+        metrics.record("/api/{id}", "GET", 200, Duration::from_millis(700));
+        let text = metrics.render(&json!({"plugins": {"streaming": {"active": 3, "routes": [
+            {"endpoint": "/sse/{id}", "events": 42, "drops": {"client_stalled": 1}, "hosts": []}
+        ]}}}));
+        let labels = r#"endpoint="/api/{id}",method="GET",status="200""#;
+        for line in [
+            format!("krakend_requests_total{{{labels}}} 2"),
+            format!("krakend_request_duration_seconds_bucket{{{labels},le=\"0.025\"}} 1"),
+            format!("krakend_request_duration_seconds_bucket{{{labels},le=\"1\"}} 2"),
+            format!("krakend_request_duration_seconds_count{{{labels}}} 2"),
+            r#"krakend_plugin_active{plugin="streaming"} 3"#.to_owned(),
+            r#"krakend_plugin_events{plugin="streaming",route="/sse/{id}"} 42"#.to_owned(),
+            r#"krakend_plugin_drops{plugin="streaming",route="/sse/{id}",reason="client_stalled"} 1"#.to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\nnot in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Metrics scraped after real traffic, and the access log.
+
+use std::net::SocketAddr;
+
+use serde_json::json;
+use testkit::{body_of, gateway, json_backend, origin, RawClient};
+
+#[tokio::test]
+async fn metrics_count_requests_and_streams_after_traffic() {
+    let origin = origin().interval_ms(20).run();
+    let backend = json_backend(200, r#"{"answer":42}"#).await;
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        .endpoint(json!({"endpoint": "/api/{id}", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/v/{id}"}]}))
+        .root_extra("telemetry/metrics", json!({"listen_address": "127.0.0.1:0"}))
+        .run();
+    for path in ["/api/1", "/api/2", "/nowhere"] {
+        let mut client = RawClient::connect(gateway.addr).await;
+        client
+            .send(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await;
+        client.read_to_end().await;
+    }
+    let mut stream = RawClient::get(gateway.addr, "/sse/m", &[]).await;
+    stream.read_until(b"id: 3\n").await;
+
+    let marker = "[SERVICE: Metrics] Listening on ";
+    gateway.process.wait_for_log(marker);
+    let log = gateway.process.log();
+    let address: SocketAddr = log
+        .split(marker)
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .and_then(|a| a.trim().parse().ok())
+        .expect("the metrics address in the log");
+    let mut scrape = RawClient::connect(address).await;
+    scrape
+        .send(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let response = scrape.read_to_end().await;
+    let text = String::from_utf8_lossy(body_of(&response)).into_owned();
+    for line in [
+        r#"krakend_requests_total{endpoint="/api/{id}",method="GET",status="200"} 2"#,
+        r#"krakend_requests_total{endpoint="unmatched",method="GET",status="404"} 1"#,
+        r#"krakend_request_duration_seconds_count{endpoint="/api/{id}",method="GET",status="200"} 2"#,
+        r#"krakend_plugin_active{plugin="krakend-server-plugin-streaming"} 1"#,
+        r#"krakend_plugin_streams{plugin="krakend-server-plugin-streaming",route="/sse/{id}"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}\nnot in\n{text}");
+    }
+    let events = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"krakend_plugin_events{plugin="krakend-server-plugin-streaming",route="/sse/{id}"} "#))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("an events counter");
+    assert!(events >= 3, "{events}");
+    // The access log has a line per request.
+    gateway.process.wait_for_log("GET /api/1 200 ");
+    gateway.process.wait_for_log("GET /nowhere 404 ");
+}
