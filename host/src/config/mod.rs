@@ -81,7 +81,10 @@ pub struct Endpoint {
     pub method: http::Method,
     pub timeout: Duration,
     pub output_encoding: OutputEncoding,
-    pub backend: Backend,
+    /// Called concurrently and merged (`json`); exactly one for `no-op`.
+    pub backends: Vec<Backend>,
+    pub input_headers: Forward,
+    pub input_query_strings: Forward,
     /// JWT and rate limits (`auth/validator`, `qos/ratelimit/router`).
     pub guard: Arc<EndpointGuard>,
 }
@@ -100,6 +103,59 @@ pub struct Backend {
     pub hosts: Vec<http::Uri>,
     pub url_pattern: String,
     pub method: Option<http::Method>,
+    /// How the backend's answer is shaped before it is merged (`json` encoding only).
+    pub shape: Shape,
+}
+
+/// KrakenD's per-backend response manipulation, applied in this order: `is_collection`,
+/// `target`, `allow`/`deny`, `mapping`, `group`.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    pub is_collection: bool,
+    /// A dotted path to the part of the answer to keep.
+    pub target: Option<String>,
+    /// Dotted paths to keep, or to remove.
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// Renames of top-level keys.
+    pub mapping: Vec<(String, String)>,
+    /// The key the answer is nested under.
+    pub group: Option<String>,
+}
+
+/// Which client headers or query parameters an endpoint forwards (KrakenD: none unless
+/// listed; `["*"]` for all).
+#[derive(Debug, Clone, Default)]
+pub enum Forward {
+    #[default]
+    None,
+    All,
+    Only(Vec<String>),
+}
+
+impl Forward {
+    fn new(list: Option<Vec<String>>) -> Self {
+        match list {
+            None => Forward::None,
+            Some(list) if list.iter().any(|n| n == "*") => Forward::All,
+            Some(list) => Forward::Only(list),
+        }
+    }
+
+    /// Whether `name` is forwarded (header names compare case-insensitively).
+    pub fn allows(&self, name: &str, ignore_case: bool) -> bool {
+        match self {
+            Forward::None => false,
+            Forward::All => true,
+            Forward::Only(list) => list.iter().any(|n| {
+                if ignore_case {
+                    n.eq_ignore_ascii_case(name)
+                } else {
+                    n == name
+                }
+            }),
+        }
+    }
 }
 
 const DEFAULT_PORT: u16 = 8080;
@@ -180,6 +236,8 @@ struct RawEndpoint {
     #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     timeout: Option<Duration>,
     output_encoding: Option<OutputEncoding>,
+    input_headers: Option<Vec<String>>,
+    input_query_strings: Option<Vec<String>>,
     backend: Vec<RawBackend>,
     #[serde(default)]
     extra_config: RawEndpointExtraConfig,
@@ -190,6 +248,18 @@ struct RawBackend {
     host: Vec<String>,
     url_pattern: String,
     method: Option<String>,
+    /// Only `json` (the default) and `no-op` are understood.
+    encoding: Option<String>,
+    #[serde(default)]
+    is_collection: bool,
+    target: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    mapping: std::collections::BTreeMap<String, String>,
+    group: Option<String>,
 }
 
 /// Reads and validates a config file.
@@ -289,38 +359,25 @@ fn endpoint(raw: RawEndpoint, default_timeout: Duration) -> Result<Endpoint, (St
         Template::parse(&raw.endpoint).map_err(|e| (".endpoint".into(), e.to_string()))?;
     let endpoint_method =
         method(raw.method.as_deref().unwrap_or("GET")).map_err(|m| (".method".into(), m))?;
-    let [backend] = <[RawBackend; 1]>::try_from(raw.backend).map_err(|list| {
-        (
+    let output_encoding = raw.output_encoding.unwrap_or(OutputEncoding::Json);
+    if raw.backend.is_empty() {
+        return Err((".backend".into(), "needs at least one backend".into()));
+    }
+    if output_encoding == OutputEncoding::NoOp && raw.backend.len() > 1 {
+        return Err((
             ".backend".into(),
             format!(
-                "exactly one backend per endpoint is supported, found {}",
-                list.len()
+                "a no-op endpoint takes exactly one backend, found {}",
+                raw.backend.len()
             ),
-        )
-    })?;
-    if backend.host.is_empty() {
-        return Err((".backend[0].host".into(), "needs at least one host".into()));
-    }
-    let hosts = backend
-        .host
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            config_values::http_base_url(h).map_err(|m| (format!(".backend[0].host[{i}]"), m))
-        })
-        .collect::<Result<_, _>>()?;
-    if !backend.url_pattern.starts_with('/') {
-        return Err((
-            ".backend[0].url_pattern".into(),
-            "must start with '/'".into(),
         ));
     }
-    let backend_method = backend
-        .method
-        .as_deref()
-        .map(method)
-        .transpose()
-        .map_err(|m| (".backend[0].method".into(), m))?;
+    let backends = raw
+        .backend
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| backend(b).map_err(|(path, m)| (format!(".backend[{i}]{path}"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
     let jwt = raw
         .extra_config
         .jwt
@@ -339,11 +396,54 @@ fn endpoint(raw: RawEndpoint, default_timeout: Duration) -> Result<Endpoint, (St
         template,
         method: endpoint_method,
         timeout: raw.timeout.unwrap_or(default_timeout),
-        output_encoding: raw.output_encoding.unwrap_or(OutputEncoding::Json),
-        backend: Backend {
-            hosts,
-            url_pattern: backend.url_pattern,
-            method: backend_method,
+        output_encoding,
+        backends,
+        input_headers: Forward::new(raw.input_headers),
+        input_query_strings: Forward::new(raw.input_query_strings),
+    })
+}
+
+/// Validates one backend; errors carry the path below `backend[i]`.
+fn backend(raw: RawBackend) -> Result<Backend, (String, String)> {
+    if raw.host.is_empty() {
+        return Err((".host".into(), "needs at least one host".into()));
+    }
+    let hosts = raw
+        .host
+        .iter()
+        .enumerate()
+        .map(|(i, h)| config_values::http_base_url(h).map_err(|m| (format!(".host[{i}]"), m)))
+        .collect::<Result<_, _>>()?;
+    if !raw.url_pattern.starts_with('/') {
+        return Err((".url_pattern".into(), "must start with '/'".into()));
+    }
+    let method = raw
+        .method
+        .as_deref()
+        .map(method)
+        .transpose()
+        .map_err(|m| (".method".into(), m))?;
+    if let Some(encoding) = raw
+        .encoding
+        .as_deref()
+        .filter(|e| !matches!(*e, "json" | "no-op"))
+    {
+        return Err((
+            ".encoding".into(),
+            format!("{encoding:?} is not supported (json, no-op)"),
+        ));
+    }
+    Ok(Backend {
+        hosts,
+        url_pattern: raw.url_pattern,
+        method,
+        shape: Shape {
+            is_collection: raw.is_collection,
+            target: raw.target,
+            allow: raw.allow,
+            deny: raw.deny,
+            mapping: raw.mapping.into_iter().collect(),
+            group: raw.group,
         },
     })
 }
@@ -399,8 +499,11 @@ mod tests {
         assert_eq!(config.endpoints[0].output_encoding, OutputEncoding::Json);
         assert_eq!(config.endpoints[1].method, http::Method::POST);
         assert_eq!(config.endpoints[1].timeout, Duration::from_millis(500));
-        assert_eq!(config.endpoints[1].backend.hosts.len(), 2);
-        assert_eq!(config.endpoints[1].backend.method, Some(http::Method::PUT));
+        assert_eq!(config.endpoints[1].backends[0].hosts.len(), 2);
+        assert_eq!(
+            config.endpoints[1].backends[0].method,
+            Some(http::Method::PUT)
+        );
     }
 
     #[test]
@@ -413,7 +516,9 @@ mod tests {
             (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", {backend}}}, {{"endpoint": "b", {backend}}}]}}"#), "endpoints[1].endpoint: must start with '/'"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": [1], "url_pattern": "/x"}]}]}"#.into(), "endpoints[0].backend[0].host[0]: invalid type"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["ftp://x"], "url_pattern": "/x"}]}]}"#.into(), "endpoints[0].backend[0].host[0]: \"ftp://x\" is not an http:// URL"),
-            (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": []}]}"#.into(), "endpoints[0].backend: exactly one backend"),
+            (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": []}]}"#.into(), "endpoints[0].backend: needs at least one backend"),
+            (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "output_encoding": "no-op", "backend": [{"host": ["http://h"], "url_pattern": "/x"}, {"host": ["http://h"], "url_pattern": "/y"}]}]}"#.into(), "endpoints[0].backend: a no-op endpoint takes exactly one backend, found 2"),
+            (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/x"}, {"host": ["http://h"], "url_pattern": "/y", "encoding": "xml"}]}]}"#.into(), "endpoints[0].backend[1].encoding: \"xml\" is not supported"),
             (r#"{"version": 3, "timeout": "2 seconds", "endpoints": []}"#.into(), "timeout: invalid duration"),
             (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", "output_encoding": "xml", {backend}}}]}}"#), "endpoints[0].output_encoding: unknown variant `xml`"),
             (r#"{"version": 3, "extra_config": {"plugin/http-server": {"name": "p"}}}"#.into(), "extra_config.plugin/http-server"),

@@ -1,0 +1,441 @@
+//! The normal request/response pipeline: endpoint -> backends, KrakenD style.
+//!
+//! `json` (the default) calls every backend of the endpoint at once, reads each answer
+//! (bounded by `max_backend_response_bytes`), shapes it ([`shape`]: `target`, `allow`,
+//! `deny`, `mapping`, `group`, arrays as `{"collection": [...]}`) and merges them into one
+//! object. When some backends fail or miss the endpoint `timeout`, the others' merge is
+//! returned with `X-KrakenD-Completed: false`; when all fail, 500 (504 if one timed out).
+//! `no-op` (one backend) passes the backend's status, headers and body through as they
+//! arrive, unbuffered, and the `timeout` bounds only the wait for the response head, so
+//! streams live on. Client headers and query parameters reach backends only when listed in
+//! `input_headers` / `input_query_strings` (`["*"]` for all), as in KrakenD.
+
+mod shape;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::config::{Config, Endpoint, OutputEncoding};
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How much of an unmatched request's body is read to keep its connection alive.
+const UNMATCHED_BODY_DRAIN_BYTES: usize = 64 * 1024;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy must not pass on.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub struct Pipeline {
+    /// Each endpoint with a round-robin counter per backend.
+    endpoints: Vec<(Endpoint, Vec<AtomicUsize>)>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    stream_client: Client<HttpConnector, Incoming>,
+    max_backend_response_bytes: usize,
+}
+
+/// Why a backend gave nothing to merge.
+struct Failure {
+    url: String,
+    reason: String,
+    timed_out: bool,
+}
+
+impl Pipeline {
+    pub fn new(config: &Config) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self {
+            endpoints: config
+                .endpoints
+                .iter()
+                .map(|e| {
+                    (
+                        e.clone(),
+                        e.backends.iter().map(|_| AtomicUsize::new(0)).collect(),
+                    )
+                })
+                .collect(),
+            client: Client::builder(TokioExecutor::new()).build(connector.clone()),
+            stream_client: Client::builder(TokioExecutor::new()).build(connector),
+            max_backend_response_bytes: config.max_backend_response_bytes,
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Infallible> {
+        let path = request.uri().path().to_owned();
+        let mut path_matched = false;
+        for (endpoint, counters) in &self.endpoints {
+            let Some(params) = endpoint.template.matches(&path) else {
+                continue;
+            };
+            if endpoint.method != request.method() {
+                path_matched = true;
+                continue;
+            }
+            let (parts, body) = request.into_parts();
+            let targets: Vec<String> = endpoint
+                .backends
+                .iter()
+                .zip(counters)
+                .map(|(backend, counter)| {
+                    let host = &backend.hosts
+                        [counter.fetch_add(1, Ordering::Relaxed) % backend.hosts.len()];
+                    backend_url(host, &backend.url_pattern, &params, &parts, endpoint)
+                })
+                .collect();
+            return Ok(match endpoint.output_encoding {
+                OutputEncoding::NoOp => self.pass(endpoint, &targets[0], parts, body, peer).await,
+                OutputEncoding::Json => self.merge(endpoint, targets, parts, body, peer).await,
+            });
+        }
+        // Read what the client sent so the connection can serve its next request; a body
+        // larger than this is not worth waiting for, and hyper then closes the connection.
+        let _ = Limited::new(request.into_body(), UNMATCHED_BODY_DRAIN_BYTES)
+            .collect()
+            .await;
+        Ok(if path_matched {
+            text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n")
+        } else {
+            text(StatusCode::NOT_FOUND, "404 page not found\n")
+        })
+    }
+
+    /// `no-op`: one backend, its answer streamed through as it arrives.
+    async fn pass(
+        &self,
+        endpoint: &Endpoint,
+        url: &str,
+        parts: http::request::Parts,
+        body: Incoming,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let backend = &endpoint.backends[0];
+        let request = match backend_request(endpoint, backend, url, &parts, peer).body(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return failed(
+                    endpoint,
+                    url,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &e.to_string(),
+                )
+            }
+        };
+        match tokio::time::timeout(endpoint.timeout, self.stream_client.request(request)).await {
+            Ok(Ok(response)) => pass_through(response),
+            Ok(Err(e)) => failed(endpoint, url, StatusCode::BAD_GATEWAY, &e.to_string()),
+            Err(_) => timed_out(endpoint, url),
+        }
+    }
+
+    /// `json`: every backend at once, shaped and merged.
+    async fn merge(
+        &self,
+        endpoint: &Endpoint,
+        urls: Vec<String>,
+        parts: http::request::Parts,
+        body: Incoming,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        // Each backend gets the same body, so it is read once.
+        let body = match Limited::new(body, self.max_backend_response_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                return failed(
+                    endpoint,
+                    &urls[0],
+                    StatusCode::BAD_REQUEST,
+                    &format!("reading the request body: {e}"),
+                )
+            }
+        };
+        let calls = endpoint.backends.iter().zip(urls).map(|(backend, url)| {
+            let request = backend_request(endpoint, backend, &url, &parts, peer)
+                .body(Full::new(body.clone()));
+            async move {
+                let request = request.map_err(|e| Failure {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                    timed_out: false,
+                })?;
+                match tokio::time::timeout(endpoint.timeout, self.fetch_json(request)).await {
+                    Ok(Ok(value)) => {
+                        shape::apply(value, &backend.shape).map_err(|reason| Failure {
+                            url,
+                            reason,
+                            timed_out: false,
+                        })
+                    }
+                    Ok(Err(reason)) => Err(Failure {
+                        url,
+                        reason,
+                        timed_out: false,
+                    }),
+                    Err(_) => Err(Failure {
+                        url,
+                        reason: format!(
+                            "no answer within the endpoint timeout of {:?}",
+                            endpoint.timeout
+                        ),
+                        timed_out: true,
+                    }),
+                }
+            }
+        });
+        let answers = join_all(calls).await;
+        let mut merged = serde_json::Map::new();
+        let (mut answered, mut timed_out) = (0, false);
+        for answer in answers {
+            match answer {
+                Ok(object) => {
+                    answered += 1;
+                    merged.extend(object);
+                }
+                Err(failure) => {
+                    tracing::warn!(
+                        "[ENDPOINT: {}] backend {} failed: {}",
+                        endpoint.endpoint,
+                        failure.url,
+                        failure.reason
+                    );
+                    timed_out |= failure.timed_out;
+                }
+            }
+        }
+        if answered == 0 {
+            let status = if timed_out {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            let mut response = Response::new(full(Bytes::new()));
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert("X-KrakenD-Completed", HeaderValue::from_static("false"));
+            return response;
+        }
+        let mut response = json(Value::Object(merged));
+        if answered < endpoint.backends.len() {
+            response
+                .headers_mut()
+                .insert("X-KrakenD-Completed", HeaderValue::from_static("false"));
+        }
+        response
+    }
+
+    async fn fetch_json(&self, request: Request<Full<Bytes>>) -> Result<Value, String> {
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("backend answered {}", response.status()));
+        }
+        let body = Limited::new(response.into_body(), self.max_backend_response_bytes)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the backend body: {e}"))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| format!("backend body is not JSON: {e}"))
+    }
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+/// The backend URL: host, the pattern with the captured params, and the client's query
+/// parameters that `input_query_strings` lets through.
+fn backend_url(
+    host: &http::Uri,
+    pattern: &str,
+    params: &path_template::Params<'_>,
+    parts: &http::request::Parts,
+    endpoint: &Endpoint,
+) -> String {
+    let mut url = format!(
+        "{}://{}{}",
+        host.scheme_str().unwrap_or("http"),
+        host.authority().map(|a| a.as_str()).unwrap_or_default(),
+        path_template::substitute(pattern, params)
+    );
+    let forwarded: Vec<&str> = parts
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            !name.is_empty() && endpoint.input_query_strings.allows(name, false)
+        })
+        .collect();
+    if !forwarded.is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&forwarded.join("&"));
+    }
+    url
+}
+
+/// The request to one backend: its method (or the client's), the client headers that
+/// `input_headers` lets through, and the proxy's own headers.
+fn backend_request(
+    endpoint: &Endpoint,
+    backend: &crate::config::Backend,
+    url: &str,
+    parts: &http::request::Parts,
+    peer: SocketAddr,
+) -> http::request::Builder {
+    let mut request = Request::builder()
+        .method(backend.method.clone().unwrap_or(parts.method.clone()))
+        .uri(url)
+        .header("X-Forwarded-For", peer.ip().to_string());
+    for (name, value) in &parts.headers {
+        let hop = HOP_BY_HOP.contains(&name.as_str()) || name == header::HOST;
+        if !hop && endpoint.input_headers.allows(name.as_str(), true) {
+            request = request.header(name, value);
+        }
+    }
+    if !endpoint.input_headers.allows("user-agent", true) {
+        request = request.header(
+            header::USER_AGENT,
+            concat!("KrakenD-style host/", env!("CARGO_PKG_VERSION")),
+        );
+    }
+    if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
+        if !endpoint.input_headers.allows("content-type", true) {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+    }
+    request
+}
+
+fn pass_through(response: Response<Incoming>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    for name in HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
+    Response::from_parts(parts, body.boxed())
+}
+
+pub fn json(value: Value) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from(value.to_string())));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    headers.insert("X-KrakenD-Completed", HeaderValue::from_static("true"));
+    response
+}
+
+fn failed(endpoint: &Endpoint, url: &str, status: StatusCode, reason: &str) -> Response<Body> {
+    tracing::warn!(
+        "[ENDPOINT: {}] backend {url} failed: {reason}",
+        endpoint.endpoint
+    );
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("X-KrakenD-Completed", HeaderValue::from_static("false"));
+    response
+}
+
+fn timed_out(endpoint: &Endpoint, url: &str) -> Response<Body> {
+    let reason = format!(
+        "no answer within the endpoint timeout of {:?}",
+        endpoint.timeout
+    );
+    failed(endpoint, url, StatusCode::GATEWAY_TIMEOUT, &reason)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A response the host gives itself (a preflight, a 401, a 429...).
+pub fn answer(answer: crate::protect::Answer) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from(answer.body)));
+    *response.status_mut() = answer.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    add_headers(headers, answer.headers);
+    response
+}
+
+/// Appends the protections' response headers (values the host built, so always valid).
+pub fn add_headers(headers: &mut http::HeaderMap, extra: Vec<crate::protect::ResponseHeader>) {
+    for (name, value) in extra {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.append(name, value);
+        }
+    }
+}
+
+/// A body of text the host wrote.
+pub fn full_text(text: String) -> Body {
+    full(Bytes::from(text))
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
