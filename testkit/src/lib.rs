@@ -19,7 +19,7 @@ pub use process::{
     bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process,
 };
 pub use raw::{body_of, RawClient};
-pub use scripted::{json_backend, unused_port, OriginConn, ScriptedOrigin};
+pub use scripted::{json_backend, page_server, unused_port, OriginConn, ScriptedOrigin};
 pub use temp::TempPath;
 
 /// How long any single step of a test may wait before it fails instead of hanging.

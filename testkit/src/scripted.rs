@@ -116,12 +116,27 @@ impl OriginConn {
 
 /// A backend that answers every request with `status` and the JSON `body`, then closes.
 pub async fn json_backend(status: u16, body: &'static str) -> SocketAddr {
+    fixed_server(status, "application/json", body.to_owned()).await
+}
+
+/// A web server that answers every request with the HTML `page` (a browser test's origin).
+pub async fn page_server(page: String) -> SocketAddr {
+    fixed_server(200, "text/html; charset=utf-8", page).await
+}
+
+/// Answers every request with the same response, then closes the connection.
+async fn fixed_server(status: u16, content_type: &'static str, body: String) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
-        .expect("binding a JSON backend");
+        .expect("binding a test server");
     let addr = listener.local_addr().unwrap();
+    let response = std::sync::Arc::new(format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            let response = response.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -131,10 +146,6 @@ pub async fn json_backend(status: u16, body: &'static str) -> SocketAddr {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
                 let _ = stream.write_all(response.as_bytes()).await;
             });
         }
