@@ -63,8 +63,15 @@ fn main() -> ExitCode {
             debug,
             port,
         } => {
-            let _logs = init_logging(debug);
-            match run(&config, port) {
+            // The config says how to log, so it is read first; its errors are logged with
+            // the defaults.
+            let loaded = config::load(&config);
+            let logging = loaded.as_ref().ok().and_then(|c| c.logging.clone());
+            let _logs = init_logging(debug, logging.as_ref());
+            match loaded
+                .map_err(anyhow::Error::from)
+                .and_then(|config| run(config, port, debug))
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -74,7 +81,7 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::TestPlugin { server, files } => {
-            let _logs = init_logging(false);
+            let _logs = init_logging(false, None);
             test_plugin(server, &files)
         }
         Command::Version => {
@@ -84,23 +91,61 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stdout through a writer thread: a slow or stuck reader of stdout then costs
-/// dropped log lines (tracing-appender's lossy mode), never a stalled gateway. The guard
-/// flushes what is queued when it drops at exit.
-fn init_logging(debug: bool) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stdout (or stderr, with `telemetry/logging.stdout: false`) through a writer
+/// thread: a slow or stuck reader then costs dropped log lines (tracing-appender's lossy
+/// mode), never a stalled gateway. The guard flushes what is queued when it drops at exit.
+/// `-d` or `RUST_LOG` override the configured level.
+fn init_logging(
+    debug: bool,
+    logging: Option<&config::Logging>,
+) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal;
-    let default = if debug { "debug" } else { "info" };
+    let level = match (debug, logging) {
+        (true, _) => "debug",
+        (false, Some(logging)) => logging.level,
+        (false, None) => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{default},hyper=info,hyper_util=info"))
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper=info,hyper_util=info"))
     });
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let prefix = logging.map(|l| l.prefix.clone()).unwrap_or_default();
+    let to_stdout = logging.is_none_or(|l| l.stdout);
+    let (writer, guard) = if to_stdout {
+        tracing_appender::non_blocking(Prefixed(prefix, std::io::stdout()))
+    } else {
+        tracing_appender::non_blocking(Prefixed(prefix, std::io::stderr()))
+    };
+    let terminal = if to_stdout {
+        std::io::stdout().is_terminal()
+    } else {
+        std::io::stderr().is_terminal()
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
+        .with_ansi(terminal)
         .with_writer(writer)
         .init();
     guard
+}
+
+/// Puts `telemetry/logging.prefix` before each log line (the formatter writes one line per
+/// call).
+struct Prefixed<W>(String, W);
+
+impl<W: std::io::Write> std::io::Write for Prefixed<W> {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        if !self.0.is_empty() {
+            self.1.write_all(self.0.as_bytes())?;
+            self.1.write_all(b" ")?;
+        }
+        self.1.write_all(line)?;
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.1.flush()
+    }
 }
 
 fn check(file: &str) -> ExitCode {
@@ -160,8 +205,7 @@ fn test_plugin(server: bool, files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
-    let mut config = config::load(file)?;
+fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()> {
     if let Some(port) = port {
         config.port = port;
     }
@@ -180,6 +224,7 @@ fn run(file: &str, port: Option<u16>) -> anyhow::Result<()> {
             plugins,
             guard: Guard::new(&config),
             metrics: Arc::default(),
+            debug,
             pipeline: Pipeline::new(&config),
             limits: Limits {
                 max_head_bytes: config.max_header_bytes,

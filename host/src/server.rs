@@ -24,12 +24,17 @@ pub struct Gateway {
     pub plugins: Arc<ServerPlugins>,
     pub guard: Guard,
     pub metrics: Arc<Metrics>,
+    /// `host run -d`: `/__debug/*` answers and logs what it received.
+    pub debug: bool,
     pub pipeline: Pipeline,
     pub limits: Limits,
 }
 
 /// Where the plugins' counters are served, as JSON.
 pub const STATS_PATH: &str = "/__stats";
+/// With `-d`, anything under it is logged and answered `{"message": "pong"}`, as KrakenD's
+/// debug endpoint does.
+pub const DEBUG_PREFIX: &str = "/__debug/";
 /// Answers 200 while the gateway serves, for load balancers and orchestrators.
 pub const HEALTH_PATH: &str = "/__health";
 
@@ -100,6 +105,15 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
     let service = service_fn(move |request| {
         let gateway = service_gateway.clone();
         async move {
+            if gateway.debug && request.uri().path().starts_with(DEBUG_PREFIX) {
+                tracing::debug!(
+                    "{DEBUG_PREFIX}: {} {} from {peer}, headers {:?}",
+                    request.method(),
+                    request.uri(),
+                    request.headers()
+                );
+                return Ok(pipeline::json(serde_json::json!({"message": "pong"})));
+            }
             if request.method() == http::Method::GET {
                 match request.uri().path() {
                     STATS_PATH => return Ok(pipeline::json(gateway.plugins.stats())),

@@ -80,6 +80,10 @@ fn check_names_the_json_path_or_the_line() {
             r#"{"version": 3, "extra_config": {"security/cors": {"allow_origin": ["*"]}}}"#,
             "unknown field `allow_origin`",
         ),
+        (
+            r#"{"version": 3, "extra_config": {"telemetry/logging": {"level": "LOUD"}}}"#,
+            "extra_config.telemetry/logging.level: \"LOUD\" is not DEBUG, INFO, WARNING, ERROR or CRITICAL",
+        ),
     ];
     for (text, expected) in cases {
         let file = TempPath::write("broken", text);

@@ -58,3 +58,35 @@ async fn metrics_count_requests_and_streams_after_traffic() {
     gateway.process.wait_for_log("GET /api/1 200 ");
     gateway.process.wait_for_log("GET /nowhere 404 ");
 }
+
+#[tokio::test]
+async fn logging_takes_its_prefix_and_debug_mode_serves_the_debug_endpoint() {
+    let gateway = gateway()
+        .root_extra(
+            "telemetry/logging",
+            json!({"level": "DEBUG", "prefix": "[KRAKEND]", "stdout": true}),
+        )
+        .debug()
+        .run();
+    let mut client = RawClient::connect(gateway.addr).await;
+    client
+        .send(b"GET /__debug/anything?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let response = client.read_to_end().await;
+    assert_eq!(body_of(&response), br#"{"message":"pong"}"#);
+    gateway
+        .process
+        .wait_for_log("/__debug/: GET /__debug/anything?x=1");
+    let log = gateway.process.log();
+    assert!(log.lines().all(|l| l.starts_with("[KRAKEND] ")), "{log}");
+
+    let plain = testkit::gateway().run();
+    let mut client = RawClient::connect(plain.addr).await;
+    client
+        .send(b"GET /__debug/anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(
+        client.read_to_end().await.starts_with(b"HTTP/1.1 404 "),
+        "only with -d"
+    );
+}

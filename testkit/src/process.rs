@@ -181,6 +181,7 @@ impl OriginBuilder {
 /// The gateway, `host run`, with a config built from the calls below.
 pub fn gateway() -> GatewayBuilder {
     GatewayBuilder {
+        debug: false,
         config: json!({"version": 3, "port": 0, "listen_ip": "127.0.0.1", "endpoints": []}),
         plugin_pattern: "krakend_server_plugin_streaming.so".into(),
     }
@@ -189,6 +190,7 @@ pub fn gateway() -> GatewayBuilder {
 pub struct GatewayBuilder {
     config: Value,
     plugin_pattern: String,
+    debug: bool,
 }
 
 /// A running gateway and the config file it was started from.
@@ -280,6 +282,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Runs `host run -d`.
+    pub fn debug(mut self) -> Self {
+        self.debug = true;
+        self
+    }
+
     /// Sets a namespace of the root `extra_config` (such as `security/cors`).
     pub fn root_extra(mut self, namespace: &str, value: Value) -> Self {
         self.config["extra_config"][namespace] = value;
@@ -291,7 +299,10 @@ impl GatewayBuilder {
         let config = TempPath::write("krakend", &self.config.to_string());
         let mut command = Command::new(bin("host"));
         command.arg("run").arg("-c").arg(config.path());
-        let process = Process::spawn(command, "Listening on ");
+        if self.debug {
+            command.arg("-d");
+        }
+        let process = Process::spawn(command, "[SERVICE: HTTP Server] Listening on ");
         Gateway {
             addr: process.addr,
             process,

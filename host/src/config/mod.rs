@@ -59,6 +59,17 @@ pub struct Config {
     pub cors: Option<Cors>,
     /// Where Prometheus metrics are served (`telemetry/metrics`), if anywhere.
     pub metrics_address: Option<String>,
+    /// `telemetry/logging`.
+    pub logging: Option<Logging>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Logging {
+    /// A tracing level: `error`, `warn`, `info` or `debug`.
+    pub level: &'static str,
+    pub prefix: String,
+    /// `false` sends logs to stderr.
+    pub stdout: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +216,16 @@ struct RawRootExtraConfig {
     cors: Option<CorsConfig>,
     #[serde(rename = "telemetry/metrics")]
     metrics: Option<RawMetrics>,
+    #[serde(rename = "telemetry/logging")]
+    logging: Option<RawLogging>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    level: Option<String>,
+    prefix: Option<String>,
+    stdout: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -326,7 +347,32 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             })
             .collect(),
     };
+    let logging = raw
+        .extra_config
+        .logging
+        .map(|l| {
+            // KrakenD's level names, mapped onto tracing's.
+            let level = match l.level.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                None | Some("INFO") => "info",
+                Some("DEBUG") => "debug",
+                Some("WARNING") => "warn",
+                Some("ERROR" | "CRITICAL") => "error",
+                Some(other) => {
+                    return Err(invalid(
+                        "extra_config.telemetry/logging.level".into(),
+                        format!("{other:?} is not DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+                    ))
+                }
+            };
+            Ok(Logging {
+                level,
+                prefix: l.prefix.unwrap_or_default(),
+                stdout: l.stdout.unwrap_or(true),
+            })
+        })
+        .transpose()?;
     Ok(Config {
+        logging,
         port: raw.port.unwrap_or(DEFAULT_PORT),
         listen_ip: raw.listen_ip.unwrap_or_else(|| "0.0.0.0".into()),
         max_header_bytes: raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
