@@ -232,6 +232,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
                 idle_timeout: config.idle_timeout,
             },
         });
+        host::protect::jwks::load(&gateway.guard).await;
         if let Some(address) = &config.metrics_address {
             let metrics = tokio::net::TcpListener::bind(address.as_str())
                 .await

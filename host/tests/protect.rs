@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
-use testkit::{body_of, gateway, origin, Gateway, Process, RawClient, TempPath};
+use testkit::{body_of, gateway, origin, page_server, Gateway, Process, RawClient, TempPath};
 
 const SECRET: &[u8] = b"a test secret that is long enough";
 
@@ -191,4 +191,30 @@ async fn health_answers_while_serving() {
     let response = client.read_to_end().await;
     assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
     assert_eq!(body_of(&response), br#"{"status":"ok"}"#);
+}
+
+// Multi-threaded: the key server answers while this thread waits for the gateway's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_can_come_from_a_jwk_url() {
+    let origin = origin().interval_ms(50).run();
+    let jwks =
+        json!({"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": base64url(SECRET)}]});
+    let jwks_server = page_server(jwks.to_string()).await;
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        .endpoint(json!({
+            "endpoint": "/sse/{id}", "output_encoding": "no-op",
+            "backend": [{"host": [origin.url()], "url_pattern": "/events-stream/{id}"}],
+            "extra_config": {"auth/validator": {"alg": "HS256", "jwk_url": format!("http://{jwks_server}/jwks.json"), "cache": true}},
+        }))
+        .run();
+    gateway.process.wait_for_log("[SERVICE: JWK] http://");
+    assert!(gateway.process.log().contains("/jwks.json: 1 keys"));
+    let good = format!("Authorization: Bearer {}", token(&[], 3600, SECRET));
+    assert_eq!(status_of(&gateway, &[&good]).await.0, 200);
+    let bad = format!(
+        "Authorization: Bearer {}",
+        token(&[], 3600, b"another secret entirely!!")
+    );
+    assert_eq!(status_of(&gateway, &[&bad]).await.0, 401);
 }

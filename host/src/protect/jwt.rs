@@ -1,7 +1,9 @@
 //! JWT validation per endpoint, `extra_config."auth/validator"` (KrakenD's keys): the token
 //! from `Authorization: Bearer` or the cookie `cookie_key` (an EventSource cannot set
 //! headers, so cookies are how browsers authenticate streams), verified against the keys of
-//! a local JWK set, with `exp`, `audience` and `issuer` checked. 401 for a missing, bad or
+//! a JWK set, with `exp`, `audience` and `issuer` checked. The set is a local file
+//! (`jwk_local_path`) or a URL (`jwk_url`, http or https), fetched before the gateway serves
+//! and again every `cache_duration`; a failed refresh keeps the keys it had. 401 for a missing, bad or
 //! expired token; 403 when none of `roles` is in the claim `roles_key` (dots walk nested
 //! objects, as in `realm_access.roles`).
 
@@ -26,10 +28,25 @@ pub struct JwtConfig {
     roles_key: Option<String>,
     roles: Option<Vec<String>>,
     cookie_key: Option<String>,
+    /// Keys from a URL are always cached; accepted for KrakenD compatibility.
+    cache: Option<bool>,
+    #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
+    cache_duration: Option<std::time::Duration>,
+}
+
+type Keys = Vec<(Option<String>, DecodingKey)>;
+
+/// Where a URL-keyed validator gets its keys, and how often.
+#[derive(Debug, Clone)]
+pub struct KeySource {
+    pub url: http::Uri,
+    pub every: std::time::Duration,
 }
 
 pub struct Validator {
-    keys: Vec<(Option<String>, DecodingKey)>,
+    /// Swapped whole when a URL's set is fetched again.
+    keys: std::sync::RwLock<std::sync::Arc<Keys>>,
+    source: Option<KeySource>,
     validation: Validation,
     roles_key: String,
     roles: Vec<String>,
@@ -39,7 +56,7 @@ pub struct Validator {
 impl std::fmt::Debug for Validator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Validator")
-            .field("keys", &self.keys.len())
+            .field("source", &self.source)
             .field("roles", &self.roles)
             .finish()
     }
@@ -55,31 +72,37 @@ impl Validator {
                 format!("{alg:?} is not a supported algorithm"),
             )
         })?;
-        if config.jwk_url.is_some() {
-            return Err((
-                "jwk_url".into(),
-                "not supported yet; use jwk_local_path".into(),
-            ));
-        }
-        let path = config
-            .jwk_local_path
-            .ok_or(("jwk_local_path".to_owned(), "missing".to_owned()))?;
-        let at = |message: String| ("jwk_local_path".to_owned(), format!("{path}: {message}"));
-        let text = std::fs::read_to_string(&path).map_err(|e| at(e.to_string()))?;
-        let set: JwkSet =
-            serde_json::from_str(&text).map_err(|e| at(format!("not a JWK set: {e}")))?;
-        let keys = set
-            .keys
-            .iter()
-            .map(|jwk| {
-                let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| at(format!("key {:?}: {e}", jwk.common.key_id)))?;
-                Ok((jwk.common.key_id.clone(), key))
-            })
-            .collect::<Result<Vec<_>, (String, String)>>()?;
-        if keys.is_empty() {
-            return Err(at("the set has no keys".into()));
-        }
+        let (keys, source) = match (config.jwk_local_path, config.jwk_url) {
+            (Some(path), None) => {
+                let at =
+                    |message: String| ("jwk_local_path".to_owned(), format!("{path}: {message}"));
+                let text = std::fs::read_to_string(&path).map_err(|e| at(e.to_string()))?;
+                (parse_keys(&text).map_err(at)?, None)
+            }
+            (None, Some(url)) => {
+                let uri: http::Uri = url
+                    .parse()
+                    .map_err(|e| ("jwk_url".to_owned(), format!("{url:?}: {e}")))?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                    return Err(("jwk_url".into(), format!("{url:?} is not an http(s) URL")));
+                }
+                let every = config
+                    .cache_duration
+                    .unwrap_or(std::time::Duration::from_secs(15 * 60));
+                if every.is_zero() {
+                    return Err(("cache_duration".into(), "must be more than zero".into()));
+                }
+                (Vec::new(), Some(KeySource { url: uri, every }))
+            }
+            (Some(_), Some(_)) => {
+                return Err((
+                    "jwk_url".into(),
+                    "set jwk_local_path or jwk_url, not both".into(),
+                ))
+            }
+            (None, None) => return Err(("jwk_local_path".into(), "missing (or jwk_url)".into())),
+        };
+        let _ = config.cache;
         let mut validation = Validation::new(alg);
         match &config.audience {
             Some(audience) => validation.set_audience(audience),
@@ -89,7 +112,8 @@ impl Validator {
             validation.set_issuer(&[issuer]);
         }
         Ok(Self {
-            keys,
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+            source,
             validation,
             roles_key: config.roles_key.unwrap_or_else(|| "roles".into()),
             roles: config.roles.unwrap_or_default(),
@@ -103,12 +127,13 @@ impl Validator {
             .ok_or_else(|| unauthorized("no token"))?;
         let header =
             jsonwebtoken::decode_header(&token).map_err(|e| unauthorized(&e.to_string()))?;
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
         let key = match &header.kid {
-            Some(kid) => self.keys.iter().find(|(id, _)| id.as_deref() == Some(kid)),
-            None => self.keys.first(),
+            Some(kid) => keys.iter().find(|(id, _)| id.as_deref() == Some(kid)),
+            None => keys.first(),
         }
         .map(|(_, key)| key)
-        .ok_or_else(|| unauthorized("unknown key id"))?;
+        .ok_or_else(|| unauthorized("unknown key id (or the key set is not loaded)"))?;
         let data = jsonwebtoken::decode::<Value>(&token, key, &self.validation)
             .map_err(|e| unauthorized(&e.to_string()))?;
         if self.roles.is_empty() || self.has_a_role(&data.claims) {
@@ -119,6 +144,19 @@ impl Validator {
                 "missing a required role\n",
             ))
         }
+    }
+
+    /// Where this validator fetches its keys, if from a URL.
+    pub fn key_source(&self) -> Option<&KeySource> {
+        self.source.as_ref()
+    }
+
+    /// Replaces the keys with the set in `jwks` (JSON); returns how many there are.
+    pub fn set_keys(&self, jwks: &str) -> Result<usize, String> {
+        let keys = parse_keys(jwks)?;
+        let count = keys.len();
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(keys);
+        Ok(count)
     }
 
     fn token(&self, request: &RequestInfo<'_>) -> Option<String> {
@@ -151,6 +189,23 @@ impl Validator {
         };
         self.roles.iter().any(|role| held.contains(&role.as_str()))
     }
+}
+
+fn parse_keys(jwks: &str) -> Result<Keys, String> {
+    let set: JwkSet = serde_json::from_str(jwks).map_err(|e| format!("not a JWK set: {e}"))?;
+    let keys = set
+        .keys
+        .iter()
+        .map(|jwk| {
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| format!("key {:?}: {e}", jwk.common.key_id))?;
+            Ok((jwk.common.key_id.clone(), key))
+        })
+        .collect::<Result<Keys, String>>()?;
+    if keys.is_empty() {
+        return Err("the set has no keys".into());
+    }
+    Ok(keys)
 }
 
 fn unauthorized(why: &str) -> Answer {

@@ -10,6 +10,7 @@
 //! is not loaded.
 
 pub mod cors;
+pub mod jwks;
 pub mod jwt;
 pub mod ratelimit;
 
@@ -111,6 +112,20 @@ impl Guard {
         self.endpoints
             .iter()
             .find(|e| e.method.as_str() == method && e.template.matches(path).is_some())
+    }
+
+    /// The endpoints whose JWT keys come from a URL.
+    pub fn url_keyed(&self) -> Vec<std::sync::Arc<EndpointGuard>> {
+        self.endpoints
+            .iter()
+            .filter(|e| {
+                e.guard
+                    .jwt
+                    .as_ref()
+                    .is_some_and(|j| j.key_source().is_some())
+            })
+            .map(|e| e.guard.clone())
+            .collect()
     }
 
     /// The `endpoints[]` template a request matches, for metrics.
