@@ -213,3 +213,66 @@ fn unauthorized(why: &str) -> Answer {
     answer.headers.push(("WWW-Authenticate", "Bearer".into()));
     answer
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    /// A P-256 key made for this test with openssl; the JWK holds its public half.
+    const EC_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgcTenSRUSiW2LIIXG
+asu/5MIwVaNo+IDdpYZvtqu3UzqhRANCAATu+GWXQqHgSEUEsUTBqPzA4oiMRj5k
+Y59axyZT9EPn7H/XPenjYo+OirbqUDjRqu3DeO9bCeqtiaAO2XaR5gxE
+-----END PRIVATE KEY-----";
+
+    fn validator(extra: serde_json::Value) -> Validator {
+        let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec1", "alg": "ES256",
+            "x": "7vhll0Kh4EhFBLFEwaj8wOKIjEY-ZGOfWscmU_RD5-w",
+            "y": "f9c96eNij46KtupQONGq7cN471sJ6q2JoA7ZdpHmDEQ"}]});
+        let path = std::env::temp_dir().join(format!("jwks-{}.json", std::process::id()));
+        std::fs::write(&path, jwks.to_string()).unwrap();
+        let mut config = json!({"alg": "ES256", "jwk_local_path": path});
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        Validator::new(serde_json::from_value(config).unwrap()).unwrap()
+    }
+
+    fn status(validator: &Validator, claims: serde_json::Value) -> u16 {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("ec1".into());
+        let key = EncodingKey::from_ec_pem(EC_PRIVATE_PEM.as_bytes()).unwrap();
+        let token = encode(&header, &claims, &key).unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let request = RequestInfo {
+            method: "GET",
+            path: "/",
+            peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            headers: &headers,
+        };
+        validator
+            .check(&request)
+            .map_or_else(|a| a.status.as_u16(), |()| 200)
+    }
+
+    #[test]
+    fn es256_with_audience_issuer_and_nested_roles() {
+        let v = validator(json!({"audience": ["api"], "issuer": "https://idp",
+            "roles_key": "realm_access.roles", "roles": ["admin"]}));
+        let exp = 4_000_000_000u64;
+        let good = json!({"aud": "api", "iss": "https://idp", "exp": exp, "realm_access": {"roles": ["admin"]}});
+        assert_eq!(status(&v, good.clone()), 200);
+        let mut wrong_audience = good.clone();
+        wrong_audience["aud"] = json!("other");
+        assert_eq!(status(&v, wrong_audience), 401);
+        let mut wrong_issuer = good.clone();
+        wrong_issuer["iss"] = json!("https://evil");
+        assert_eq!(status(&v, wrong_issuer), 401);
+        let mut no_role = good;
+        no_role["realm_access"]["roles"] = json!(["user"]);
+        assert_eq!(status(&v, no_role), 403);
+    }
+}
