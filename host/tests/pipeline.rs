@@ -5,11 +5,8 @@ use serde_json::{json, Value};
 use testkit::{body_of, gateway, json_backend, Gateway, RawClient, ScriptedOrigin};
 
 async fn get(gateway: &Gateway, path_and_headers: &str) -> (String, Value) {
-    let mut client = RawClient::connect(gateway.addr).await;
-    client
-        .send(format!("GET {path_and_headers}Host: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await;
-    let response = client.read_to_end().await;
+    let request = format!("GET {path_and_headers}Host: x\r\nConnection: close\r\n\r\n");
+    let response = RawClient::exchange(gateway.addr, request).await;
     let head = String::from_utf8_lossy(&response[..response.len() - body_of(&response).len()])
         .into_owned();
     let body = serde_json::from_slice(body_of(&response)).unwrap_or(Value::Null);
@@ -73,16 +70,10 @@ async fn a_slow_backend_is_left_out_at_the_timeout() {
         ]}))
         .endpoint(json!({"endpoint": "/only-slow", "timeout": "300ms", "backend": [{"host": [slow.url()], "url_pattern": "/s"}]}))
         .run();
-    let request = tokio::spawn({
-        let addr = gateway.addr;
-        async move {
-            let mut client = RawClient::connect(addr).await;
-            client
-                .send(b"GET /t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await;
-            client.read_to_end().await
-        }
-    });
+    let request = tokio::spawn(RawClient::exchange(
+        gateway.addr,
+        b"GET /t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ));
     let _hanging = slow.accept().await;
     let response = request.await.unwrap();
     assert!(response.starts_with(b"HTTP/1.1 200 "));
@@ -91,16 +82,10 @@ async fn a_slow_backend_is_left_out_at_the_timeout() {
         json!({"fast": true})
     );
 
-    let request = tokio::spawn({
-        let addr = gateway.addr;
-        async move {
-            let mut client = RawClient::connect(addr).await;
-            client
-                .send(b"GET /only-slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await;
-            client.read_to_end().await
-        }
-    });
+    let request = tokio::spawn(RawClient::exchange(
+        gateway.addr,
+        b"GET /only-slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ));
     let _hanging_too = slow.accept().await;
     let response = request.await.unwrap();
     assert!(
@@ -119,16 +104,7 @@ async fn only_listed_headers_and_query_parameters_reach_the_backend() {
             "backend": [{"host": [origin.url()], "url_pattern": "/b"}]}),
         )
         .run();
-    let request = tokio::spawn({
-        let addr = gateway.addr;
-        async move {
-            let mut client = RawClient::connect(addr).await;
-            client
-                .send(b"GET /h?page=2&secret=1 HTTP/1.1\r\nHost: x\r\nX-Tenant: acme\r\nCookie: s=1\r\nConnection: close\r\n\r\n")
-                .await;
-            client.read_to_end().await
-        }
-    });
+    let request = tokio::spawn(RawClient::exchange(gateway.addr, b"GET /h?page=2&secret=1 HTTP/1.1\r\nHost: x\r\nX-Tenant: acme\r\nCookie: s=1\r\nConnection: close\r\n\r\n"));
     let mut conn = origin.accept().await;
     assert!(
         conn.head.starts_with("GET /b?page=2 HTTP/1.1\r\n"),

@@ -120,11 +120,8 @@ async fn cors_preflights_are_answered_and_streams_carry_the_headers() {
         json!({}),
         json!({"security/cors": {"allow_origins": ["https://app.example"], "allow_headers": ["Last-Event-ID"], "allow_credentials": true, "max_age": "1h"}}),
     );
-    let mut preflight = RawClient::connect(gateway.addr).await;
-    preflight
-        .send(b"OPTIONS /sse/a HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: last-event-id\r\nConnection: close\r\n\r\n")
-        .await;
-    let answer = String::from_utf8(preflight.read_to_end().await).unwrap();
+    let answer = RawClient::exchange(gateway.addr, b"OPTIONS /sse/a HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: last-event-id\r\nConnection: close\r\n\r\n").await;
+    let answer = String::from_utf8(answer).unwrap();
     for expected in [
         "HTTP/1.1 204 ",
         "access-control-allow-origin: https://app.example\r\n",
@@ -184,11 +181,11 @@ async fn rate_limits_count_stream_connections() {
 #[tokio::test]
 async fn health_answers_while_serving() {
     let (gateway, _origin, _jwks) = protected(json!({}), json!({}));
-    let mut client = RawClient::connect(gateway.addr).await;
-    client
-        .send(b"GET /__health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
-    let response = client.read_to_end().await;
+    let response = RawClient::exchange(
+        gateway.addr,
+        b"GET /__health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
     assert_eq!(body_of(&response), br#"{"status":"ok"}"#);
 }

@@ -15,11 +15,8 @@ async fn metrics_count_requests_and_streams_after_traffic() {
         .root_extra("telemetry/metrics", json!({"listen_address": "127.0.0.1:0"}))
         .run();
     for path in ["/api/1", "/api/2", "/nowhere"] {
-        let mut client = RawClient::connect(gateway.addr).await;
-        client
-            .send(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await;
-        client.read_to_end().await;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        RawClient::exchange(gateway.addr, request).await;
     }
     let mut stream = RawClient::get(gateway.addr, "/sse/m", &[]).await;
     stream.read_until(b"id: 3\n").await;
@@ -33,11 +30,11 @@ async fn metrics_count_requests_and_streams_after_traffic() {
         .and_then(|rest| rest.lines().next())
         .and_then(|a| a.trim().parse().ok())
         .expect("the metrics address in the log");
-    let mut scrape = RawClient::connect(address).await;
-    scrape
-        .send(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
-    let response = scrape.read_to_end().await;
+    let response = RawClient::exchange(
+        address,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     let text = String::from_utf8_lossy(body_of(&response)).into_owned();
     for line in [
         r#"krakend_requests_total{endpoint="/api/{id}",method="GET",status="200"} 2"#,
@@ -68,11 +65,11 @@ async fn logging_takes_its_prefix_and_debug_mode_serves_the_debug_endpoint() {
         )
         .debug()
         .run();
-    let mut client = RawClient::connect(gateway.addr).await;
-    client
-        .send(b"GET /__debug/anything?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
-    let response = client.read_to_end().await;
+    let response = RawClient::exchange(
+        gateway.addr,
+        b"GET /__debug/anything?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(body_of(&response), br#"{"message":"pong"}"#);
     gateway
         .process
@@ -81,12 +78,13 @@ async fn logging_takes_its_prefix_and_debug_mode_serves_the_debug_endpoint() {
     assert!(log.lines().all(|l| l.starts_with("[KRAKEND] ")), "{log}");
 
     let plain = testkit::gateway().run();
-    let mut client = RawClient::connect(plain.addr).await;
-    client
-        .send(b"GET /__debug/anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
     assert!(
-        client.read_to_end().await.starts_with(b"HTTP/1.1 404 "),
+        RawClient::exchange(
+            plain.addr,
+            b"GET /__debug/anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .await
+        .starts_with(b"HTTP/1.1 404 "),
         "only with -d"
     );
 }

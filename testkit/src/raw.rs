@@ -40,6 +40,14 @@ impl RawClient {
         client
     }
 
+    /// Connects, sends `request` (a whole raw request, normally with `Connection: close`)
+    /// and returns everything the server sent until it closed.
+    pub async fn exchange(addr: SocketAddr, request: impl AsRef<[u8]>) -> Vec<u8> {
+        let mut client = Self::connect(addr).await;
+        client.send(request.as_ref()).await;
+        client.read_to_end().await
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream
             .write_all(bytes)
