@@ -19,7 +19,8 @@ async fn metrics_count_requests_and_streams_after_traffic() {
         RawClient::exchange(gateway.addr, request).await;
     }
     let mut stream = RawClient::get(gateway.addr, "/sse/m", &[]).await;
-    stream.read_until(b"id: 3\n").await;
+    // Event 3 is counted before event 4 is written (one task does both, in order).
+    stream.read_until(b"id: 4\n").await;
 
     let marker = "[SERVICE: Metrics] Listening on ";
     gateway.process.wait_for_log(marker);
