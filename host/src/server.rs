@@ -241,18 +241,12 @@ async fn reject(stream: TcpStream, peer: SocketAddr, rejection: Rejection) {
 /// Writes a response the host gives itself on a connection hyper no longer drives, closes
 /// it, and lingers so the close does not reset the connection before the client has read it.
 async fn answer_and_close(mut stream: TcpStream, answer: Answer) {
-    let mut response = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
-        answer.status.as_u16(),
-        answer.status.canonical_reason().unwrap_or(""),
-        answer.body.len(),
-    );
+    let mut headers = Vec::new();
     for (name, value) in &answer.headers {
-        response.push_str(&format!("{name}: {value}\r\n"));
+        wire::header_line(&mut headers, name, value.as_bytes());
     }
-    response.push_str("Connection: close\r\n\r\n");
-    response.push_str(&answer.body);
-    if stream.write_all(response.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+    let response = wire::plain_text_response(answer.status, &headers, &answer.body);
+    if stream.write_all(&response).await.is_err() || stream.shutdown().await.is_err() {
         return;
     }
     let _ = tokio::time::timeout(LINGER, async {

@@ -10,7 +10,6 @@
 //! attempts, it ends the client's stream cleanly so that the browser reconnects itself.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use abi::RequestHead;
@@ -98,11 +97,9 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
     }
     let scanner = Scanner::resuming(request.last_event_id.as_deref().unwrap_or(""));
     let mut stream = ClientStream::new(Some(scanner));
-    let head = response_head(
-        StatusCode::OK,
-        EVENT_STREAM_HEADERS,
-        &std::mem::take(&mut request.extra_head),
-    );
+    let mut headers = EVENT_STREAM_HEADERS.to_vec();
+    headers.append(&mut request.extra_head);
+    let head = wire::close_delimited_head(StatusCode::OK, &headers);
     if stream
         .write_own_boxed(&mut client, route, &head)
         .await
@@ -327,28 +324,16 @@ impl ReconnectBudget {
     }
 }
 
-const EVENT_STREAM_HEADERS: &str =
-    "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
-
-/// A close-delimited response head: the status line, `lines` (each ending in CRLF), and
-/// the headers the host asked for.
-fn response_head(status: StatusCode, lines: &str, extra: &[u8]) -> Vec<u8> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n{lines}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    )
-    .into_bytes();
-    head.extend_from_slice(extra);
-    head.extend_from_slice(b"Connection: close\r\n\r\n");
-    head
-}
+const EVENT_STREAM_HEADERS: &[u8] =
+    b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
 
 fn passthrough_head(status: StatusCode, content_type: Option<&str>, extra: &[u8]) -> Vec<u8> {
-    let lines = content_type
-        .map(|ct| format!("Content-Type: {ct}\r\n"))
-        .unwrap_or_default();
-    response_head(status, &lines, extra)
+    let mut headers = Vec::new();
+    if let Some(content_type) = content_type {
+        wire::header_line(&mut headers, "Content-Type", content_type.as_bytes());
+    }
+    headers.extend_from_slice(extra);
+    wire::close_delimited_head(status, &headers)
 }
 
 async fn respond_error(
@@ -358,16 +343,12 @@ async fn respond_error(
     retry_after_secs: Option<u64>,
     extra: &[u8],
 ) {
-    let body = format!("{reason}\n");
-    let mut lines = format!(
-        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut headers = Vec::new();
     if let Some(secs) = retry_after_secs {
-        let _ = write!(lines, "Retry-After: {secs}\r\n");
+        wire::header_line(&mut headers, "Retry-After", secs.to_string().as_bytes());
     }
-    let mut response = response_head(status, &lines, extra);
-    response.extend_from_slice(body.as_bytes());
+    headers.extend_from_slice(extra);
+    let response = wire::plain_text_response(status, &headers, &format!("{reason}\n"));
     let _ = client.write_all(&response).await;
     let _ = client.shutdown().await;
 }

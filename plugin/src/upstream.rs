@@ -98,10 +98,7 @@ impl Request {
     pub fn new(route: &Route, head: &RequestHead, response_headers: &[abi::Header]) -> Self {
         let mut extra_head = Vec::new();
         for h in response_headers {
-            extra_head.extend_from_slice(h.name.as_bytes());
-            extra_head.extend_from_slice(b": ");
-            extra_head.extend_from_slice(&h.value);
-            extra_head.extend_from_slice(b"\r\n");
+            wire::header_line(&mut extra_head, &h.name, &h.value);
         }
         let mut headers = Vec::new();
         let mut last_event_id = None;
@@ -115,10 +112,7 @@ impl Request {
                     last_event_id = Some(String::from_utf8_lossy(&h.value).into_owned());
                     continue;
                 }
-                headers.extend_from_slice(name.as_bytes());
-                headers.extend_from_slice(b": ");
-                headers.extend_from_slice(&h.value);
-                headers.extend_from_slice(b"\r\n");
+                wire::header_line(&mut headers, name, &h.value);
             }
         }
         Self {
@@ -155,12 +149,8 @@ fn sticky_key(route: &Route, head: &RequestHead) -> Option<Vec<u8>> {
             .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-            .flat_map(|h| h.value.split(|&b| b == b';'))
-            .find_map(|pair| {
-                let pair = pair.trim_ascii();
-                let value = pair.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
-                Some(value.to_vec())
-            }),
+            .find_map(|h| wire::cookie(&h.value, name))
+            .map(<[u8]>::to_vec),
         StickyKey::Ip => {
             let peer = head.peer.as_str();
             let ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip);
@@ -255,9 +245,7 @@ fn request_bytes(authority: &str, request: &Request) -> Vec<u8> {
         format!("GET {} HTTP/1.1\r\nHost: {authority}\r\n", request.target).into_bytes();
     bytes.extend_from_slice(&request.headers);
     if let Some(id) = request.last_event_id.as_deref().filter(|id| !id.is_empty()) {
-        bytes.extend_from_slice(b"Last-Event-ID: ");
-        bytes.extend_from_slice(id.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
+        wire::header_line(&mut bytes, "Last-Event-ID", id.as_bytes());
     }
     // One stream per connection: nothing to pool, and the close ends an unframed body.
     bytes.extend_from_slice(b"Connection: close\r\n\r\n");

@@ -162,11 +162,7 @@ impl Validator {
     fn token(&self, request: &RequestInfo<'_>) -> Option<String> {
         if let Some(name) = &self.cookie_key {
             let cookie = request.headers.get("cookie").unwrap_or_default();
-            let found = cookie.split(|&b| b == b';').find_map(|pair| {
-                let pair = pair.trim_ascii();
-                pair.strip_prefix(name.as_bytes())?.strip_prefix(b"=")
-            });
-            if let Some(token) = found {
+            if let Some(token) = wire::cookie(cookie, name) {
                 return Some(String::from_utf8_lossy(token).into_owned());
             }
         }
