@@ -25,6 +25,9 @@ use path_template::Template;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+mod fanout;
+pub use fanout::{Fanout, Kafka, StartFrom};
+
 /// Each stream's read buffer: large enough for a burst of events per read and for the
 /// upstream's response head, small enough to keep idle streams cheap.
 pub const DEFAULT_READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -77,6 +80,10 @@ pub struct Route {
     /// The first wait before a reconnection when the stream sent no `retry:`.
     pub reconnect_delay: Duration,
     pub max_reconnect_delay: Duration,
+    /// One upstream per distinct source, shared by all its clients (`fanout`, and always
+    /// for Kafka).
+    pub fanout: Option<Fanout>,
+    pub kafka: Option<Kafka>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +130,16 @@ struct RawRoute {
     reconnect_window: Option<String>,
     reconnect_delay: Option<String>,
     max_reconnect_delay: Option<String>,
+    fanout: Option<bool>,
+    replay: Option<usize>,
+    replay_age: Option<String>,
+    client_queue: Option<usize>,
+    linger: Option<String>,
+    topic: Option<String>,
+    key: Option<String>,
+    start_from: Option<String>,
+    event_header: Option<String>,
+    max_catch_ups: Option<usize>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -252,23 +269,27 @@ impl RawRoute {
             reconnect_window: self.reconnect_window.or(defaults.reconnect_window),
             reconnect_delay: self.reconnect_delay.or(defaults.reconnect_delay),
             max_reconnect_delay: self.max_reconnect_delay.or(defaults.max_reconnect_delay),
+            fanout: self.fanout.or(defaults.fanout),
+            replay: self.replay.or(defaults.replay),
+            replay_age: self.replay_age.or(defaults.replay_age),
+            client_queue: self.client_queue.or(defaults.client_queue),
+            linger: self.linger.or(defaults.linger),
+            topic: self.topic.or(defaults.topic),
+            key: self.key.or(defaults.key),
+            start_from: self.start_from.or(defaults.start_from),
+            event_header: self.event_header.or(defaults.event_header),
+            max_catch_ups: self.max_catch_ups.or(defaults.max_catch_ups),
         }
     }
 }
 
 fn route(raw: RawRoute, at: &str) -> Result<Route, String> {
     let key = |name: &str| format!("{at}{name}");
-    let endpoint = required(&key("endpoint"), raw.endpoint)?;
+    let fanout = fanout::fanout(&raw, raw.backend_host.as_ref().is_some_and(is_kafka), at)?;
+    let endpoint = required(&key("endpoint"), raw.endpoint.clone())?;
     let template =
         Template::parse(&endpoint).map_err(|e| format!("{}: {endpoint:?} {e}", key("endpoint")))?;
-    let backend_url_pattern = required(&key("backend_url_pattern"), raw.backend_url_pattern)?;
-    if !backend_url_pattern.starts_with('/') {
-        return Err(format!(
-            "{}: {backend_url_pattern:?} must start with '/'",
-            key("backend_url_pattern")
-        ));
-    }
-    let hosts = match raw.backend_host {
+    let hosts = match raw.backend_host.clone() {
         None => return Err(format!("{}: missing", key("backend_host"))),
         Some(OneOrMany::One(host)) => vec![host],
         Some(OneOrMany::Many(hosts)) if hosts.is_empty() => {
@@ -279,8 +300,20 @@ fn route(raw: RawRoute, at: &str) -> Result<Route, String> {
         }
         Some(OneOrMany::Many(hosts)) => hosts,
     };
+    let kafka = fanout::kafka(&raw, &hosts, at)?;
+    let backend_url_pattern = match (&kafka, raw.backend_url_pattern.clone()) {
+        (Some(_), pattern) => pattern.unwrap_or_default(),
+        (None, pattern) => required(&key("backend_url_pattern"), pattern)?,
+    };
+    if kafka.is_none() && !backend_url_pattern.starts_with('/') {
+        return Err(format!(
+            "{}: {backend_url_pattern:?} must start with '/'",
+            key("backend_url_pattern")
+        ));
+    }
     let backends = hosts
         .iter()
+        .filter(|_| kafka.is_none())
         .map(|host| {
             let uri = config_values::http_base_url(host)
                 .map_err(|e| format!("{}: {e}", key("backend_host")))?;
@@ -359,7 +392,16 @@ fn route(raw: RawRoute, at: &str) -> Result<Route, String> {
         reconnect_window: duration(&key("reconnect_window"), raw.reconnect_window, "1m")?,
         reconnect_delay: duration(&key("reconnect_delay"), raw.reconnect_delay, "1s")?,
         max_reconnect_delay: duration(&key("max_reconnect_delay"), raw.max_reconnect_delay, "30s")?,
+        fanout,
+        kafka,
     })
+}
+
+fn is_kafka(hosts: &OneOrMany) -> bool {
+    match hosts {
+        OneOrMany::One(host) => host.starts_with("kafka://"),
+        OneOrMany::Many(hosts) => hosts.iter().any(|h| h.starts_with("kafka://")),
+    }
 }
 
 fn sticky_key(text: &str) -> Result<StickyKey, String> {

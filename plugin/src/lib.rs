@@ -8,10 +8,12 @@
 //!
 //! `config` reads the block, `balancer` picks hosts, `upstream` opens a connection,
 //! `pump` moves the bytes, `relay` ties one client's stream together across upstreams,
-//! and `stats` counts what happened for the host's `/__stats`.
+//! `fanout` shares one upstream or Kafka topic among many clients, and `stats` counts what
+//! happened for the host's `/__stats`.
 
 mod balancer;
 pub mod config;
+mod fanout;
 mod pool;
 mod pump;
 mod relay;
@@ -54,6 +56,10 @@ struct RouteState {
     config: Route,
     balancer: Balancer,
     stats: RouteStats,
+    /// Fan-out sources open now, by key.
+    hubs: Arc<fanout::Hubs>,
+    /// Turns for Kafka catch-ups (`max_catch_ups`).
+    catch_ups: tokio::sync::Semaphore,
 }
 
 /// A stream's place under the limits; freed when the stream ends.
@@ -101,6 +107,10 @@ impl StreamingPlugin {
                     config: route.clone(),
                     balancer: Balancer::new(&route.backends, block.eject_after, block.eject_for),
                     stats: RouteStats::default(),
+                    hubs: Arc::default(),
+                    catch_ups: tokio::sync::Semaphore::new(
+                        route.kafka.as_ref().map_or(0, |k| k.max_catch_ups),
+                    ),
                 }
             })
             .collect();
@@ -147,6 +157,9 @@ impl ServerPlugin for StreamingPlugin {
         let shared = self.shared.clone();
         workers::spawn(async move {
             match tokio::net::TcpStream::from_std(stream) {
+                Ok(client) if shared.routes[route].config.fanout.is_some() => {
+                    fanout::serve(client, head, &response_headers, &shared, route).await
+                }
                 Ok(client) => {
                     let route = &shared.routes[route];
                     relay::serve(client, head, &response_headers, &shared, route).await
@@ -168,6 +181,9 @@ impl ServerPlugin for StreamingPlugin {
                 let mut route = r.stats.to_json();
                 route["endpoint"] = r.config.endpoint.clone().into();
                 route["hosts"] = r.balancer.to_json();
+                if r.config.fanout.is_some() {
+                    route["sources"] = r.hubs.len().into();
+                }
                 route
             })
             .collect();

@@ -29,8 +29,8 @@ use crate::upstream::{within, Body, Upstream};
 use crate::RouteState;
 
 /// Payload ranges written per `writev` call.
-const IOV_BATCH: usize = 64;
-const KEEPALIVE: &[u8] = b":keepalive\n";
+pub const IOV_BATCH: usize = 64;
+pub const KEEPALIVE: &[u8] = b":keepalive\n";
 
 /// Why a pump returned.
 #[derive(Debug)]
@@ -354,26 +354,32 @@ fn compact(buf: &mut [u8], ranges: &[Range<usize>]) -> usize {
     front
 }
 
-/// Writes the given ranges of `buf`, up to [`IOV_BATCH`] per `writev`. The iovec is built
-/// on the stack inside each poll, so an idle stream's future keeps only two indices.
+/// Writes the given ranges of `buf`, up to [`IOV_BATCH`] per `writev`.
 pub async fn write_ranges(
     writer: &mut (impl AsyncWrite + Unpin),
     buf: &[u8],
     ranges: &[Range<usize>],
 ) -> std::io::Result<()> {
-    // The next range to write, and how much of it is already written.
+    write_parts(writer, ranges, |r| &buf[r.clone()]).await
+}
+
+/// Writes `parts` (each seen as bytes through `bytes`), up to [`IOV_BATCH`] per `writev`.
+/// The iovec is built on the stack inside each poll, so an idle stream's future keeps only
+/// two indices.
+pub async fn write_parts<'a, T>(
+    writer: &mut (impl AsyncWrite + Unpin),
+    parts: &'a [T],
+    bytes: impl Fn(&'a T) -> &'a [u8],
+) -> std::io::Result<()> {
+    // The next part to write, and how much of it is already written.
     let (mut next, mut offset) = (0, 0);
-    while next < ranges.len() {
+    while next < parts.len() {
         let written = std::future::poll_fn(|cx| {
             let mut iov = [IoSlice::new(&[]); IOV_BATCH];
-            let group = &ranges[next..ranges.len().min(next + IOV_BATCH)];
-            for (i, (slot, range)) in iov.iter_mut().zip(group).enumerate() {
-                let start = if i == 0 {
-                    range.start + offset
-                } else {
-                    range.start
-                };
-                *slot = IoSlice::new(&buf[start..range.end]);
+            let group = &parts[next..parts.len().min(next + IOV_BATCH)];
+            for (i, (slot, part)) in iov.iter_mut().zip(group).enumerate() {
+                let skip = if i == 0 { offset } else { 0 };
+                *slot = IoSlice::new(&bytes(part)[skip..]);
             }
             Pin::new(&mut *writer).poll_write_vectored(cx, &iov[..group.len()])
         })
@@ -383,12 +389,12 @@ pub async fn write_ranges(
         }
         let mut left = written;
         while left > 0 {
-            let range_left = ranges[next].len() - offset;
-            if left < range_left {
+            let part_left = bytes(&parts[next]).len() - offset;
+            if left < part_left {
                 offset += left;
                 left = 0;
             } else {
-                left -= range_left;
+                left -= part_left;
                 (next, offset) = (next + 1, 0);
             }
         }

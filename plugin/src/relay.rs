@@ -44,16 +44,7 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
     let _ = client.set_nodelay(true);
     let Some(_slot) = shared.admit(route) else {
         route.stats.dropped(Drop::OverLimit);
-        let retry_after = shared.block.retry_after.as_secs().max(1);
-        let reason = "too many streams; retry later";
-        return respond_error(
-            &mut client,
-            StatusCode::SERVICE_UNAVAILABLE,
-            reason,
-            Some(retry_after),
-            &request.extra_head,
-        )
-        .await;
+        return unavailable(&mut client, shared, "too many streams", &request.extra_head).await;
     };
     RouteStats::add(&route.stats.streams, 1);
     let log = |label: &str, reason: &str| {
@@ -190,15 +181,15 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
         }
     };
     let _ = client.shutdown().await;
-    // The access-log line of a stream, written when it ends.
-    shared.logger.info(&format!(
-        "[PLUGIN: {PLUGIN_NAME}] {} 200 stream ended ({why}) after {:.3}s: {} events, {} bytes, {} reconnects",
-        request.label,
-        started.elapsed().as_secs_f64(),
+    log_stream_end(
+        shared,
+        &request.label,
+        why,
+        started,
         stream.events,
         stream.bytes,
         budget.attempts,
-    ));
+    );
 }
 
 /// A non-2xx answer: relayed with its status and body, no events to keep whole.
@@ -312,11 +303,9 @@ impl ReconnectBudget {
         }
         self.recent.push_back(now);
         self.attempts += 1;
-        let base = retry_ms.map_or(config.reconnect_delay, Duration::from_millis);
-        let backoff = base.saturating_mul(1 << self.failed_in_a_row.min(16));
+        let delay = backoff(config, retry_ms, self.failed_in_a_row);
         self.failed_in_a_row += 1;
-        let delay = backoff.min(config.max_reconnect_delay);
-        Some(delay.mul_f64(0.5 + fastrand::f64() / 2.0))
+        Some(delay)
     }
 
     fn connected(&mut self) {
@@ -324,7 +313,39 @@ impl ReconnectBudget {
     }
 }
 
-const EVENT_STREAM_HEADERS: &[u8] =
+/// The wait before reconnecting after `failed_in_a_row` failed attempts: the stream's
+/// `retry:` (or `reconnect_delay`) doubled per failure up to `max_reconnect_delay`, times a
+/// random factor in [0.5, 1] so that the clients of a restarted origin do not all return
+/// at once.
+pub fn backoff(
+    config: &crate::config::Route,
+    retry_ms: Option<u64>,
+    failed_in_a_row: u32,
+) -> Duration {
+    let base = retry_ms.map_or(config.reconnect_delay, Duration::from_millis);
+    let delay = base
+        .saturating_mul(1 << failed_in_a_row.min(16))
+        .min(config.max_reconnect_delay);
+    delay.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+/// The access-log line of a stream, written when it ends.
+pub fn log_stream_end(
+    shared: &Shared,
+    label: &str,
+    why: &str,
+    started: Instant,
+    events: u64,
+    bytes: u64,
+    reconnects: u32,
+) {
+    shared.logger.info(&format!(
+        "[PLUGIN: {PLUGIN_NAME}] {label} 200 stream ended ({why}) after {:.3}s: {events} events, {bytes} bytes, {reconnects} reconnects",
+        started.elapsed().as_secs_f64(),
+    ));
+}
+
+pub const EVENT_STREAM_HEADERS: &[u8] =
     b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
 
 fn passthrough_head(status: StatusCode, content_type: Option<&str>, extra: &[u8]) -> Vec<u8> {
@@ -334,6 +355,21 @@ fn passthrough_head(status: StatusCode, content_type: Option<&str>, extra: &[u8]
     }
     headers.extend_from_slice(extra);
     wire::close_delimited_head(status, &headers)
+}
+
+/// 503 with `Retry-After`: the client should come back later (a limit was reached, or a
+/// fan-out source is down).
+pub async fn unavailable(client: &mut TcpStream, shared: &Shared, reason: &str, extra: &[u8]) {
+    let retry_after = shared.block.retry_after.as_secs().max(1);
+    let reason = format!("{reason}; retry later");
+    respond_error(
+        client,
+        StatusCode::SERVICE_UNAVAILABLE,
+        &reason,
+        Some(retry_after),
+        extra,
+    )
+    .await
 }
 
 async fn respond_error(

@@ -18,14 +18,17 @@ pub enum Drop {
     ClientStalled,
     /// The gateway drained for a shutdown.
     Shutdown,
+    /// A fan-out client fell more than `client_queue` events behind its source.
+    ClientLagged,
 }
 
-const DROP_NAMES: [&str; 5] = [
+const DROP_NAMES: [&str; 6] = [
     "over_limit",
     "upstream_unavailable",
     "reconnects_exhausted",
     "client_stalled",
     "shutdown",
+    "client_lagged",
 ];
 
 #[derive(Default)]
@@ -37,7 +40,7 @@ pub struct RouteStats {
     pub bytes: AtomicU64,
     pub reconnects: AtomicU64,
     pub failovers: AtomicU64,
-    drops: [AtomicU64; 5],
+    drops: [AtomicU64; 6],
 }
 
 impl RouteStats {

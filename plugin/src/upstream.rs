@@ -117,7 +117,7 @@ impl Request {
         }
         Self {
             label: format!("{} {}", head.method, head.path),
-            target: target(route, head),
+            target: target(route, &head.path, &head.query),
             headers,
             last_event_id,
             sticky_key: sticky_key(route, head),
@@ -128,12 +128,12 @@ impl Request {
 
 /// The upstream path and query: the route's pattern with the captured params, plus the
 /// client's query string.
-fn target(route: &Route, head: &RequestHead) -> String {
-    let params = route.template.matches(&head.path).unwrap_or_default();
+pub fn target(route: &Route, path: &str, query: &str) -> String {
+    let params = route.template.matches(path).unwrap_or_default();
     let mut target = path_template::substitute(&route.backend_url_pattern, &params);
-    if !head.query.is_empty() {
+    if !query.is_empty() {
         target.push(if target.contains('?') { '&' } else { '?' });
-        target.push_str(&head.query);
+        target.push_str(query);
     }
     target
 }

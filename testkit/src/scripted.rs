@@ -52,6 +52,13 @@ impl ScriptedOrigin {
     }
 }
 
+impl ScriptedOrigin {
+    /// Whether no new connection arrives within `limit`.
+    pub async fn quiet_for(&mut self, limit: Duration) -> bool {
+        timeout(limit, self.accepted.recv()).await.is_err()
+    }
+}
+
 /// One connection to a [`ScriptedOrigin`].
 pub struct OriginConn {
     stream: TcpStream,

@@ -1,0 +1,225 @@
+//! Fan-out: one source, many clients.
+//!
+//! A fan-out route keeps one upstream connection per distinct backend URL (after `{param}`
+//! substitution, without the client's `lastEventId`), or one Kafka consumer per topic, in
+//! a [`hub::Hub`]. The source's events are serialized once into the hub's ring; every
+//! client follows the ring at its own pace (`follow`). A client that sends `Last-Event-ID`
+//! (or `?lastEventId=`) resumes just past that event when the ring holds it; when it does
+//! not, the client gets everything the ring holds, announced by a comment line, never a
+//! silent gap. A client more than `client_queue` live events behind is disconnected (it
+//! resumes by `Last-Event-ID`); the source and the other clients never wait for it.
+
+mod follow;
+mod hub;
+mod kafka;
+mod ring;
+mod sse_source;
+
+use std::sync::Arc;
+
+use abi::RequestHead;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::pump::{client_gone, ClientStream};
+use crate::relay::{log_stream_end, unavailable, EVENT_STREAM_HEADERS};
+use crate::stats::{Drop, RouteStats};
+use crate::Shared;
+use follow::Follow;
+pub use hub::Hubs;
+use hub::{Hub, Status};
+
+/// What a fan-out client brings: its place in the stream and what to add to its head.
+struct Client {
+    label: String,
+    last_event_id: Option<String>,
+    /// The request's query without `lastEventId`.
+    query: String,
+    path: String,
+    extra_head: Vec<u8>,
+}
+
+impl Client {
+    fn new(head: &RequestHead, response_headers: &[abi::Header]) -> Self {
+        let mut extra_head = Vec::new();
+        for h in response_headers {
+            wire::header_line(&mut extra_head, &h.name, &h.value);
+        }
+        let (query, from_query) = split_last_event_id(&head.query);
+        let last_event_id = head
+            .header("last-event-id")
+            .map(|id| String::from_utf8_lossy(id).into_owned())
+            .or(from_query);
+        Self {
+            label: format!("{} {}", head.method, head.path),
+            last_event_id,
+            query,
+            path: head.path.to_string(),
+            extra_head,
+        }
+    }
+}
+
+/// Serves one client of a fan-out route.
+pub async fn serve(
+    mut client: TcpStream,
+    head: RequestHead,
+    response_headers: &[abi::Header],
+    shared: &Arc<Shared>,
+    route_index: usize,
+) {
+    let request = Client::new(&head, response_headers);
+    drop(head);
+    let route = &shared.routes[route_index];
+    let _ = client.set_nodelay(true);
+    let Some(_slot) = shared.admit(route) else {
+        route.stats.dropped(Drop::OverLimit);
+        return unavailable(&mut client, shared, "too many streams", &request.extra_head).await;
+    };
+    RouteStats::add(&route.stats.streams, 1);
+    let started = Instant::now();
+    let joined = match &route.config.kafka {
+        None => join_sse(&request, shared, route_index),
+        Some(_) => kafka::join(&request, shared, route_index),
+    };
+    let membership = joined.membership;
+    let hub = &membership.hub;
+    let mut signal = hub.subscribe();
+    let status = tokio::select! {
+        status = signal.wait_for(|s| s.status != Status::Connecting) => status.map(|s| s.status),
+        () = client_gone(&mut client) => return,
+    };
+    if !matches!(status, Ok(Status::Up)) {
+        route.stats.dropped(Drop::UpstreamUnavailable);
+        let reason = format!("the stream's source {} is unavailable", hub.key);
+        return unavailable(&mut client, shared, &reason, &request.extra_head).await;
+    }
+    let mut stream = ClientStream::new(None);
+    let mut head = EVENT_STREAM_HEADERS.to_vec();
+    head.extend_from_slice(&request.extra_head);
+    let head = wire::close_delimited_head(http::StatusCode::OK, &head);
+    if stream.write_own(&mut client, route, &head).await.is_err() {
+        return;
+    }
+    let follow = Follow {
+        hub,
+        key: joined.key_filter.as_deref(),
+        route,
+        shared,
+    };
+    let why = match (joined.place)(hub) {
+        Place::Ring { cursor, note } => {
+            follow
+                .run(&mut client, &mut stream, signal, cursor, note)
+                .await
+        }
+        Place::CatchUp(catch_up) => {
+            kafka::catch_up_then_follow(catch_up, &follow, &mut client, &mut stream, signal).await
+        }
+    };
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
+    log_stream_end(
+        shared,
+        &request.label,
+        why,
+        started,
+        stream.events,
+        stream.bytes,
+        0,
+    );
+}
+
+/// A client's hub, and how to find its place in it once the source is up.
+struct Joined {
+    membership: hub::Membership,
+    key_filter: Option<Vec<u8>>,
+    place: Box<dyn FnOnce(&Hub) -> Place + Send>,
+}
+
+/// Where a client starts.
+enum Place {
+    /// At number `cursor` of the ring, after the comment `note`.
+    Ring { cursor: u64, note: Option<String> },
+    /// Kafka: read from the broker up to the hub's position, then follow the ring.
+    CatchUp(kafka::CatchUp),
+}
+
+fn join_sse(request: &Client, shared: &Arc<Shared>, route_index: usize) -> Joined {
+    let route = &shared.routes[route_index];
+    let config = route.config.fanout.as_ref().expect("a fan-out route");
+    let target = crate::upstream::target(&route.config, &request.path, &request.query);
+    let membership = route.hubs.join(
+        &target,
+        config,
+        || request.last_event_id.clone().unwrap_or_default(),
+        |hub| start(hub, shared, route_index, sse_source::run),
+    );
+    let last_event_id = request.last_event_id.clone();
+    // A new client's stream starts where the source was when it joined, even if the
+    // source publishes before the client is told that it is up.
+    let joined_at = membership.hub.lock().ring.end();
+    Joined {
+        membership,
+        key_filter: None,
+        place: Box::new(move |hub| {
+            let mut state = hub.lock();
+            let Some(id) = last_event_id else {
+                return Place::Ring {
+                    cursor: joined_at,
+                    note: None,
+                };
+            };
+            let (cursor, note) = state.resume(&id);
+            Place::Ring { cursor, note }
+        }),
+    }
+}
+
+/// Starts a new hub's source and its keepalive ticker on the plugin's workers.
+fn start<F>(
+    hub: Arc<Hub>,
+    shared: &Arc<Shared>,
+    route_index: usize,
+    source: fn(Arc<Hub>, Arc<Shared>, usize) -> F,
+) where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    if let Some(every) = shared.routes[route_index].config.keepalive {
+        crate::workers::spawn(hub::keep_alive(hub.clone(), every));
+    }
+    crate::workers::spawn(source(hub, shared.clone(), route_index));
+}
+
+/// Splits `lastEventId` (for clients that cannot set headers) off a query string: the
+/// rest, as it was written, and the decoded value.
+fn split_last_event_id(query: &str) -> (String, Option<String>) {
+    let mut id = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let ours = pair.starts_with("lastEventId=") || *pair == "lastEventId";
+            if ours {
+                id = form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned());
+            }
+            !ours && !pair.is_empty()
+        })
+        .collect();
+    (rest.join("&"), id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_event_id_comes_off_the_query() {
+        assert_eq!(
+            split_last_event_id("a=1&lastEventId=4%3A7&b=2"),
+            ("a=1&b=2".to_owned(), Some("4:7".to_owned()))
+        );
+        assert_eq!(split_last_event_id("a=1"), ("a=1".to_owned(), None));
+        assert_eq!(split_last_event_id(""), (String::new(), None));
+    }
+}
