@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: build build-host build-plugin run test bench lint clean
+.PHONY: build build-host build-plugin run test test-deps bench lint clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -22,9 +22,15 @@ run: build
 	trap 'kill $$origin 2>/dev/null' EXIT INT TERM; \
 	$(RELEASE)/host run -dc krakend.json
 
-# Every test: unit tests and the end-to-end tests that start the real binaries.
-test: build
-	$(CARGO) test --release --workspace
+# Every test: unit tests and the end-to-end tests that start the real binaries. 10,000
+# concurrent streams hold about 20,000 descriptors in one process: the limit goes to the top.
+test: test-deps build
+	ulimit -n "$$(ulimit -Hn)" && $(CARGO) test --release --workspace
+
+# Installs what the end-to-end tests talk to, when missing: curl, Chromium, Node with
+# playwright-core, and the tansu Kafka broker (cached in ~/.cache; about 18 minutes once).
+test-deps:
+	scripts/test-deps.sh
 
 # The benchmark against a direct connection and nginx (not part of `make test`).
 bench: build

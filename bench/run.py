@@ -8,6 +8,9 @@
                  connect failures; then 9,000 streams; then how long the target takes to
                  close its origin streams after the clients leave
   S4 broadcast   2,000 streams of one origin broadcast at 10 events/s: p50, p99
+  S5 fan-out     10,000 clients of one stream at 10 events/s for 15 s: p50, p99, memory per
+                 client. The origin's broadcast serves direct clients and nginx's (one
+                 upstream each); the gateway's fan-out route takes it once and fans it out
 
 Needs: target/release binaries (`make build`), python3, and nginx (installed with apt-get
 when missing). Raises RLIMIT_NOFILE to the hard limit: 9,000 proxied streams hold 18,000
@@ -82,8 +85,8 @@ def load(url, connections, seconds, pids=()):
 
 
 class Target:
-    def __init__(self, name, port, pids):
-        self.name, self.port, self.pids = name, port, pids
+    def __init__(self, name, port, pids, fanout_path="/broadcast/s5"):
+        self.name, self.port, self.pids, self.fanout_path = name, port, pids, fanout_path
 
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
@@ -96,14 +99,17 @@ def start_gateway(origin_port, tmp):
         "extra_config": {"plugin/http-server": {
             "name": ["krakend-server-plugin-streaming"],
             "krakend-server-plugin-streaming": {
-                "endpoint": "/{kind}/{id}", "backend_url_pattern": "/{kind}/{id}",
-                "backend_host": f"http://127.0.0.1:{origin_port}"}}},
+                "backend_host": f"http://127.0.0.1:{origin_port}", "max_streams": 20000,
+                "routes": [
+                    {"endpoint": "/{kind}/{id}", "backend_url_pattern": "/{kind}/{id}"},
+                    {"endpoint": "/fanout/{id}", "backend_url_pattern": "/broadcast/{id}",
+                     "fanout": True}]}}},
     }
     path = os.path.join(tmp, "krakend.json")
     with open(path, "w") as f:
         json.dump(config, f)
     proc, addr = start([f"{RELEASE}/host", "run", "-c", path], "Listening on ")
-    return proc, Target("gateway", int(addr.rsplit(":", 1)[1]), [proc.pid])
+    return proc, Target("gateway", int(addr.rsplit(":", 1)[1]), [proc.pid], "/fanout/s5")
 
 
 def start_nginx(origin_port, tmp):
@@ -168,6 +174,13 @@ def scenarios(target, origin_port):
     s4 = load(target.url("/broadcast/s4"), scaled(2000), scaled(15, 3))
     r["S4 p50 (us)"], r["S4 p99 (us)"] = s4["latency_us"]["p50"], s4["latency_us"]["p99"]
     r["S4 id gaps"] = s4["id_gaps"]
+    n = scaled(10000)
+    before = rss_kib(target.pids)
+    s5 = load(target.url(target.fanout_path), n, scaled(15, 3), target.pids)
+    r["S5 fan-out p50 (us)"], r["S5 fan-out p99 (us)"] = s5["latency_us"]["p50"], s5["latency_us"]["p99"]
+    peak = sum(p["kib"] for p in s5["max_rss_kib"])
+    r[f"S5 {n} clients: KiB per client"] = (peak - before) / n
+    r["S5 failures"] = s5["connections_failed"] + s5["premature_disconnects"] + s5["id_gaps"]
     return r
 
 

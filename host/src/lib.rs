@@ -15,3 +15,4 @@ pub mod pipeline;
 pub mod plugins;
 pub mod protect;
 pub mod server;
+pub mod static_files;

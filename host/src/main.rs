@@ -15,6 +15,7 @@ use host::pipeline::Pipeline;
 use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
 use host::protect::Guard;
 use host::server::{self, Gateway};
+use host::static_files::StaticFiles;
 
 #[derive(Parser)]
 #[command(
@@ -226,6 +227,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             metrics: Arc::default(),
             debug,
             pipeline: Pipeline::new(&config),
+            static_files: config.static_files.as_ref().map(StaticFiles::new),
             limits: Limits {
                 max_head_bytes: config.max_header_bytes,
                 read_header_timeout: config.read_header_timeout,

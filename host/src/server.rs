@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline};
 use crate::plugins::ServerPlugins;
 use crate::protect::{Answer, Guard, RequestInfo, Verdict};
+use crate::static_files::StaticFiles;
 
 /// Everything a connection needs, shared by all of them.
 pub struct Gateway {
@@ -28,6 +29,8 @@ pub struct Gateway {
     pub debug: bool,
     pub pipeline: Pipeline,
     pub limits: Limits,
+    /// `static-filesystem`, when configured.
+    pub static_files: Option<StaticFiles>,
 }
 
 /// Where the plugins' counters are served, as JSON.
@@ -132,7 +135,17 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
             let response = match gateway.guard.check(&info) {
                 Verdict::Answer(answer) => pipeline::answer(answer),
                 Verdict::Pass(extra) => {
-                    let Ok(mut response) = gateway.pipeline.handle(request, peer).await;
+                    let file = match &gateway.static_files {
+                        Some(files) => files.serve(&method, &path).await,
+                        None => None,
+                    };
+                    let mut response = match file {
+                        Some(response) => response,
+                        None => {
+                            let Ok(response) = gateway.pipeline.handle(request, peer).await;
+                            response
+                        }
+                    };
                     pipeline::add_headers(response.headers_mut(), extra);
                     response
                 }

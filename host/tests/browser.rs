@@ -66,3 +66,54 @@ async fn a_browser_streams_cross_origin_with_credentials_only_from_allowed_origi
         "error"
     );
 }
+
+/// The repository's `www/` folder, served by the built-in `static-filesystem` plugin.
+fn www() -> serde_json::Value {
+    json!({"prefix": "/www/", "path": concat!(env!("CARGO_MANIFEST_DIR"), "/../www")})
+}
+
+#[tokio::test]
+async fn the_gateway_serves_the_stream_page_and_nothing_outside_its_folder() {
+    let gateway = gateway().plugin_block("static-filesystem", www()).run();
+    let get = |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        testkit::RawClient::exchange(gateway.addr, request)
+    };
+    let page = String::from_utf8(get("/www/").await).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(
+        page.contains("content-type: text/html; charset=utf-8"),
+        "{page}"
+    );
+    assert!(page.contains("new EventSource(url)"), "{page}");
+    for outside in [
+        "/www/../Cargo.toml",
+        "/www/%2e%2e/Cargo.toml",
+        "/www/missing.html",
+    ] {
+        let response = String::from_utf8(get(outside).await).unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 404 "),
+            "{outside}: {response}"
+        );
+    }
+}
+
+/// The page in a real browser, on a plain (non-fan-out) stream: events appear live.
+#[tokio::test]
+async fn the_stream_page_shows_events_live() {
+    let origin = origin().interval_ms(50).run();
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        .plugin_block("static-filesystem", www())
+        .run();
+    let url = format!("http://{}/www/?stream=/sse/page&types=tick", gateway.addr);
+    let mut page = testkit::PageWatcher::open(&url);
+    let shown = page.wait_for(3).await;
+    assert_eq!(shown["state"], "open", "{shown}");
+    assert_eq!(
+        shown["ids"].as_array().unwrap()[..3],
+        [json!("1"), json!("2"), json!("3")],
+        "{shown}"
+    );
+}

@@ -96,12 +96,22 @@ impl StreamingPlugin {
             .routes
             .iter()
             .map(|route| {
-                let hosts: Vec<&str> = route.backends.iter().map(|b| b.base.as_str()).collect();
+                let source = match &route.kafka {
+                    Some(kafka) => format!("kafka://{} topic {}", kafka.brokers, kafka.topic),
+                    None => {
+                        let hosts: Vec<&str> =
+                            route.backends.iter().map(|b| b.base.as_str()).collect();
+                        format!("{} {}", hosts.join(", "), route.backend_url_pattern)
+                    }
+                };
+                let fanout = if route.fanout.is_some() {
+                    " (fan-out)"
+                } else {
+                    ""
+                };
                 logger.info(&format!(
-                    "[PLUGIN: {PLUGIN_NAME}] streaming {} from {} {}",
+                    "[PLUGIN: {PLUGIN_NAME}] streaming {}{fanout} from {source}",
                     route.endpoint,
-                    hosts.join(", "),
-                    route.backend_url_pattern
                 ));
                 RouteState {
                     config: route.clone(),

@@ -10,11 +10,15 @@
 
 #![forbid(unsafe_code)]
 
+mod kafka;
+mod page;
 mod process;
 mod raw;
 mod scripted;
 mod temp;
 
+pub use kafka::{broker, Broker};
+pub use page::PageWatcher;
 pub use process::{
     bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process,
 };

@@ -197,7 +197,8 @@ pub struct GatewayBuilder {
 pub struct Gateway {
     pub process: Process,
     pub addr: SocketAddr,
-    _config: TempPath,
+    config: TempPath,
+    debug: bool,
 }
 
 impl Gateway {
@@ -297,16 +298,36 @@ impl GatewayBuilder {
     pub fn run(mut self) -> Gateway {
         self.config["plugin"] = json!({"folder": release_dir(), "pattern": self.plugin_pattern});
         let config = TempPath::write("krakend", &self.config.to_string());
-        let mut command = Command::new(bin("host"));
-        command.arg("run").arg("-c").arg(config.path());
-        if self.debug {
-            command.arg("-d");
-        }
-        let process = Process::spawn(command, "[SERVICE: HTTP Server] Listening on ");
+        let process = start_host(&config, self.debug, None);
         Gateway {
             addr: process.addr,
             process,
-            _config: config,
+            config,
+            debug: self.debug,
         }
+    }
+}
+
+/// `host run -c config` (with `-d`, and `-p port` when given).
+fn start_host(config: &TempPath, debug: bool, port: Option<u16>) -> Process {
+    let mut command = Command::new(bin("host"));
+    command.arg("run").arg("-c").arg(config.path());
+    if debug {
+        command.arg("-d");
+    }
+    if let Some(port) = port {
+        command.arg("-p").arg(port.to_string());
+    }
+    Process::spawn(command, "[SERVICE: HTTP Server] Listening on ")
+}
+
+impl Gateway {
+    /// Kills the gateway (no drain: as a crash would) and starts it again, with the same
+    /// config, on the same port.
+    pub fn restart(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        self.process = start_host(&self.config, self.debug, Some(self.addr.port()));
+        assert_eq!(self.process.addr, self.addr);
     }
 }

@@ -55,12 +55,23 @@ impl RawClient {
             .expect("sending to the gateway");
     }
 
-    /// Reads until `received` contains `needle` (after `from`); panics after [`STEP`].
+    /// Reads until `received` contains `needle`; panics after [`STEP`].
     pub async fn read_until(&mut self, needle: &[u8]) -> &[u8] {
+        self.read_until_count(needle, 1).await
+    }
+
+    /// Reads until `needle` has been received `count` times in all.
+    pub async fn read_until_count(&mut self, needle: &[u8], count: usize) -> &[u8] {
+        let seen = |received: &[u8]| {
+            received
+                .windows(needle.len())
+                .filter(|w| *w == needle)
+                .count()
+        };
         let found = timeout(STEP, async {
             let mut buf = [0u8; 16 * 1024];
             loop {
-                if self.received.windows(needle.len()).any(|w| w == needle) {
+                if seen(&self.received) >= count {
                     return true;
                 }
                 match self.stream.read(&mut buf).await {
@@ -72,7 +83,7 @@ impl RawClient {
         .await;
         assert!(
             matches!(found, Ok(true)),
-            "never received {:?}; got {:?}",
+            "never received {:?} {count} times; got {:?}",
             String::from_utf8_lossy(needle),
             String::from_utf8_lossy(&self.received)
         );

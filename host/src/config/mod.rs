@@ -54,6 +54,8 @@ pub struct Config {
     pub plugin: Option<PluginFolder>,
     /// Server plugins to inject, in `plugin/http-server.name` order, with their config blocks.
     pub server_plugins: Vec<ServerPluginConfig>,
+    /// The built-in `static-filesystem` server plugin's block, if it is named.
+    pub static_files: Option<StaticFiles>,
     pub endpoints: Vec<Endpoint>,
     /// Root `extra_config."security/cors"`.
     pub cors: Option<Cors>,
@@ -71,6 +73,17 @@ pub struct Logging {
     /// `false` sends logs to stderr.
     pub stdout: bool,
 }
+
+/// KrakenD's `static-filesystem` server plugin: files under `path` served at `prefix`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFiles {
+    pub prefix: String,
+    pub path: std::path::PathBuf,
+}
+
+/// The server plugin the host provides itself rather than loads.
+pub const STATIC_FILESYSTEM: &str = "static-filesystem";
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PluginFolder {
@@ -332,20 +345,44 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 .map_err(|(path, m)| invalid(format!("endpoints[{i}]{path}"), m))
         })
         .collect::<Result<_, _>>()?;
+    let mut static_files = None;
     let server_plugins = match raw.extra_config.http_server {
         None => Vec::new(),
-        Some(mut block) => block
-            .name
-            .into_iter()
-            .map(|name| {
-                let config_json = block
-                    .blocks
-                    .remove(&name)
-                    .unwrap_or(Value::Object(Default::default()))
-                    .to_string();
-                ServerPluginConfig { name, config_json }
-            })
-            .collect(),
+        Some(mut block) => {
+            if block.name.iter().any(|n| n == STATIC_FILESYSTEM) {
+                let at = format!("extra_config.plugin/http-server.{STATIC_FILESYSTEM}");
+                let value = block.blocks.remove(STATIC_FILESYSTEM).unwrap_or_default();
+                let files: StaticFiles = serde_path_to_error::deserialize(value).map_err(|e| {
+                    let path = e.path().to_string();
+                    let at = if path == "." {
+                        at.clone()
+                    } else {
+                        format!("{at}.{path}")
+                    };
+                    invalid(at, e.into_inner().to_string())
+                })?;
+                if !files.prefix.starts_with('/') {
+                    return Err(invalid(
+                        format!("{at}.prefix"),
+                        "must start with '/'".into(),
+                    ));
+                }
+                static_files = Some(files);
+            }
+            block
+                .name
+                .into_iter()
+                .filter(|name| name != STATIC_FILESYSTEM)
+                .map(|name| {
+                    let config_json = block
+                        .blocks
+                        .remove(&name)
+                        .unwrap_or(Value::Object(Default::default()))
+                        .to_string();
+                    ServerPluginConfig { name, config_json }
+                })
+                .collect()
+        }
     };
     let logging = raw
         .extra_config
@@ -386,6 +423,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             .unwrap_or(DEFAULT_MAX_BACKEND_RESPONSE_BYTES),
         plugin: raw.plugin,
         server_plugins,
+        static_files,
         endpoints,
         cors: raw.extra_config.cors.map(Cors::new),
         metrics_address: raw.extra_config.metrics.map(|m| {

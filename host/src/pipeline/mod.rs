@@ -399,7 +399,7 @@ fn timed_out(endpoint: &Endpoint, url: &str) -> Response<Body> {
     failed(endpoint, url, StatusCode::GATEWAY_TIMEOUT, &reason)
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -436,6 +436,6 @@ pub fn full_text(text: String) -> Body {
     full(Bytes::from(text))
 }
 
-fn full(bytes: Bytes) -> Body {
+pub fn full(bytes: Bytes) -> Body {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }

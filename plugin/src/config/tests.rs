@@ -117,6 +117,30 @@ fn refuses_with_the_json_path_and_the_reason() {
             "\"/a/{x}\" and \"/a/{y}\" match the same requests",
         ),
         (r#"{"read_buffer_bytes": 10}"#.into(), "read_buffer_bytes: 10 is below"),
+        (route(r#", "replay": 10"#), "routes[0].replay: only for fan-out routes"),
+        (
+            route(r#", "fanout": true, "client_queue": 0"#),
+            "routes[0].client_queue: must be at least 1",
+        ),
+        (route(r#", "topic": "t""#), "routes[0].topic: only for kafka:// hosts"),
+        (
+            r#"{"endpoint": "/k", "backend_host": "kafka://b:9092"}"#.into(),
+            "topic: required for kafka:// hosts",
+        ),
+        (
+            r#"{"endpoint": "/k", "backend_host": ["kafka://b:9092", "http://h"], "topic": "t"}"#
+                .into(),
+            "backend_host: kafka:// and other hosts cannot be mixed",
+        ),
+        (
+            r#"{"endpoint": "/k", "backend_host": "kafka://b", "topic": "t"}"#.into(),
+            "backend_host: \"kafka://b\" is not kafka://host:port",
+        ),
+        (
+            r#"{"endpoint": "/k", "backend_host": "kafka://b:1", "topic": "t", "start_from": "now"}"#
+                .into(),
+            "start_from: \"now\" is not",
+        ),
         (r#"{"eject_for": 5}"#.into(), "eject_for: invalid type"),
         ("[1]".into(), "invalid type"),
     ];
@@ -133,4 +157,43 @@ fn same_paths_with_different_methods_are_not_ambiguous() {
             "routes": [{"endpoint": "/a/{x}"}, {"endpoint": "/a/{y}", "methods": ["POST"]}]}"#,
     );
     assert!(block.is_ok(), "{:?}", block.err());
+}
+
+#[test]
+fn fan_out_and_kafka_routes_with_their_defaults() {
+    let block = parse(
+        r#"{"routes": [
+            {"endpoint": "/ticker", "backend_url_pattern": "/t", "backend_host": "http://h:1",
+             "fanout": true, "replay_age": "5m"},
+            {"endpoint": "/orders/{user}", "backend_host": ["kafka://a:9092", "kafka://b:9092"],
+             "topic": "orders", "key": "{user}", "event_header": "type"}
+        ]}"#,
+    )
+    .unwrap();
+    let ticker = block
+        .routes
+        .iter()
+        .find(|r| r.endpoint == "/ticker")
+        .unwrap();
+    let fanout = ticker.fanout.as_ref().unwrap();
+    assert_eq!(fanout.replay, 1000);
+    assert_eq!(fanout.client_queue, 500);
+    assert_eq!(fanout.replay_age, Some(Duration::from_secs(300)));
+    assert_eq!(fanout.linger, Duration::from_secs(5));
+    assert!(ticker.kafka.is_none());
+
+    let orders = block
+        .routes
+        .iter()
+        .find(|r| r.endpoint == "/orders/{user}")
+        .unwrap();
+    assert!(orders.fanout.is_some(), "a topic is always fanned out");
+    assert!(orders.backends.is_empty());
+    let kafka = orders.kafka.as_ref().unwrap();
+    assert_eq!(kafka.brokers, "a:9092,b:9092");
+    assert_eq!(kafka.topic, "orders");
+    assert_eq!(kafka.key.as_deref(), Some("{user}"));
+    assert_eq!(kafka.start_from, StartFrom::Earliest);
+    assert_eq!(kafka.event_header.as_deref(), Some("type"));
+    assert_eq!(kafka.max_catch_ups, 8);
 }

@@ -70,6 +70,9 @@ impl fmt::Display for Offsets {
 fn consumer(kafka: &Kafka, partition_eof: bool) -> Result<Arc<StreamConsumer>, String> {
     ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
+        // librdkafka wants a group for `assign`, though an assign-only consumer never
+        // joins it nor commits to it.
+        .set("group.id", "krakend-server-plugin-streaming")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", partition_eof.to_string())
         // An offset the broker no longer has (deleted or compacted away) reads on from

@@ -1,0 +1,62 @@
+//! `www/index.html` in headless Chromium, driven by `host/tests/browser/watch-page.cjs`
+//! (playwright-core, which `.ci/run` installs into `~/.cache/playwright-core`).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// A browser tab showing the page.
+pub struct PageWatcher {
+    _child: Child,
+    commands: ChildStdin,
+    reports: Lines<BufReader<ChildStdout>>,
+}
+
+impl PageWatcher {
+    /// Opens `url` in Chromium.
+    pub fn open(url: &str) -> Self {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../host/tests/browser/watch-page.cjs");
+        let node_path = std::env::var_os("NODE_PATH").unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            PathBuf::from(home)
+                .join(".cache/playwright-core/node_modules")
+                .into()
+        });
+        let mut child = Command::new("node")
+            .arg(script)
+            .arg(url)
+            .env("NODE_PATH", node_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("running node (apt-get install nodejs; .ci/run installs playwright-core)");
+        let commands = child.stdin.take().unwrap();
+        let reports = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            _child: child,
+            commands,
+            reports,
+        }
+    }
+
+    /// What the page shows once it lists at least `events` events (or after 20 s):
+    /// `{"state", "ids", "data", "reconnects"}`.
+    pub async fn wait_for(&mut self, events: usize) -> Value {
+        self.commands
+            .write_all(format!("wait {events}\n").as_bytes())
+            .await
+            .expect("the page driver is gone");
+        let line =
+            tokio::time::timeout(std::time::Duration::from_secs(60), self.reports.next_line())
+                .await
+                .expect("the page driver did not answer")
+                .expect("reading the page driver")
+                .expect("the page driver exited (see its stderr)");
+        serde_json::from_str(&line).expect("a JSON report")
+    }
+}
