@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::pump::{client_gone, pump, ClientStream, Ended};
 use crate::stats::{Drop, RouteStats};
 use crate::upstream::{self, Request, Upstream};
-use crate::{RouteState, Shared, PLUGIN_NAME};
+use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
 
 /// Serves one claimed request. Only what the stream needs is kept from the head, so a
 /// stream that lives for hours does not carry the client's headers.
@@ -41,12 +41,9 @@ pub fn serve<'a>(
 }
 
 async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, route: &RouteState) {
-    let _ = client.set_nodelay(true);
-    let Some(_slot) = shared.admit(route) else {
-        route.stats.dropped(Drop::OverLimit);
-        return unavailable(&mut client, shared, "too many streams", &request.extra_head).await;
+    let Some(_slot) = Box::pin(admit(&mut client, shared, route, &request.extra_head)).await else {
+        return;
     };
-    RouteStats::add(&route.stats.streams, 1);
     let log = |label: &str, reason: &str| {
         shared
             .logger
@@ -88,9 +85,7 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
     }
     let scanner = Scanner::resuming(request.last_event_id.as_deref().unwrap_or(""));
     let mut stream = ClientStream::new(Some(scanner));
-    let mut headers = EVENT_STREAM_HEADERS.to_vec();
-    headers.append(&mut request.extra_head);
-    let head = wire::close_delimited_head(StatusCode::OK, &headers);
+    let head = event_stream_head(&std::mem::take(&mut request.extra_head));
     if stream
         .write_own_boxed(&mut client, route, &head)
         .await
@@ -180,16 +175,16 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
             }
         }
     };
-    let _ = client.shutdown().await;
-    log_stream_end(
+    end_stream(
+        &mut client,
         shared,
         &request.label,
         why,
         started,
-        stream.events,
-        stream.bytes,
+        &stream,
         budget.attempts,
-    );
+    )
+    .await;
 }
 
 /// A non-2xx answer: relayed with its status and body, no events to keep whole.
@@ -329,23 +324,51 @@ pub fn backoff(
     delay.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
-/// The access-log line of a stream, written when it ends.
-pub fn log_stream_end(
+/// Takes a stream's slot under the `max_streams` limits and counts the stream, or answers
+/// 503 (`None`).
+pub async fn admit<'a>(
+    client: &mut TcpStream,
+    shared: &'a Shared,
+    route: &'a RouteState,
+    extra_head: &[u8],
+) -> Option<Slot<'a>> {
+    let _ = client.set_nodelay(true);
+    let Some(slot) = shared.admit(route) else {
+        route.stats.dropped(Drop::OverLimit);
+        unavailable(client, shared, "too many streams", extra_head).await;
+        return None;
+    };
+    RouteStats::add(&route.stats.streams, 1);
+    Some(slot)
+}
+
+/// Closes a client's event stream and writes its access-log line.
+pub async fn end_stream(
+    client: &mut TcpStream,
     shared: &Shared,
     label: &str,
     why: &str,
     started: Instant,
-    events: u64,
-    bytes: u64,
+    stream: &ClientStream,
     reconnects: u32,
 ) {
+    let _ = client.shutdown().await;
     shared.logger.info(&format!(
-        "[PLUGIN: {PLUGIN_NAME}] {label} 200 stream ended ({why}) after {:.3}s: {events} events, {bytes} bytes, {reconnects} reconnects",
+        "[PLUGIN: {PLUGIN_NAME}] {label} 200 stream ended ({why}) after {:.3}s: {} events, {} bytes, {reconnects} reconnects",
         started.elapsed().as_secs_f64(),
+        stream.events,
+        stream.bytes,
     ));
 }
 
-pub const EVENT_STREAM_HEADERS: &[u8] =
+/// The head of a client's event stream, with the host's header lines `extra`.
+pub fn event_stream_head(extra: &[u8]) -> Vec<u8> {
+    let mut headers = EVENT_STREAM_HEADERS.to_vec();
+    headers.extend_from_slice(extra);
+    wire::close_delimited_head(StatusCode::OK, &headers)
+}
+
+const EVENT_STREAM_HEADERS: &[u8] =
     b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
 
 fn passthrough_head(status: StatusCode, content_type: Option<&str>, extra: &[u8]) -> Vec<u8> {

@@ -22,8 +22,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::pump::{client_gone, ClientStream};
-use crate::relay::{log_stream_end, unavailable, EVENT_STREAM_HEADERS};
-use crate::stats::{Drop, RouteStats};
+use crate::relay::{admit, end_stream, event_stream_head, unavailable};
+use crate::stats::Drop;
 use crate::Shared;
 use follow::Follow;
 pub use hub::Hubs;
@@ -71,12 +71,9 @@ pub async fn serve(
     let request = Client::new(&head, response_headers);
     drop(head);
     let route = &shared.routes[route_index];
-    let _ = client.set_nodelay(true);
-    let Some(_slot) = shared.admit(route) else {
-        route.stats.dropped(Drop::OverLimit);
-        return unavailable(&mut client, shared, "too many streams", &request.extra_head).await;
+    let Some(_slot) = admit(&mut client, shared, route, &request.extra_head).await else {
+        return;
     };
-    RouteStats::add(&route.stats.streams, 1);
     let started = Instant::now();
     let joined = match &route.config.kafka {
         None => join_sse(&request, shared, route_index),
@@ -95,9 +92,7 @@ pub async fn serve(
         return unavailable(&mut client, shared, &reason, &request.extra_head).await;
     }
     let mut stream = ClientStream::new(None);
-    let mut head = EVENT_STREAM_HEADERS.to_vec();
-    head.extend_from_slice(&request.extra_head);
-    let head = wire::close_delimited_head(http::StatusCode::OK, &head);
+    let head = event_stream_head(&request.extra_head);
     if stream.write_own(&mut client, route, &head).await.is_err() {
         return;
     }
@@ -117,16 +112,16 @@ pub async fn serve(
             kafka::catch_up_then_follow(catch_up, &follow, &mut client, &mut stream, signal).await
         }
     };
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
-    log_stream_end(
+    end_stream(
+        &mut client,
         shared,
         &request.label,
         why,
         started,
-        stream.events,
-        stream.bytes,
+        &stream,
         0,
-    );
+    )
+    .await;
 }
 
 /// A client's hub, and how to find its place in it once the source is up.
