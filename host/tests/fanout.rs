@@ -253,3 +253,34 @@ async fn ten_thousand_clients_share_one_stream() {
     let stats = gateway.route_stats("/bench/{id}").await;
     assert_eq!(stats["sources"], 1, "{stats}");
 }
+
+#[tokio::test]
+async fn drain_ends_fan_out_clients_with_the_final_event() {
+    let origin = origin().interval_ms(20).run();
+    let mut gateway = gateway()
+        .plugin_block(
+            PLUGIN,
+            json!({"endpoint": "/live/{id}", "backend_url_pattern": "/events-stream/{id}",
+                   "backend_host": origin.url(), "fanout": true,
+                   "shutdown_event": "event: shutdown\ndata: bye"}),
+        )
+        .root("shutdown_timeout", json!("5s"))
+        .run();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = RawClient::get(gateway.addr, "/live/room", &[]).await;
+        client.read_until(b"\n\n").await;
+        clients.push(client);
+    }
+    gateway.process.signal("TERM");
+    for client in clients {
+        let response = client.read_to_end().await;
+        let body = String::from_utf8_lossy(body_of(&response)).into_owned();
+        let before = body
+            .strip_suffix("event: shutdown\ndata: bye\n\n")
+            .unwrap_or_else(|| panic!("no final event at the end: {body:?}"));
+        assert!(before.ends_with("\n\n"), "cut inside an event: {body:?}");
+    }
+    let status = gateway.process.wait_exit(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
