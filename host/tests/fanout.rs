@@ -272,15 +272,7 @@ async fn drain_ends_fan_out_clients_with_the_final_event() {
         client.read_until(b"\n\n").await;
         clients.push(client);
     }
-    gateway.process.signal("TERM");
-    for client in clients {
-        let response = client.read_to_end().await;
-        let body = String::from_utf8_lossy(body_of(&response)).into_owned();
-        let before = body
-            .strip_suffix("event: shutdown\ndata: bye\n\n")
-            .unwrap_or_else(|| panic!("no final event at the end: {body:?}"));
-        assert!(before.ends_with("\n\n"), "cut inside an event: {body:?}");
-    }
-    let status = gateway.process.wait_exit(Duration::from_secs(5));
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    gateway
+        .drain_ending_with(clients, "event: shutdown\ndata: bye\n\n")
+        .await;
 }

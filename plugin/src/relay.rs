@@ -15,7 +15,7 @@ use std::time::Duration;
 use abi::RequestHead;
 use http::StatusCode;
 use sse::Scanner;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -124,20 +124,7 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
                 route.stats.dropped(Drop::ClientStalled);
                 break "the client stalled";
             }
-            Ended::Shutdown => {
-                route.stats.dropped(Drop::Shutdown);
-                if let Some(event) = shared
-                    .block
-                    .shutdown_event
-                    .as_deref()
-                    .filter(|_| !stream.mid_event)
-                {
-                    let _ = stream
-                        .write_own_boxed(&mut client, route, event.as_bytes())
-                        .await;
-                }
-                break "the gateway drained";
-            }
+            Ended::Shutdown => break drain(&mut client, &mut stream, shared, route).await,
             Ended::Complete | Ended::UpstreamBroke(_) | Ended::UpstreamIdle => {
                 if let Ended::UpstreamBroke(reason) = &ended {
                     log(&request.label, &format!("upstream stream broke: {reason}"));
@@ -340,6 +327,28 @@ pub async fn admit<'a>(
     };
     RouteStats::add(&route.stats.streams, 1);
     Some(slot)
+}
+
+/// Ends a client's stream for a drain: counts it, and sends the `shutdown_event` when the
+/// client is between events. Says why the stream ended.
+pub async fn drain(
+    client: &mut (impl AsyncWrite + Unpin + Send),
+    stream: &mut ClientStream,
+    shared: &Shared,
+    route: &RouteState,
+) -> &'static str {
+    route.stats.dropped(Drop::Shutdown);
+    if let Some(event) = shared
+        .block
+        .shutdown_event
+        .as_deref()
+        .filter(|_| !stream.mid_event)
+    {
+        let _ = stream
+            .write_own_boxed(client, route, event.as_bytes())
+            .await;
+    }
+    "the gateway drained"
 }
 
 /// Closes a client's event stream and writes its access-log line.

@@ -322,6 +322,22 @@ fn start_host(config: &TempPath, debug: bool, port: Option<u16>) -> Process {
 }
 
 impl Gateway {
+    /// Sends SIGTERM and checks the drain: each of `clients` gets `final_event` last, at an
+    /// event boundary, and the gateway then exits 0.
+    pub async fn drain_ending_with(&mut self, clients: Vec<crate::RawClient>, final_event: &str) {
+        self.process.signal("TERM");
+        for client in clients {
+            let response = client.read_to_end().await;
+            let body = String::from_utf8_lossy(crate::body_of(&response)).into_owned();
+            let before = body
+                .strip_suffix(final_event)
+                .unwrap_or_else(|| panic!("no final event at the end: {body:?}"));
+            assert!(before.ends_with("\n\n"), "cut inside an event: {body:?}");
+        }
+        let status = self.process.wait_exit(Duration::from_secs(5));
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    }
+
     /// Kills the gateway (no drain: as a crash would) and starts it again, with the same
     /// config, on the same port.
     pub fn restart(&mut self) {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::hub::{Hub, Signal, Status};
 use crate::pump::{client_gone, write_parts, ClientStream, IOV_BATCH, KEEPALIVE};
+use crate::relay::drain;
 use crate::stats::{Drop, RouteStats};
 use crate::upstream::within;
 use crate::{RouteState, Shared};
@@ -58,7 +59,7 @@ impl Follow<'_> {
         loop {
             let seen = *signal.borrow_and_update();
             if self.shared.shutdown.is_cancelled() {
-                return self.drain(&mut writer, stream).await;
+                return drain(&mut writer, stream, self.shared, self.route).await;
             }
             let more = match self.take(&mut cursor, joined, wrote, &mut batch) {
                 Ok(more) => more,
@@ -174,17 +175,5 @@ impl Follow<'_> {
     fn client_queue(&self) -> u64 {
         let fanout = self.route.config.fanout.as_ref();
         fanout.map_or(u64::MAX, |f| f.client_queue as u64)
-    }
-
-    async fn drain(
-        &self,
-        writer: &mut tokio::net::tcp::WriteHalf<'_>,
-        stream: &mut ClientStream,
-    ) -> &'static str {
-        self.route.stats.dropped(Drop::Shutdown);
-        if let Some(event) = self.shared.block.shutdown_event.as_deref() {
-            let _ = stream.write_own(writer, self.route, event.as_bytes()).await;
-        }
-        "the gateway drained"
     }
 }
