@@ -5,35 +5,37 @@
 //! implements [`FfiServerPlugin`], so each call from the host is caught here exactly once.
 
 use std::any::Any;
-use std::os::fd::FromRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RResult, RStr, RString};
+use abi_stable::std_types::{RResult, RStr, RString, RVec};
 
 use crate::{
     Claimed, FfiServerPlugin, FfiServerPluginBox, FfiServerPlugin_TO, HijackRequest, Logger,
-    ServerPlugin,
+    RouteDecl, ServerPlugin,
 };
 
 /// Wraps a plugin so that its panics become errors the host can log.
 pub struct Guarded<P>(pub P);
 
 impl<P: ServerPlugin> FfiServerPlugin for Guarded<P> {
-    fn claims(&self, method: RStr<'_>, path: RStr<'_>) -> RResult<bool, RString> {
-        caught(|| Ok(self.0.claims(method.as_str(), path.as_str())))
+    fn routes(&self) -> RResult<RVec<RouteDecl>, RString> {
+        caught(|| Ok(self.0.routes().into()))
     }
 
     fn hijack(&self, request: HijackRequest) -> RResult<(), RString> {
-        // SAFETY: the host passes a connected TCP socket it no longer uses, and the contract
-        // transfers ownership with the call; wrapping it first means the fd is closed even if
-        // the plugin panics (the stream drops while unwinding).
-        let stream = unsafe { std::net::TcpStream::from_raw_fd(request.fd) };
+        // The socket is a stream before any plugin code runs, so it is closed even if the
+        // plugin panics (the stream drops while unwinding).
         let claimed = Claimed {
-            stream,
+            stream: request.socket.into_std(),
+            route: request.route as usize,
             head: request.head,
             read_ahead: request.read_ahead.into_vec(),
             response_headers: request.response_headers.into_vec(),
+            token_expires_at: request
+                .token_expires_in_ms
+                .into_option()
+                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
         };
         caught(|| self.0.hijack(claimed))
     }
@@ -84,9 +86,8 @@ mod tests {
     struct Panicky;
 
     impl ServerPlugin for Panicky {
-        fn claims(&self, _: &str, path: &str) -> bool {
-            assert!(path != "/boom", "claims exploded");
-            true
+        fn routes(&self) -> Vec<RouteDecl> {
+            panic!("routes exploded")
         }
         fn hijack(&self, _: Claimed) -> Result<(), String> {
             panic!("hijack exploded")
@@ -95,24 +96,19 @@ mod tests {
 
     #[test]
     fn panics_become_errors() {
-        let plugin = Guarded(Panicky);
-        assert_eq!(
-            plugin.claims("GET".into(), "/ok".into()),
-            RResult::ROk(true)
-        );
-        let err = plugin.claims("GET".into(), "/boom".into()).unwrap_err();
-        assert!(err.contains("plugin panicked: claims exploded"), "{err}");
+        let err = Guarded(Panicky).routes().unwrap_err();
+        assert!(err.contains("plugin panicked: routes exploded"), "{err}");
     }
 
     #[test]
     fn hijack_panic_closes_the_socket() {
         use std::io::Read;
-        use std::os::fd::IntoRawFd;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server_side, _) = listener.accept().unwrap();
         let request = HijackRequest {
-            fd: server_side.into_raw_fd(),
+            socket: server_side.into(),
+            route: 0,
             head: RequestHead {
                 method: "GET".into(),
                 path: "/".into(),
@@ -122,6 +118,7 @@ mod tests {
             },
             read_ahead: Default::default(),
             response_headers: Default::default(),
+            token_expires_in_ms: abi_stable::std_types::ROption::RNone,
         };
         let err = Guarded(Panicky).hijack(request).unwrap_err();
         assert!(err.contains("hijack exploded"), "{err}");

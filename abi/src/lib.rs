@@ -15,18 +15,21 @@
 
 // `#[sabi_trait]` expands to impls of foreign traits inside a const block, which rustc flags.
 #![allow(non_local_definitions)]
+// Only the descriptor's ownership (`ClientSocket`) and the panic guard's hand-over need
+// `unsafe`; each place allows it locally with a SAFETY comment.
+#![deny(unsafe_code)]
 
 pub mod guard;
 mod logger;
 mod request;
 
 pub use logger::{LogLevel, Logger};
-pub use request::{Header, HijackRequest, RequestHead};
+pub use request::{ClientSocket, Header, HijackRequest, RequestHead, RouteDecl};
 
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings, sabi_trait,
+    package_version_strings,
     sabi_types::VersionStrings,
     std_types::{RBox, RResult, RStr, RString},
     StableAbi,
@@ -34,9 +37,10 @@ use abi_stable::{
 
 /// What a plugin implements. Calls may panic: the guard turns panics into errors.
 pub trait ServerPlugin: Send + Sync + 'static {
-    /// Whether this plugin takes over requests with this method and path (no query string).
-    /// Called on the host's hot path for every request head: keep it cheap.
-    fn claims(&self, method: &str, path: &str) -> bool;
+    /// The routes this plugin serves, asked once when the host starts it. The host decides
+    /// every request by its one rule (the most specific template wins) over these and its
+    /// own endpoints, and hands a request over with the index of the route it picked.
+    fn routes(&self) -> Vec<RouteDecl>;
 
     /// Takes over a claimed connection. The plugin owns the socket from here on, whatever it
     /// returns; it must not block: spawn the work on its own runtime and return.
@@ -59,28 +63,45 @@ pub trait ServerPlugin: Send + Sync + 'static {
 /// A connection handed to [`ServerPlugin::hijack`].
 pub struct Claimed {
     pub stream: std::net::TcpStream,
+    /// The index, in [`ServerPlugin::routes`], of the route the host picked.
+    pub route: usize,
     pub head: RequestHead,
     /// Bytes the host had already read after the head.
     pub read_ahead: Vec<u8>,
     /// Headers to add to every response the plugin writes on this connection.
     pub response_headers: Vec<Header>,
+    /// When the JWT that authorised the request stops being valid (its `exp` plus the
+    /// leeway): the stream must end by then, at an event boundary.
+    pub token_expires_at: Option<std::time::Instant>,
 }
 
-/// The object the host holds for each injected plugin.
-#[sabi_trait]
-pub trait FfiServerPlugin: Send + Sync {
-    /// See [`ServerPlugin::claims`]; an error means the plugin panicked.
-    fn claims(&self, method: RStr<'_>, path: RStr<'_>) -> RResult<bool, RString>;
+pub use ffi::{FfiServerPlugin, FfiServerPlugin_TO};
 
-    /// See [`ServerPlugin::hijack`]. Takes ownership of `request.fd` even when it fails.
-    fn hijack(&self, request: HijackRequest) -> RResult<(), RString>;
+/// The FFI object's trait, on its own because `#[sabi_trait]` generates `unsafe` code.
+mod ffi {
+    #![allow(unsafe_code)]
 
-    /// See [`ServerPlugin::stats`].
-    fn stats(&self) -> RResult<RString, RString>;
+    use abi_stable::sabi_trait;
+    use abi_stable::std_types::{RResult, RString, RVec};
 
-    /// See [`ServerPlugin::shutdown`]; the deadline is in milliseconds.
-    #[sabi(last_prefix_field)]
-    fn shutdown(&self, deadline_ms: u64) -> RResult<u64, RString>;
+    use crate::{HijackRequest, RouteDecl};
+
+    /// The object the host holds for each injected plugin.
+    #[sabi_trait]
+    pub trait FfiServerPlugin: Send + Sync {
+        /// See [`ServerPlugin::routes`]; an error means the plugin panicked.
+        fn routes(&self) -> RResult<RVec<RouteDecl>, RString>;
+
+        /// See [`ServerPlugin::hijack`]. Takes ownership of `request.socket` even when it fails.
+        fn hijack(&self, request: HijackRequest) -> RResult<(), RString>;
+
+        /// See [`ServerPlugin::stats`].
+        fn stats(&self) -> RResult<RString, RString>;
+
+        /// See [`ServerPlugin::shutdown`]; the deadline is in milliseconds.
+        #[sabi(last_prefix_field)]
+        fn shutdown(&self, deadline_ms: u64) -> RResult<u64, RString>;
+    }
 }
 
 /// A boxed plugin object as it crosses the boundary.

@@ -1,7 +1,10 @@
-//! The parsed request that travels with a hijacked connection.
+//! What travels with a hijacked connection: the socket, the host's route decision, the
+//! parsed head, and what the host's protections decided about the stream.
+
+use std::os::fd::{FromRawFd, IntoRawFd};
 
 use abi_stable::{
-    std_types::{RString, RVec},
+    std_types::{ROption, RString, RVec},
     StableAbi,
 };
 
@@ -37,16 +40,80 @@ impl RequestHead {
     }
 }
 
+/// A route a plugin serves, as it declares it once when the host starts it: the host's
+/// one routing rule (the most specific template wins) decides every request, and a
+/// claimed request carries the index of its route here, so nothing matches a path twice.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct RouteDecl {
+    /// The path template, in `path-template`'s syntax (`/sse/{id}`, `/feed/*`).
+    pub endpoint: RString,
+    /// Upper-case method names.
+    pub methods: RVec<RString>,
+}
+
+/// A connected client TCP socket, owned: dropping it closes the socket.
+///
+/// Safe code can only make one from a `TcpStream` it owns; the raw constructor is
+/// `unsafe` because a descriptor number alone proves nothing about who else uses it.
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub struct ClientSocket {
+    fd: i32,
+}
+
+impl ClientSocket {
+    /// Takes ownership of `fd`.
+    ///
+    /// # Safety
+    /// `fd` must be an open, connected TCP socket that no other owner will use or close:
+    /// from this call on, the `ClientSocket` closes it.
+    #[allow(unsafe_code)]
+    pub unsafe fn from_raw_fd(fd: i32) -> Self {
+        Self { fd }
+    }
+
+    /// The socket as a standard stream (blocking mode as the host left it).
+    #[allow(unsafe_code)]
+    pub fn into_std(self) -> std::net::TcpStream {
+        let fd = std::mem::ManuallyDrop::new(self).fd;
+        // SAFETY: a `ClientSocket` is built only from a descriptor it owns (`From<TcpStream>`
+        // or the `unsafe` constructor's contract), and `ManuallyDrop` keeps `Drop` from
+        // closing it: ownership moves to the stream exactly once.
+        unsafe { std::net::TcpStream::from_raw_fd(fd) }
+    }
+}
+
+impl From<std::net::TcpStream> for ClientSocket {
+    fn from(stream: std::net::TcpStream) -> Self {
+        Self {
+            fd: stream.into_raw_fd(),
+        }
+    }
+}
+
+impl Drop for ClientSocket {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: as in `into_std`: the descriptor is this socket's alone, closed once here.
+        drop(unsafe { std::net::TcpStream::from_raw_fd(self.fd) });
+    }
+}
+
 /// A claimed connection: the socket, the head, and what the host read past the head.
 #[repr(C)]
 #[derive(StableAbi, Debug)]
 pub struct HijackRequest {
-    /// A connected TCP socket the receiver owns from the moment of the call.
-    pub fd: i32,
+    pub socket: ClientSocket,
+    /// Which of the plugin's [`RouteDecl`]s the host's route decision picked.
+    pub route: u32,
     pub head: RequestHead,
     /// Bytes the host had already read after the head (a body, pipelined requests).
     pub read_ahead: RVec<u8>,
     /// Headers the plugin must add to the response it writes (the host's CORS headers, for
     /// instance): the protections the host applied before the handoff reach the client.
     pub response_headers: RVec<Header>,
+    /// When a JWT authorised the request: milliseconds until it expires (its `exp` plus
+    /// the validator's leeway, from the handoff). The stream must end by then.
+    pub token_expires_in_ms: ROption<u64>,
 }

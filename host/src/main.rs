@@ -295,11 +295,11 @@ fn inject_plugins(config: &Config) -> (ServerPlugins, Vec<String>) {
             );
             continue;
         };
-        match library.start(&wanted.config_json) {
-            Ok(plugin) => {
-                tracing::info!("[PLUGIN: Server] Injecting plugin {}", wanted.name);
-                injected.push(wanted.name.clone(), plugin);
-            }
+        match library
+            .start(&wanted.config_json)
+            .and_then(|plugin| injected.push(wanted.name.clone(), plugin))
+        {
+            Ok(()) => tracing::info!("[PLUGIN: Server] Injecting plugin {}", wanted.name),
             Err(reason) => {
                 tracing::error!(
                     "[PLUGIN: Server] {} refused to start: {reason}",

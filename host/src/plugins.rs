@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use abi::{FfiServerPluginBox, HijackRequest, LogLevel, Logger, PluginModuleRef};
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
-use abi_stable::std_types::{RResult, RStr};
+use abi_stable::std_types::{RResult, RStr, RString};
 
 use crate::gate::Claim;
 
@@ -140,15 +140,49 @@ pub struct InjectedPlugin {
     plugin: FfiServerPluginBox,
 }
 
-/// The injected server plugins, asked in order whether they claim a request.
+/// One route a plugin declared, parsed.
+pub struct PluginRoute {
+    pub plugin: usize,
+    /// Its index in the plugin's own list, which the handoff carries back.
+    pub route: u32,
+    pub endpoint: String,
+    pub template: path_template::Template,
+    pub methods: Vec<String>,
+}
+
+/// The injected server plugins and the routes they declared.
 #[derive(Default)]
 pub struct ServerPlugins {
     plugins: Vec<InjectedPlugin>,
+    /// Most specific first.
+    routes: Vec<PluginRoute>,
 }
 
 impl ServerPlugins {
-    pub fn push(&mut self, name: String, plugin: FfiServerPluginBox) {
+    /// Injects a started plugin with the routes it declares; a plugin whose routes cannot
+    /// be read (it panicked, or a template does not parse) is refused with the reason.
+    pub fn push(&mut self, name: String, plugin: FfiServerPluginBox) -> Result<(), String> {
+        let declared = plugin.routes().into_result().map_err(|e| e.into_string())?;
+        let index = self.plugins.len();
+        for (route, decl) in declared.into_iter().enumerate() {
+            let template = path_template::Template::parse(&decl.endpoint)
+                .map_err(|e| format!("route {:?}: {e}", decl.endpoint.as_str()))?;
+            self.routes.push(PluginRoute {
+                plugin: index,
+                route: route as u32,
+                endpoint: decl.endpoint.into_string(),
+                template,
+                methods: decl.methods.into_iter().map(RString::into_string).collect(),
+            });
+        }
+        self.routes.sort_by_cached_key(|r| r.template.specificity());
         self.plugins.push(InjectedPlugin { name, plugin });
+        Ok(())
+    }
+
+    /// Every route the plugins declared, most specific first.
+    pub fn routes(&self) -> &[PluginRoute] {
+        &self.routes
     }
 
     pub fn name(&self, index: usize) -> &str {
@@ -211,15 +245,10 @@ impl ServerPlugins {
 }
 
 impl Claim for ServerPlugins {
-    fn claim(&self, method: &str, path: &str) -> Option<usize> {
-        self.plugins
+    fn claim(&self, method: &str, path: &str) -> Option<(usize, u32)> {
+        self.routes
             .iter()
-            .position(|p| match p.plugin.claims(method.into(), path.into()) {
-                RResult::ROk(claimed) => claimed,
-                RResult::RErr(e) => {
-                    tracing::error!("[PLUGIN: {}] claims({method} {path}) failed: {e}", p.name);
-                    false
-                }
-            })
+            .find(|r| r.methods.iter().any(|m| m == method) && r.template.matches(path).is_some())
+            .map(|r| (r.plugin, r.route))
     }
 }

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,7 +183,15 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
     match parts.io.into_inner().into_parts() {
         (Stop::Eof, _, _) => {}
         (Stop::Rejected(rejection), stream, _) => reject(stream, peer, rejection).await,
-        (Stop::Claimed { plugin, head }, stream, read_ahead) => {
+        (
+            Stop::Claimed {
+                plugin,
+                route,
+                head,
+            },
+            stream,
+            read_ahead,
+        ) => {
             let info = RequestInfo {
                 method: &head.method,
                 path: &head.path,
@@ -216,14 +223,15 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
                 head.method,
                 head.path
             );
-            let fd = match stream.into_std() {
-                Ok(stream) => stream.into_raw_fd(),
+            let socket = match stream.into_std() {
+                Ok(stream) => stream.into(),
                 Err(e) => {
                     return tracing::warn!("connection from {peer}: cannot detach the socket: {e}")
                 }
             };
             let request = HijackRequest {
-                fd,
+                socket,
+                route,
                 head,
                 read_ahead: read_ahead.to_vec().into(),
                 response_headers: response_headers
@@ -233,6 +241,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
                         value: value.into_bytes().into(),
                     })
                     .collect(),
+                token_expires_in_ms: abi_stable::std_types::ROption::RNone,
             };
             if let Err(e) = gateway.plugins.hijack(plugin, request) {
                 tracing::error!("[PLUGIN: {name}] hijack failed: {e}");

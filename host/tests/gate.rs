@@ -155,7 +155,6 @@ async fn a_panicking_plugin_never_takes_the_host_down() {
     let mut gateway = gateway()
         .plugin_pattern("panicking_plugin.so")
         .plugin_block("panicking-plugin", json!({}))
-        .endpoint(json!({"endpoint": "/panic-in-claims", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/"}]}))
         .run();
     gateway
         .process
@@ -173,15 +172,22 @@ async fn a_panicking_plugin_never_takes_the_host_down() {
     gateway
         .process
         .wait_for_log("hijack failed: plugin panicked: a bug in hijack");
-    // Panic in claims: the request is not claimed and goes through the pipeline.
-    let response = RawClient::get(gateway.addr, "/panic-in-claims", &["Connection: close"])
+    assert!(gateway.process.is_running());
+    // Panic when asked for its routes: the plugin is left out and its path goes through
+    // the pipeline.
+    let mut gateway = testkit::gateway()
+        .plugin_pattern("panicking_plugin.so")
+        .plugin_block("panicking-plugin", json!({"panic_in_routes": true}))
+        .endpoint(json!({"endpoint": "/panic", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/"}]}))
+        .run();
+    gateway
+        .process
+        .wait_for_log("refused to start: plugin panicked: a bug in routes");
+    let response = RawClient::get(gateway.addr, "/panic", &["Connection: close"])
         .await
         .read_to_end()
         .await;
     assert_eq!(body_of(&response), br#"{"alive":true}"#);
-    gateway
-        .process
-        .wait_for_log("plugin panicked: a bug in claims");
     assert!(gateway.process.is_running());
 }
 

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abi::{Claimed, Logger, ServerPlugin};
+use abi::{Claimed, Logger, RouteDecl, ServerPlugin};
 use tokio_util::sync::CancellationToken;
 
 use balancer::Balancer;
@@ -136,31 +136,31 @@ impl StreamingPlugin {
             }),
         })
     }
-
-    /// The first (most specific) route for this request.
-    fn route_for(&self, method: &str, path: &str) -> Option<usize> {
-        self.shared.routes.iter().position(|r| {
-            r.config.methods.iter().any(|m| m == method)
-                && r.config.template.matches(path).is_some()
-        })
-    }
 }
 
 impl ServerPlugin for StreamingPlugin {
-    fn claims(&self, method: &str, path: &str) -> bool {
-        self.route_for(method, path).is_some()
+    fn routes(&self) -> Vec<RouteDecl> {
+        self.shared
+            .routes
+            .iter()
+            .map(|r| RouteDecl {
+                endpoint: r.config.endpoint.as_str().into(),
+                methods: r.config.methods.iter().map(|m| m.as_str().into()).collect(),
+            })
+            .collect()
     }
 
     fn hijack(&self, claimed: Claimed) -> Result<(), String> {
         let Claimed {
             stream,
+            route,
             head,
             response_headers,
             ..
         } = claimed;
-        let route = self
-            .route_for(&head.method, &head.path)
-            .ok_or("no route claims this request")?;
+        if route >= self.shared.routes.len() {
+            return Err(format!("no route {route}"));
+        }
         stream
             .set_nonblocking(true)
             .map_err(|e| format!("socket: {e}"))?;

@@ -31,8 +31,8 @@ use framing::{framing, Framing};
 
 /// Decides, per request head, whether a plugin takes the connection over.
 pub trait Claim: Send + Sync {
-    /// The index of the claiming plugin, if any.
-    fn claim(&self, method: &str, path: &str) -> Option<usize>;
+    /// The claiming plugin and the index of its route, if any.
+    fn claim(&self, method: &str, path: &str) -> Option<(usize, u32)>;
 }
 
 /// Why the gate stopped feeding hyper.
@@ -42,6 +42,7 @@ pub enum Stop {
     Eof,
     Claimed {
         plugin: usize,
+        route: u32,
         head: RequestHead,
     },
     Rejected(Rejection),
@@ -179,7 +180,7 @@ impl Gate {
         let target = request.path.unwrap_or_default();
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         self.state = match self.claim.claim(method, path) {
-            Some(plugin) => {
+            Some((plugin, route)) => {
                 let head = RequestHead {
                     method: method.into(),
                     path: path.into(),
@@ -195,7 +196,11 @@ impl Gate {
                     peer: self.peer.to_string().into(),
                 };
                 self.buf.advance(head_len);
-                State::Stopped(Stop::Claimed { plugin, head })
+                State::Stopped(Stop::Claimed {
+                    plugin,
+                    route,
+                    head,
+                })
             }
             None => State::Forward {
                 head_left: head_len,

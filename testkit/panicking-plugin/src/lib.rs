@@ -1,26 +1,32 @@
 //! Test fixture: a server plugin with bugs on purpose, to prove the host survives them.
 //!
-//! It claims `GET /panic...` and panics in `hijack`; for the path `/panic-in-claims` it
-//! panics already in `claims`. The host must log, close that one connection and go on.
+//! It serves `GET /panic` and panics in `hijack`; with `{"panic_in_routes": true}` as its
+//! block it panics already when the host asks for its routes. The host must log, close
+//! that one connection (or leave the plugin out) and go on.
 
-use abi::{Claimed, Logger, ServerPlugin};
+use abi::{Claimed, Logger, RouteDecl, ServerPlugin};
 
 abi::export_server_plugin!("panicking-plugin", Panicking::new);
 
-pub struct Panicking;
+pub struct Panicking {
+    panic_in_routes: bool,
+}
 
 impl Panicking {
-    fn new(_config: &str, _logger: Logger) -> Result<Self, String> {
-        Ok(Self)
+    fn new(config: &str, _logger: Logger) -> Result<Self, String> {
+        Ok(Self {
+            panic_in_routes: config.contains("\"panic_in_routes\":true"),
+        })
     }
 }
 
 impl ServerPlugin for Panicking {
-    fn claims(&self, _method: &str, path: &str) -> bool {
-        if path == "/panic-in-claims" {
-            panic!("a bug in claims");
-        }
-        path.starts_with("/panic")
+    fn routes(&self) -> Vec<RouteDecl> {
+        assert!(!self.panic_in_routes, "a bug in routes");
+        vec![RouteDecl {
+            endpoint: "/panic".into(),
+            methods: vec!["GET".into()].into(),
+        }]
     }
 
     fn hijack(&self, _: Claimed) -> Result<(), String> {
