@@ -1,8 +1,10 @@
 //! HTTP/1.1 bytes written or read on raw sockets, by the host (answers it gives on a
 //! connection hyper no longer drives) and by plugins (which own their connections): one
-//! copy of each rule, on both sides of the ABI.
+//! copy of each rule, on both sides of the ABI, including what may go upstream ([`clean`]).
 
 #![forbid(unsafe_code)]
+
+pub mod clean;
 
 use http::StatusCode;
 
