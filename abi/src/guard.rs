@@ -36,6 +36,7 @@ impl<P: ServerPlugin> FfiServerPlugin for Guarded<P> {
                 .token_expires_in_ms
                 .into_option()
                 .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
+            slot: request.slot,
         };
         caught(|| self.0.hijack(claimed))
     }
@@ -85,6 +86,10 @@ mod tests {
 
     struct Panicky;
 
+    #[derive(Debug)]
+    struct Uncounted;
+    impl crate::FfiConnectionSlot for Uncounted {}
+
     impl ServerPlugin for Panicky {
         fn routes(&self) -> Vec<RouteDecl> {
             panic!("routes exploded")
@@ -119,6 +124,7 @@ mod tests {
             read_ahead: Default::default(),
             response_headers: Default::default(),
             token_expires_in_ms: abi_stable::std_types::ROption::RNone,
+            slot: crate::ConnectionSlot::from_value(Uncounted, TD_Opaque),
         };
         let err = Guarded(Panicky).hijack(request).unwrap_err();
         assert!(err.contains("hijack exploded"), "{err}");

@@ -73,9 +73,12 @@ pub struct Claimed {
     /// When the JWT that authorised the request stops being valid (its `exp` plus the
     /// leeway): the stream must end by then, at an event boundary.
     pub token_expires_at: Option<std::time::Instant>,
+    /// The connection's place under the host's `max_connections`: keep it as long as the
+    /// connection, drop it with the connection.
+    pub slot: ConnectionSlot,
 }
 
-pub use ffi::{FfiServerPlugin, FfiServerPlugin_TO};
+pub use ffi::{FfiConnectionSlot, FfiConnectionSlot_TO, FfiServerPlugin, FfiServerPlugin_TO};
 
 /// The FFI object's trait, on its own because `#[sabi_trait]` generates `unsafe` code.
 mod ffi {
@@ -102,10 +105,19 @@ mod ffi {
         #[sabi(last_prefix_field)]
         fn shutdown(&self, deadline_ms: u64) -> RResult<u64, RString>;
     }
+
+    /// The host's count of one open client connection, held by whoever holds the
+    /// connection: dropping it (the plugin closed the connection) releases the count.
+    #[sabi_trait]
+    pub trait FfiConnectionSlot: Send + Sync + Debug {}
 }
 
 /// A boxed plugin object as it crosses the boundary.
 pub type FfiServerPluginBox = FfiServerPlugin_TO<'static, RBox<()>>;
+
+/// A handed-over connection's place under the host's `max_connections`: the plugin keeps
+/// it for as long as it keeps the connection, and dropping it gives the place back.
+pub type ConnectionSlot = FfiConnectionSlot_TO<'static, RBox<()>>;
 
 /// The root module every plugin library exports.
 #[repr(C)]

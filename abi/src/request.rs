@@ -116,4 +116,6 @@ pub struct HijackRequest {
     /// When a JWT authorised the request: milliseconds until it expires (its `exp` plus
     /// the validator's leeway, from the handoff). The stream must end by then.
     pub token_expires_in_ms: ROption<u64>,
+    /// Held for as long as the connection is open; see [`crate::ConnectionSlot`].
+    pub slot: crate::ConnectionSlot,
 }

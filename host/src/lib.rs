@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod connections;
 pub mod gate;
 pub mod metrics;
 pub mod pipeline;

@@ -223,6 +223,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
         );
         let gateway = Arc::new(Gateway {
             plugins,
+            connections: Arc::default(),
             guard: Guard::new(&config),
             metrics: Arc::default(),
             debug,
@@ -232,6 +233,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
                 max_head_bytes: config.max_header_bytes,
                 read_header_timeout: config.read_header_timeout,
                 idle_timeout: config.idle_timeout,
+                send_buffer: config.client_send_buffer,
             },
         });
         host::protect::jwks::load(&gateway.guard).await;

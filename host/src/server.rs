@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::connections::{Connections, Slot};
 use crate::gate::{Gate, Limits, Rejection, Stop};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline};
@@ -22,6 +23,8 @@ use crate::static_files::StaticFiles;
 /// Everything a connection needs, shared by all of them.
 pub struct Gateway {
     pub plugins: Arc<ServerPlugins>,
+    /// Client connections open now, handed-over ones included.
+    pub connections: Arc<Connections>,
     pub guard: Guard,
     pub metrics: Arc<Metrics>,
     /// `host run -d`: `/__debug/*` answers and logs what it received.
@@ -86,7 +89,8 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(serve_connection(stream, peer, gateway.clone()));
+                    let slot = gateway.connections.open();
+                    tokio::spawn(serve_connection(stream, peer, slot, gateway.clone()));
                 }
                 // Out of descriptors or a connection reset before accept: keep serving.
                 Err(e) => {
@@ -99,9 +103,14 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, gateway: Arc<Gateway>) {
     // Events are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
+    // What a client that stops reading can cost in kernel memory, and how soon a write
+    // to it blocks (which is what `client_write_timeout` measures).
+    if let Some(bytes) = gateway.limits.send_buffer {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+    }
     let gate = Gate::new(stream, peer, gateway.limits, gateway.plugins.clone());
     let service_gateway = gateway.clone();
     let service = service_fn(move |request| {
@@ -242,6 +251,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gate
                     })
                     .collect(),
                 token_expires_in_ms: abi_stable::std_types::ROption::RNone,
+                slot: slot.into_ffi(),
             };
             if let Err(e) = gateway.plugins.hijack(plugin, request) {
                 tracing::error!("[PLUGIN: {name}] hijack failed: {e}");

@@ -156,6 +156,7 @@ impl ServerPlugin for StreamingPlugin {
             route,
             head,
             response_headers,
+            slot,
             ..
         } = claimed;
         if route >= self.shared.routes.len() {
@@ -166,6 +167,8 @@ impl ServerPlugin for StreamingPlugin {
             .map_err(|e| format!("socket: {e}"))?;
         let shared = self.shared.clone();
         workers::spawn(async move {
+            // The host counts the connection open until the stream is over.
+            let _slot = slot;
             match tokio::net::TcpStream::from_std(stream) {
                 Ok(client) if shared.routes[route].config.fanout.is_some() => {
                     fanout::serve(client, head, &response_headers, &shared, route).await

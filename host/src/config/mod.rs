@@ -51,6 +51,9 @@ pub struct Config {
     /// How long a drain (SIGTERM/SIGINT) may take before the host exits anyway.
     pub shutdown_timeout: Duration,
     pub max_backend_response_bytes: usize,
+    /// Each client socket's kernel send buffer (`SO_SNDBUF`); `None` leaves the kernel's
+    /// autotuning.
+    pub client_send_buffer: Option<usize>,
     pub plugin: Option<PluginFolder>,
     /// Server plugins to inject, in `plugin/http-server.name` order, with their config blocks.
     pub server_plugins: Vec<ServerPluginConfig>,
@@ -197,6 +200,12 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest backend body the `json` encoding reads into memory.
 const DEFAULT_MAX_BACKEND_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// A client socket's send buffer. Left to autotuning, Linux lets one socket's buffer grow
+/// to `tcp_wmem`'s maximum (4 MiB here, 2.1 MiB measured) before a write blocks, so a
+/// client that stops reading costs megabytes and is noticed by `client_write_timeout`
+/// only once they are full. 64 KiB (the kernel doubles it for its bookkeeping) holds
+/// hundreds of events, more than any reading client has in flight.
+const DEFAULT_CLIENT_SEND_BUFFER: usize = 64 * 1024;
 
 // The raw shapes serde fills; `load` validates them into the types above.
 #[derive(Deserialize)]
@@ -214,6 +223,7 @@ struct RawConfig {
     #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     shutdown_timeout: Option<Duration>,
     max_backend_response_bytes: Option<usize>,
+    client_send_buffer: Option<usize>,
     plugin: Option<PluginFolder>,
     #[serde(default)]
     endpoints: Vec<RawEndpoint>,
@@ -421,6 +431,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         max_backend_response_bytes: raw
             .max_backend_response_bytes
             .unwrap_or(DEFAULT_MAX_BACKEND_RESPONSE_BYTES),
+        client_send_buffer: match raw.client_send_buffer {
+            None => Some(DEFAULT_CLIENT_SEND_BUFFER),
+            Some(0) => None,
+            Some(bytes) => Some(bytes),
+        },
         plugin: raw.plugin,
         server_plugins,
         static_files,

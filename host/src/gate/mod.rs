@@ -74,6 +74,8 @@ pub struct Limits {
     pub read_header_timeout: Duration,
     /// With no request started, a connection is closed after this long.
     pub idle_timeout: Duration,
+    /// The client socket's kernel send buffer (`None`: the kernel's autotuning).
+    pub send_buffer: Option<usize>,
 }
 
 pub struct Gate {
