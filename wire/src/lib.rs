@@ -1,10 +1,12 @@
 //! HTTP/1.1 bytes written or read on raw sockets, by the host (answers it gives on a
 //! connection hyper no longer drives) and by plugins (which own their connections): one
-//! copy of each rule, on both sides of the ABI, including what may go upstream ([`clean`]).
+//! copy of each rule, on both sides of the ABI, including what may go upstream ([`clean`]),
+//! and where a request or response body ends ([`framing`]).
 
 #![forbid(unsafe_code)]
 
 pub mod clean;
+pub mod framing;
 
 use http::StatusCode;
 
