@@ -33,7 +33,8 @@ test: test-deps build
 test-deps:
 	scripts/test-deps.sh
 
-# The benchmark against a direct connection and nginx (not part of `make test`).
+# The benchmark against the origin directly, the floor proxy, the gateway, nginx and haproxy
+# (not part of `make test`).
 bench: build
 	python3 bench/run.py
 
