@@ -1,6 +1,7 @@
 //! One claimed request, from admission to the end of the client's stream.
 //!
-//! The stream is admitted under the route's and the block's `max_streams` (503 with
+//! A request with a value that may not go upstream is refused with 400 first. The stream
+//! is admitted under the route's and the block's `max_streams` (503 with
 //! `Retry-After` otherwise), opens an upstream (failing over along the balancer's order;
 //! 502 or 504 when no host answers), and relays a non-2xx answer as it is. A 2xx answer
 //! becomes the client's event stream, which outlives its upstreams: when one ends, breaks
@@ -18,10 +19,11 @@ use sse::Scanner;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::either::Either;
 
 use crate::pump::{client_gone, pump, ClientStream, Ended};
 use crate::stats::{Drop, RouteStats};
-use crate::upstream::{self, Request, Upstream};
+use crate::upstream::{self, Refused, Request, Upstream};
 use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
 
 /// Serves one claimed request. Only what the stream needs is kept from the head, so a
@@ -35,13 +37,27 @@ pub fn serve<'a>(
     shared: &'a Shared,
     route: &'a RouteState,
 ) -> impl std::future::Future<Output = ()> + 'a {
-    let request = Request::new(&route.config, &head, response_headers);
+    let reply = Reply::new(&head, response_headers);
+    let request = Request::new(&route.config, &head);
     drop(head);
-    relay(client, request, shared, route)
+    match request {
+        Ok(request) => Either::Left(relay(client, reply, request, shared, route)),
+        // Boxed: a refusal is rare, and the stream's task reserves room for the larger side.
+        Err(why) => Either::Right(Box::pin(async move {
+            let mut client = client;
+            refuse(&mut client, shared, route, &reply, &why).await
+        })),
+    }
 }
 
-async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, route: &RouteState) {
-    let Some(_slot) = Box::pin(admit(&mut client, shared, route, &request.extra_head)).await else {
+async fn relay(
+    mut client: TcpStream,
+    mut reply: Reply,
+    mut request: Request,
+    shared: &Shared,
+    route: &RouteState,
+) {
+    let Some(_slot) = Box::pin(admit(&mut client, shared, route, &reply.extra_head)).await else {
         return;
     };
     let log = |label: &str, reason: &str| {
@@ -58,7 +74,7 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
     let upstream = match opened {
         Ok(upstream) => upstream,
         Err(unavailable) => {
-            log(&request.label, &unavailable.reason);
+            log(&reply.label, &unavailable.reason);
             route.stats.dropped(Drop::UpstreamUnavailable);
             let status = if unavailable.timed_out {
                 StatusCode::GATEWAY_TIMEOUT
@@ -70,7 +86,7 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
                 status,
                 &unavailable.reason,
                 None,
-                &request.extra_head,
+                &reply.extra_head,
             ))
             .await;
         }
@@ -79,13 +95,13 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
         let head = passthrough_head(
             upstream.status,
             upstream.content_type.as_deref(),
-            &request.extra_head,
+            &reply.extra_head,
         );
         return Box::pin(relay_as_is(client, upstream, head, shared, route)).await;
     }
     let scanner = Scanner::resuming(request.last_event_id.as_deref().unwrap_or(""));
     let mut stream = ClientStream::new(Some(scanner));
-    let head = event_stream_head(&std::mem::take(&mut request.extra_head));
+    let head = event_stream_head(&std::mem::take(&mut reply.extra_head));
     if stream
         .write_own_boxed(&mut client, route, &head)
         .await
@@ -118,7 +134,7 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
             Ended::ClientGone => break "the client left",
             Ended::ClientStalled => {
                 log(
-                    &request.label,
+                    &reply.label,
                     "client read nothing for client_write_timeout; dropped",
                 );
                 route.stats.dropped(Drop::ClientStalled);
@@ -127,11 +143,11 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
             Ended::Shutdown => break drain(&mut client, &mut stream, shared, route).await,
             Ended::Complete | Ended::UpstreamBroke(_) | Ended::UpstreamIdle => {
                 if let Ended::UpstreamBroke(reason) = &ended {
-                    log(&request.label, &format!("upstream stream broke: {reason}"));
+                    log(&reply.label, &format!("upstream stream broke: {reason}"));
                 }
                 if stream.mid_event {
                     // The client holds part of an event no other connection can finish.
-                    log(&request.label, "upstream ended inside an event larger than read_buffer_bytes; ending the stream");
+                    log(&reply.label, "upstream ended inside an event larger than read_buffer_bytes; ending the stream");
                     break "the upstream ended inside an event";
                 }
                 request.last_event_id = stream
@@ -165,7 +181,7 @@ async fn relay(mut client: TcpStream, mut request: Request, shared: &Shared, rou
     end_stream(
         &mut client,
         shared,
-        &request.label,
+        &reply.label,
         why,
         started,
         &stream,
@@ -309,6 +325,53 @@ pub fn backoff(
         .saturating_mul(1 << failed_in_a_row.min(16))
         .min(config.max_reconnect_delay);
     delay.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+/// How the plugin answers one client: the label its log lines carry, and the host's header
+/// lines (CORS, for instance) that every response head gets.
+pub struct Reply {
+    /// `METHOD /path` of the client's request.
+    pub label: String,
+    /// Emptied once the event stream's head is written.
+    pub extra_head: Vec<u8>,
+}
+
+impl Reply {
+    pub fn new(head: &RequestHead, response_headers: &[abi::Header]) -> Self {
+        let mut extra_head = Vec::new();
+        for h in response_headers {
+            wire::header_line(&mut extra_head, &h.name, &h.value);
+        }
+        Self {
+            label: format!("{} {}", head.method, head.path),
+            extra_head,
+        }
+    }
+}
+
+/// Answers a request with a value that may not go upstream: 400, nothing dialled or
+/// joined. The client is told in general terms; the log says which value.
+pub async fn refuse(
+    client: &mut TcpStream,
+    shared: &Shared,
+    route: &RouteState,
+    reply: &Reply,
+    why: &Refused,
+) {
+    shared.logger.info(&format!(
+        "[PLUGIN: {PLUGIN_NAME}] {}: refused with 400: {why}",
+        reply.label
+    ));
+    route.stats.dropped(Drop::BadRequest);
+    let reason = "bad request: it holds a value that cannot be forwarded";
+    respond_error(
+        client,
+        StatusCode::BAD_REQUEST,
+        reason,
+        None,
+        &reply.extra_head,
+    )
+    .await
 }
 
 /// Takes a stream's slot under the `max_streams` limits and counts the stream, or answers

@@ -1,5 +1,10 @@
 //! Opening a stream's upstream: dial a backend host (failing over along the balancer's
 //! order), send the request, read the response head, and learn how the body is framed.
+//!
+//! Every value a client sends that goes upstream (forwarded header values, its
+//! `Last-Event-ID`, the query string, the captured path parameters) passes `wire::clean`
+//! when its [`Request`] is made, before anything is dialled; [`request_bytes`] is the one
+//! writer of an upstream request head.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -9,6 +14,7 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Timeout;
+use wire::clean::{self, Unclean};
 
 use crate::config::{LoadBalance, Route, StickyKey};
 use crate::pool::{Buffer, BufferPool};
@@ -34,6 +40,17 @@ pub struct Unavailable {
     pub reason: String,
     /// The last host timed out (504) rather than failed (502).
     pub timed_out: bool,
+}
+
+/// A request the plugin will not forward: answered 400 before any upstream is dialled or
+/// any fan-out source joined. The reason is logged; the client gets a general one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    Unclean(#[from] Unclean),
+    /// Named here: forwarded headers come from the config, `Unclean` names static ones.
+    #[error("a control character in the forwarded header {0}")]
+    ForwardedHeader(String),
 }
 
 /// How the upstream response body is delimited.
@@ -79,8 +96,6 @@ impl Body {
 /// What to ask every host for: taken from the client's request head, which is then
 /// dropped (a stream lives for hours and needs only this).
 pub struct Request {
-    /// `METHOD /path` of the client's request, for logs.
-    pub label: String,
     /// The upstream path and query.
     pub target: String,
     /// The forwarded header lines (`Name: value\r\n`), without `Last-Event-ID`.
@@ -89,17 +104,12 @@ pub struct Request {
     /// last event the client received on a resumption.
     pub last_event_id: Option<String>,
     pub sticky_key: Option<Vec<u8>>,
-    /// Header lines the host asked to add to the client's response; emptied once the
-    /// response head is written.
-    pub extra_head: Vec<u8>,
 }
 
 impl Request {
-    pub fn new(route: &Route, head: &RequestHead, response_headers: &[abi::Header]) -> Self {
-        let mut extra_head = Vec::new();
-        for h in response_headers {
-            wire::header_line(&mut extra_head, &h.name, &h.value);
-        }
+    /// The request `head` makes of the route's hosts, once every value copied from it is
+    /// clean.
+    pub fn new(route: &Route, head: &RequestHead) -> Result<Self, Refused> {
         let mut headers = Vec::new();
         let mut last_event_id = None;
         for name in &route.forward_headers {
@@ -109,33 +119,47 @@ impl Request {
                 .filter(|h| h.name.eq_ignore_ascii_case(name))
             {
                 if name.eq_ignore_ascii_case("last-event-id") {
-                    last_event_id = Some(String::from_utf8_lossy(&h.value).into_owned());
+                    last_event_id = Some(client_last_event_id(&h.value)?);
                     continue;
                 }
+                clean::header_value("forwarded", &h.value)
+                    .map_err(|_| Refused::ForwardedHeader(name.clone()))?;
                 wire::header_line(&mut headers, name, &h.value);
             }
         }
-        Self {
-            label: format!("{} {}", head.method, head.path),
-            target: target(route, &head.path, &head.query),
+        Ok(Self {
+            target: target(route, &head.path, &head.query)?,
             headers,
             last_event_id,
             sticky_key: sticky_key(route, head),
-            extra_head,
-        }
+        })
     }
 }
 
+/// A client's `Last-Event-ID` header value, if it is clean.
+pub fn client_last_event_id(value: &[u8]) -> Result<String, Unclean> {
+    let id = String::from_utf8_lossy(value).into_owned();
+    clean::last_event_id(&id)?;
+    Ok(id)
+}
+
 /// The upstream path and query: the route's pattern with the captured params, plus the
-/// client's query string.
-pub fn target(route: &Route, path: &str, query: &str) -> String {
+/// client's query string; refused if any of them is not clean.
+pub fn target(route: &Route, path: &str, query: &str) -> Result<String, Unclean> {
     let params = route.template.matches(path).unwrap_or_default();
+    for (_, value) in &params {
+        // A trailing `/*` captures several segments: each must stay one.
+        for segment in value.split('/') {
+            clean::path_param(segment)?;
+        }
+    }
+    clean::query(query)?;
     let mut target = path_template::substitute(&route.backend_url_pattern, &params);
     if !query.is_empty() {
         target.push(if target.contains('?') { '&' } else { '?' });
         target.push_str(query);
     }
-    target
+    Ok(target)
 }
 
 /// The key a sticky route hashes; `None` (round robin) when the request lacks it.
@@ -324,5 +348,87 @@ async fn exchange(
             head_len,
             filled,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(block: &str) -> Route {
+        crate::config::parse(block).unwrap().routes.remove(0)
+    }
+
+    fn head(path: &str, query: &str, headers: &[(&str, &[u8])]) -> RequestHead {
+        RequestHead {
+            method: "GET".into(),
+            path: path.into(),
+            query: query.into(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| abi::Header {
+                    name: (*name).into(),
+                    value: value.to_vec().into(),
+                })
+                .collect(),
+            peer: "127.0.0.1:1".into(),
+        }
+    }
+
+    #[test]
+    fn every_value_copied_upstream_is_checked_when_the_request_is_made() {
+        let route = route(
+            r#"{"endpoint": "/s/{id}", "backend_url_pattern": "/e/{id}", "backend_host": "http://h",
+                "forward_headers": ["Last-Event-ID", "X-Trace"]}"#,
+        );
+        let made = |path, query, headers: &[(&str, &[u8])]| {
+            Request::new(&route, &head(path, query, headers)).map(|r| {
+                let bytes = request_bytes("h", &r);
+                String::from_utf8(bytes).unwrap()
+            })
+        };
+        assert_eq!(
+            made("/s/a", "x=1", &[("x-trace", b"t\t1"), ("last-event-id", b"4")]).unwrap(),
+            "GET /e/a?x=1 HTTP/1.1\r\nHost: h\r\nX-Trace: t\t1\r\nLast-Event-ID: 4\r\nConnection: close\r\n\r\n"
+        );
+        for (headers, why) in [
+            (
+                &[("x-trace", &b"a\r\nInjected: 1"[..])][..],
+                Refused::ForwardedHeader("X-Trace".into()),
+            ),
+            (
+                &[("X-TRACE", b"\0")],
+                Refused::ForwardedHeader("X-Trace".into()),
+            ),
+            (&[("last-event-id", b"7\n")], Unclean::LastEventId.into()),
+            (&[("last-event-id", b"7\x1b")], Unclean::LastEventId.into()),
+        ] {
+            assert_eq!(made("/s/a", "", headers).err(), Some(why), "{headers:?}");
+        }
+        assert_eq!(
+            made("/s/a", "x=%0d%0aGET%20/", &[]).err(),
+            Some(Unclean::Query.into())
+        );
+        assert_eq!(
+            made("/s/..", "", &[]).err(),
+            Some(Unclean::PathParamDots.into())
+        );
+        assert_eq!(
+            made("/s/a%2F..", "", &[]).err(),
+            Some(Unclean::PathParamSeparator.into())
+        );
+    }
+
+    #[test]
+    fn each_segment_a_wildcard_captures_is_checked() {
+        let route = route(
+            r#"{"endpoint": "/n/*", "backend_url_pattern": "/feed/{*}", "backend_host": "http://h"}"#,
+        );
+        assert_eq!(
+            target(&route, "/n/a/b.c/...", "").unwrap(),
+            "/feed/a/b.c/..."
+        );
+        assert_eq!(target(&route, "/n/a/../b", ""), Err(Unclean::PathParamDots));
+        assert_eq!(target(&route, "/n/a/./b", ""), Err(Unclean::PathParamDots));
     }
 }

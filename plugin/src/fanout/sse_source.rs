@@ -30,12 +30,10 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
     };
     loop {
         let request = Request {
-            label: format!("fan-out {}", hub.key),
             target: hub.key.clone(),
             headers: b"Accept: text/event-stream\r\n".to_vec(),
             last_event_id: Some(hub.lock().position.clone()),
             sticky_key: None,
-            extra_head: Vec::new(),
         };
         let opened = tokio::select! {
             opened = upstream::open(route, &request, &shared.pool) => opened,
