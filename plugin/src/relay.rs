@@ -9,6 +9,7 @@
 //! client received, waiting the stream's `retry:` (or `reconnect_delay`) with exponential
 //! backoff and jitter, at most `max_reconnects` times within `reconnect_window`. Out of
 //! attempts, it ends the client's stream cleanly so that the browser reconnects itself.
+//! A drain or the expiry of the client's token ends it the same way, at an event boundary.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
-use crate::pump::{client_gone, pump, ClientStream, Ended};
+use crate::pump::{client_gone, next_cut_off, pump, ClientStream, CutOff, Ended};
 use crate::stats::{Drop, RouteStats};
 use crate::upstream::{self, Refused, Request, Upstream};
 use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
@@ -29,11 +30,12 @@ use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
 /// Serves one claimed request. Only what the stream needs is kept from the head, so a
 /// stream that lives for hours does not carry the client's headers.
 /// `response_headers` come from the host (CORS, for instance) and go on whatever response
-/// the plugin writes.
+/// the plugin writes; the stream ends by `token_expires_at`.
 pub fn serve<'a>(
     client: TcpStream,
     head: RequestHead,
     response_headers: &[abi::Header],
+    token_expires_at: Option<Instant>,
     shared: &'a Shared,
     route: &'a RouteState,
 ) -> impl std::future::Future<Output = ()> + 'a {
@@ -41,7 +43,14 @@ pub fn serve<'a>(
     let request = Request::new(&route.config, &head);
     drop(head);
     match request {
-        Ok(request) => Either::Left(relay(client, reply, request, shared, route)),
+        Ok(request) => Either::Left(relay(
+            client,
+            reply,
+            request,
+            token_expires_at,
+            shared,
+            route,
+        )),
         // Boxed: a refusal is rare, and the stream's task reserves room for the larger side.
         Err(why) => Either::Right(Box::pin(async move {
             let mut client = client;
@@ -50,144 +59,155 @@ pub fn serve<'a>(
     }
 }
 
-async fn relay(
+// An async block, not an `async fn`: an `async fn` moves each argument into a local of its
+// own, and the stream's task would keep both copies for its whole life (rust-lang/rust#62958).
+#[expect(clippy::manual_async_fn, reason = "arguments stored once")]
+fn relay<'a>(
     mut client: TcpStream,
     mut reply: Reply,
     mut request: Request,
-    shared: &Shared,
-    route: &RouteState,
-) {
-    let Some(_slot) = Box::pin(admit(&mut client, shared, route, &reply.extra_head)).await else {
-        return;
-    };
-    let log = |label: &str, reason: &str| {
-        shared
-            .logger
-            .warn(&format!("[PLUGIN: {PLUGIN_NAME}] {label}: {reason}"));
-    };
-    let opened = tokio::select! {
-        // Boxed here and below: these futures run once per connection, and inline they
-        // would enlarge every stream's task for its whole life.
-        opened = Box::pin(upstream::open(route, &request, &shared.pool)) => opened,
-        () = client_gone(&mut client) => return,
-    };
-    let upstream = match opened {
-        Ok(upstream) => upstream,
-        Err(unavailable) => {
-            log(&reply.label, &unavailable.reason);
-            route.stats.dropped(Drop::UpstreamUnavailable);
-            let status = if unavailable.timed_out {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            return Box::pin(respond_error(
-                &mut client,
-                status,
-                &unavailable.reason,
-                None,
-                &reply.extra_head,
-            ))
-            .await;
-        }
-    };
-    if !upstream.status.is_success() {
-        let head = passthrough_head(
-            upstream.status,
-            upstream.content_type.as_deref(),
-            &reply.extra_head,
-        );
-        return Box::pin(relay_as_is(client, upstream, head, shared, route)).await;
-    }
-    let scanner = Scanner::resuming(request.last_event_id.as_deref().unwrap_or(""));
-    let mut stream = ClientStream::new(Some(scanner));
-    let head = event_stream_head(&std::mem::take(&mut reply.extra_head));
-    if stream
-        .write_own_boxed(&mut client, route, &head)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    drop(head);
-    let mut budget = ReconnectBudget::default();
-    let started = Instant::now();
-    // One slot for the current upstream, so a stream's task reserves room for one.
-    let mut upstream = Some(upstream);
-    let why = loop {
-        let Some(current) = upstream.as_mut() else {
-            break "ended";
+    token_expires_at: Option<Instant>,
+    shared: &'a Shared,
+    route: &'a RouteState,
+) -> impl std::future::Future<Output = ()> + 'a {
+    async move {
+        let Some(_slot) = Box::pin(admit(&mut client, shared, route, &reply.extra_head)).await
+        else {
+            return;
         };
-        let ended = pump(
+        let log = |label: &str, reason: &str| {
+            shared
+                .logger
+                .warn(&format!("[PLUGIN: {PLUGIN_NAME}] {label}: {reason}"));
+        };
+        let opened = tokio::select! {
+            // Boxed here and below: these futures run once per connection, and inline they
+            // would enlarge every stream's task for its whole life.
+            opened = Box::pin(upstream::open(route, &request, &shared.pool)) => opened,
+            () = client_gone(&mut client) => return,
+        };
+        let upstream = match opened {
+            Ok(upstream) => upstream,
+            Err(unavailable) => {
+                log(&reply.label, &unavailable.reason);
+                route.stats.dropped(Drop::UpstreamUnavailable);
+                let status = if unavailable.timed_out {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                return Box::pin(respond_error(
+                    &mut client,
+                    status,
+                    &unavailable.reason,
+                    None,
+                    &reply.extra_head,
+                ))
+                .await;
+            }
+        };
+        if !upstream.status.is_success() {
+            let head = passthrough_head(
+                upstream.status,
+                upstream.content_type.as_deref(),
+                &reply.extra_head,
+            );
+            return Box::pin(relay_as_is(client, upstream, head, shared, route)).await;
+        }
+        let scanner = Scanner::resuming(request.last_event_id.as_deref().unwrap_or(""));
+        let mut stream = ClientStream::new(Some(scanner), token_expires_at);
+        let head = event_stream_head(&std::mem::take(&mut reply.extra_head));
+        if stream
+            .write_own_boxed(&mut client, route, &head)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        drop(head);
+        let mut budget = ReconnectBudget::default();
+        let started = Instant::now();
+        // One slot for the current upstream, so a stream's task reserves room for one.
+        let mut upstream = Some(upstream);
+        let why = loop {
+            let Some(current) = upstream.as_mut() else {
+                break "ended";
+            };
+            let ended = pump(
+                &mut client,
+                current,
+                &mut stream,
+                route,
+                &shared.pool,
+                &shared.shutdown,
+            )
+            .await;
+            // Closed now, not when a successor is found: an idle or broken origin connection
+            // must not linger through the reconnection wait.
+            drop(upstream.take());
+            match ended {
+                Ended::ClientGone => break "the client left",
+                Ended::ClientStalled => {
+                    log(
+                        &reply.label,
+                        "client read nothing for client_write_timeout; dropped",
+                    );
+                    route.stats.dropped(Drop::ClientStalled);
+                    break "the client stalled";
+                }
+                Ended::CutOff(cut) => {
+                    break cut_off(&mut client, &mut stream, shared, route, cut).await
+                }
+                Ended::Complete | Ended::UpstreamBroke(_) | Ended::UpstreamIdle => {
+                    if let Ended::UpstreamBroke(reason) = &ended {
+                        log(&reply.label, &format!("upstream stream broke: {reason}"));
+                    }
+                    if stream.mid_event {
+                        // The client holds part of an event no other connection can finish.
+                        log(&reply.label, "upstream ended inside an event larger than read_buffer_bytes; ending the stream");
+                        break "the upstream ended inside an event";
+                    }
+                    request.last_event_id = stream
+                        .scanner
+                        .as_ref()
+                        .map(|s| s.last_event_id().to_owned());
+                    match Box::pin(reconnect(
+                        &mut client,
+                        &request,
+                        &mut budget,
+                        &stream,
+                        shared,
+                        route,
+                    ))
+                    .await
+                    {
+                        Reconnected::Yes(next) => {
+                            stream.discard_partial_event();
+                            upstream = Some(next);
+                        }
+                        Reconnected::ClientGone => break "the client left",
+                        Reconnected::CutOff(cut) => {
+                            break cut_off(&mut client, &mut stream, shared, route, cut).await
+                        }
+                        Reconnected::No => {
+                            Box::pin(stream.flush_partial_event(&mut client, route)).await;
+                            break "the upstream could not be resumed";
+                        }
+                    }
+                }
+            }
+        };
+        end_stream(
             &mut client,
-            current,
-            &mut stream,
-            route,
-            &shared.pool,
-            &shared.shutdown,
+            shared,
+            &reply.label,
+            why,
+            started,
+            &stream,
+            budget.attempts,
         )
         .await;
-        // Closed now, not when a successor is found: an idle or broken origin connection
-        // must not linger through the reconnection wait.
-        drop(upstream.take());
-        match ended {
-            Ended::ClientGone => break "the client left",
-            Ended::ClientStalled => {
-                log(
-                    &reply.label,
-                    "client read nothing for client_write_timeout; dropped",
-                );
-                route.stats.dropped(Drop::ClientStalled);
-                break "the client stalled";
-            }
-            Ended::Shutdown => break drain(&mut client, &mut stream, shared, route).await,
-            Ended::Complete | Ended::UpstreamBroke(_) | Ended::UpstreamIdle => {
-                if let Ended::UpstreamBroke(reason) = &ended {
-                    log(&reply.label, &format!("upstream stream broke: {reason}"));
-                }
-                if stream.mid_event {
-                    // The client holds part of an event no other connection can finish.
-                    log(&reply.label, "upstream ended inside an event larger than read_buffer_bytes; ending the stream");
-                    break "the upstream ended inside an event";
-                }
-                request.last_event_id = stream
-                    .scanner
-                    .as_ref()
-                    .map(|s| s.last_event_id().to_owned());
-                let retry = stream.scanner.as_ref().and_then(Scanner::retry_ms);
-                match Box::pin(reconnect(
-                    &mut client,
-                    &request,
-                    &mut budget,
-                    retry,
-                    shared,
-                    route,
-                ))
-                .await
-                {
-                    Reconnected::Yes(next) => {
-                        stream.discard_partial_event();
-                        upstream = Some(next);
-                    }
-                    Reconnected::ClientGone => break "the client left",
-                    Reconnected::No => {
-                        Box::pin(stream.flush_partial_event(&mut client, route)).await;
-                        break "the upstream could not be resumed";
-                    }
-                }
-            }
-        }
-    };
-    end_stream(
-        &mut client,
-        shared,
-        &reply.label,
-        why,
-        started,
-        &stream,
-        budget.attempts,
-    )
-    .await;
+    }
 }
 
 /// A non-2xx answer: relayed with its status and body, no events to keep whole.
@@ -198,7 +218,7 @@ async fn relay_as_is(
     shared: &Shared,
     route: &RouteState,
 ) {
-    let mut stream = ClientStream::new(None);
+    let mut stream = ClientStream::new(None, None);
     if stream.write_own(&mut client, route, &head).await.is_ok() {
         pump(
             &mut client,
@@ -215,21 +235,24 @@ async fn relay_as_is(
 
 enum Reconnected {
     Yes(Upstream),
-    /// Out of attempts, draining, or the origin said to stop: end the client's stream.
+    /// Out of attempts, or the origin said to stop: end the client's stream.
     No,
     ClientGone,
+    CutOff(CutOff),
 }
 
-/// Waits and reconnects until an upstream answers 2xx or the budget runs out.
+/// Waits and reconnects until an upstream answers 2xx or the budget runs out, waiting the
+/// `stream`'s `retry:` and no longer than its token lasts.
 async fn reconnect(
     client: &mut TcpStream,
     request: &Request,
     budget: &mut ReconnectBudget,
-    retry_ms: Option<u64>,
+    stream: &ClientStream,
     shared: &Shared,
     route: &RouteState,
 ) -> Reconnected {
     let config = &route.config;
+    let retry_ms = stream.scanner.as_ref().and_then(Scanner::retry_ms);
     loop {
         let Some(delay) = budget.next_delay(config, retry_ms) else {
             route.stats.dropped(Drop::ReconnectsExhausted);
@@ -238,9 +261,8 @@ async fn reconnect(
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = client_gone(client) => return Reconnected::ClientGone,
-            () = shared.shutdown.cancelled() => {
-                route.stats.dropped(Drop::Shutdown);
-                return Reconnected::No;
+            cut = next_cut_off(&shared.shutdown, stream.expires_at) => {
+                return Reconnected::CutOff(cut)
             }
         }
         RouteStats::add(&route.stats.reconnects, 1);
@@ -392,15 +414,16 @@ pub async fn admit<'a>(
     Some(slot)
 }
 
-/// Ends a client's stream for a drain: counts it, and sends the `shutdown_event` when the
-/// client is between events. Says why the stream ended.
-pub async fn drain(
+/// Ends a client's stream for a drain or its token's expiry: counts it, and sends the
+/// `shutdown_event` when the client is between events. Says why the stream ended.
+pub async fn cut_off(
     client: &mut (impl AsyncWrite + Unpin + Send),
     stream: &mut ClientStream,
     shared: &Shared,
     route: &RouteState,
+    cut: CutOff,
 ) -> &'static str {
-    route.stats.dropped(Drop::Shutdown);
+    route.stats.dropped(cut.drop_reason());
     if let Some(event) = shared
         .block
         .shutdown_event
@@ -411,7 +434,7 @@ pub async fn drain(
             .write_own_boxed(client, route, event.as_bytes())
             .await;
     }
-    "the gateway drained"
+    cut.why()
 }
 
 /// Closes a client's event stream and writes its access-log line.

@@ -4,7 +4,8 @@
 //! hub's lock, reference counts of up to [`IOV_BATCH`] events from its place on (those
 //! that pass its key filter), and writes them in one `writev` after the lock is released.
 //! It is dropped when it owes more than `client_queue` live events, or its place has left
-//! the ring: the others, and the source, never wait for it.
+//! the ring: the others, and the source, never wait for it. A drain or the expiry of the
+//! client's token ends it between two batches, that is between events.
 
 use std::pin::pin;
 
@@ -13,8 +14,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::hub::{Hub, Signal, Status};
-use crate::pump::{client_gone, write_parts, ClientStream, IOV_BATCH, KEEPALIVE};
-use crate::relay::drain;
+use crate::pump::{client_gone, next_cut_off, write_parts, ClientStream, IOV_BATCH, KEEPALIVE};
+use crate::relay::cut_off;
 use crate::stats::{Drop, RouteStats};
 use crate::upstream::within;
 use crate::{RouteState, Shared};
@@ -29,7 +30,8 @@ pub struct Follow<'a> {
 
 impl Follow<'_> {
     /// Follows the ring from number `cursor` (after writing `note`) until the client
-    /// leaves or is dropped, the source ends, or the gateway drains. Says why it ended.
+    /// leaves or is dropped, the source ends, the gateway drains or the client's token
+    /// expires. Says why it ended.
     pub async fn run(
         &self,
         client: &mut TcpStream,
@@ -55,11 +57,11 @@ impl Follow<'_> {
         // Whether the last pass wrote: only then is a backlog the client's doing.
         let mut wrote = false;
         let (mut reader, mut writer) = client.split();
-        let mut cancelled = pin!(self.shared.shutdown.cancelled());
+        let mut next_cut = pin!(next_cut_off(&self.shared.shutdown, stream.expires_at));
         loop {
             let seen = *signal.borrow_and_update();
-            if self.shared.shutdown.is_cancelled() {
-                return drain(&mut writer, stream, self.shared, self.route).await;
+            if let Some(cut) = stream.cut_off_due(&self.shared.shutdown) {
+                return cut_off(&mut writer, stream, self.shared, self.route, cut).await;
             }
             let more = match self.take(&mut cursor, joined, wrote, &mut batch) {
                 Ok(more) => more,
@@ -124,7 +126,9 @@ impl Follow<'_> {
             }
             tokio::select! {
                 biased;
-                () = &mut cancelled => {}
+                cut = &mut next_cut => {
+                    return cut_off(&mut writer, stream, self.shared, self.route, cut).await;
+                }
                 changed = signal.changed() => if changed.is_err() {
                     return "the source ended";
                 },

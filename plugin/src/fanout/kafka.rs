@@ -30,8 +30,8 @@ use super::follow::Follow;
 use super::hub::{Hub, Signal, Status};
 use super::{start, Client, Joined, Place};
 use crate::config::{Kafka, StartFrom};
-use crate::pump::ClientStream;
-use crate::relay::backoff;
+use crate::pump::{next_cut_off, ClientStream, CutOff};
+use crate::relay::{backoff, cut_off};
 use crate::stats::RouteStats;
 use crate::{Shared, PLUGIN_NAME};
 
@@ -294,21 +294,34 @@ pub async fn catch_up_then_follow(
     stream: &mut ClientStream,
     signal: watch::Receiver<Signal>,
 ) -> &'static str {
-    let route = follow.route;
+    let (route, shared) = (follow.route, follow.shared);
     let kafka = route.config.kafka.as_ref().expect("a Kafka route");
-    let Ok(_turn) = route.catch_ups.acquire().await else {
-        return "the gateway drained";
+    let turn = tokio::select! {
+        turn = route.catch_ups.acquire() => turn,
+        cut = next_cut_off(&shared.shutdown, stream.expires_at) => {
+            return cut_off(client, stream, shared, route, cut).await;
+        }
     };
-    let read = tokio::select! {
-        read = read_missing(&catch_up, follow, kafka, client, stream) => read,
-        () = follow.shared.shutdown.cancelled() => Err("the gateway drained"),
+    // The semaphore is never closed.
+    let Ok(_turn) = turn else {
+        return "the catch-up could not start";
     };
-    if let Err(why) = read {
-        return why;
+    match read_missing(&catch_up, follow, kafka, client, stream).await {
+        Ok(()) => {
+            follow
+                .run(client, stream, signal, catch_up.cursor, None)
+                .await
+        }
+        Err(Stop::Ended(why)) => why,
+        Err(Stop::CutOff(cut)) => cut_off(client, stream, shared, route, cut).await,
     }
-    follow
-        .run(client, stream, signal, catch_up.cursor, None)
-        .await
+}
+
+/// Why a catch-up stopped before the client's place was reached.
+enum Stop {
+    Ended(&'static str),
+    /// Between two writes, so between events.
+    CutOff(CutOff),
 }
 
 async fn read_missing(
@@ -317,7 +330,7 @@ async fn read_missing(
     kafka: &Kafka,
     client: &mut TcpStream,
     stream: &mut ClientStream,
-) -> Result<(), &'static str> {
+) -> Result<(), Stop> {
     let log = |message: &str| {
         follow.shared.logger.warn(&format!(
             "[PLUGIN: {PLUGIN_NAME}] kafka topic {} catch-up: {message}",
@@ -331,19 +344,22 @@ async fn read_missing(
         .filter(|(p, to)| catch_up.from.0[p] < **to)
         .map(|(p, _)| *p)
         .collect();
-    let consumer = consumer(kafka, true).map_err(|e| {
+    let unavailable = |e: String| {
         log(&e);
-        "the broker is unavailable"
-    })?;
+        Stop::Ended("the broker is unavailable")
+    };
+    let consumer = consumer(kafka, true).map_err(unavailable)?;
     let pending = Offsets(behind.iter().map(|p| (*p, catch_up.from.0[p])).collect());
-    assign(&consumer, &kafka.topic, &pending).map_err(|e| {
-        log(&e);
-        "the broker is unavailable"
-    })?;
+    assign(&consumer, &kafka.topic, &pending).map_err(unavailable)?;
+    let shutdown = &follow.shared.shutdown;
     let mut position = catch_up.from.clone();
     let mut out = Vec::new();
     let mut events = 0;
     while !behind.is_empty() {
+        // Events not yet written are dropped: the client's place is the last one it got.
+        if let Some(cut) = stream.cut_off_due(shutdown) {
+            return Err(Stop::CutOff(cut));
+        }
         // Whatever is already fetched goes out in one write; the write waits for nothing else.
         let ready = tokio::select! {
             biased;
@@ -354,7 +370,10 @@ async fn read_missing(
             Some(received) => received,
             None => {
                 flush(follow, client, stream, &mut out, &mut events).await?;
-                consumer.recv().await
+                tokio::select! {
+                    received = consumer.recv() => received,
+                    cut = next_cut_off(shutdown, stream.expires_at) => return Err(Stop::CutOff(cut)),
+                }
             }
         };
         match received {
@@ -396,14 +415,14 @@ async fn flush(
     stream: &mut ClientStream,
     out: &mut Vec<u8>,
     events: &mut u64,
-) -> Result<(), &'static str> {
+) -> Result<(), Stop> {
     if out.is_empty() {
         return Ok(());
     }
     stream
         .write_own(client, follow.route, out)
         .await
-        .map_err(|_| "the client left or stalled during its catch-up")?;
+        .map_err(|_| Stop::Ended("the client left or stalled during its catch-up"))?;
     RouteStats::add(&follow.route.stats.events, *events);
     RouteStats::add(&follow.route.stats.bytes, out.len() as u64);
     stream.events += *events;

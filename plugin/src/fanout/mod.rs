@@ -59,11 +59,12 @@ impl Client {
     }
 }
 
-/// Serves one client of a fan-out route.
+/// Serves one client of a fan-out route, until `token_expires_at` at the latest.
 pub async fn serve(
     mut client: TcpStream,
     head: RequestHead,
     response_headers: &[abi::Header],
+    token_expires_at: Option<Instant>,
     shared: &Arc<Shared>,
     route_index: usize,
 ) {
@@ -95,7 +96,7 @@ pub async fn serve(
         let reason = format!("the stream's source {} is unavailable", hub.key);
         return unavailable(&mut client, shared, &reason, &reply.extra_head).await;
     }
-    let mut stream = ClientStream::new(None);
+    let mut stream = ClientStream::new(None, token_expires_at);
     let head = event_stream_head(&reply.extra_head);
     if stream.write_own(&mut client, route, &head).await.is_err() {
         return;
