@@ -24,7 +24,7 @@ use tokio_util::either::Either;
 
 use crate::pump::{client_gone, next_cut_off, pump, ClientStream, CutOff, Ended};
 use crate::stats::{Drop, RouteStats};
-use crate::upstream::{self, Refused, Request, Upstream};
+use crate::upstream::{self, Cause, Refused, Request, Upstream};
 use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
 
 /// Serves one claimed request. Only what the stream needs is kept from the head, so a
@@ -90,20 +90,8 @@ fn relay<'a>(
             Ok(upstream) => upstream,
             Err(unavailable) => {
                 log(&reply.label, &unavailable.reason);
-                route.stats.dropped(Drop::UpstreamUnavailable);
-                let status = if unavailable.timed_out {
-                    StatusCode::GATEWAY_TIMEOUT
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                return Box::pin(respond_error(
-                    &mut client,
-                    status,
-                    &unavailable.reason,
-                    None,
-                    &reply.extra_head,
-                ))
-                .await;
+                let answer = respond_unavailable(&mut client, &unavailable, shared, route, &reply);
+                return Box::pin(answer).await;
             }
         };
         if !upstream.status.is_success() {
@@ -473,6 +461,28 @@ fn passthrough_head(status: StatusCode, content_type: Option<&str>, extra: &[u8]
     }
     headers.extend_from_slice(extra);
     wire::close_delimited_head(status, &headers)
+}
+
+/// The answer when no host gave a response head: 502, or 504 after a timeout; 503 with
+/// `Retry-After` when this process could not dial (the client should come back soon).
+async fn respond_unavailable(
+    client: &mut TcpStream,
+    why: &upstream::Unavailable,
+    shared: &Shared,
+    route: &RouteState,
+    reply: &Reply,
+) {
+    let status = match why.cause {
+        Cause::LocalResources => {
+            route.stats.dropped(Drop::LocalResources);
+            let reason = "the gateway is short of resources";
+            return unavailable(client, shared, reason, &reply.extra_head).await;
+        }
+        Cause::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+        Cause::Failed => StatusCode::BAD_GATEWAY,
+    };
+    route.stats.dropped(Drop::UpstreamUnavailable);
+    respond_error(client, status, &why.reason, None, &reply.extra_head).await
 }
 
 /// 503 with `Retry-After`: the client should come back later (a limit was reached, or a

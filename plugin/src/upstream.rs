@@ -4,15 +4,18 @@
 //! Every value a client sends that goes upstream (forwarded header values, its
 //! `Last-Event-ID`, the query string, the captured path parameters) passes `wire::clean`
 //! when its [`Request`] is made, before anything is dialled; [`request_bytes`] is the one
-//! writer of an upstream request head.
+//! writer of an upstream request head. A dial that fails because this process ran short
+//! (descriptors, buffers, local ports) blames no host: no failover, no ejection.
 
+use std::io;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
 use abi::RequestHead;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Timeout;
 use wire::clean::{self, Unclean};
 
@@ -38,8 +41,48 @@ pub struct Upstream {
 #[derive(Debug)]
 pub struct Unavailable {
     pub reason: String,
-    /// The last host timed out (504) rather than failed (502).
-    pub timed_out: bool,
+    pub cause: Cause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The last host tried failed (502).
+    Failed,
+    /// The last host tried timed out (504).
+    TimedOut,
+    /// This process could not open a connection (503 with `Retry-After`); no host blamed.
+    LocalResources,
+}
+
+/// Why one host gave no response head.
+enum Failure {
+    /// The host's failure, or the network's: counted against it (failover, ejection).
+    Host { reason: String, timed_out: bool },
+    /// This process is short of descriptors, kernel buffers or local ports: another host
+    /// would fare no better, and this one is not to blame.
+    Local(io::Error),
+}
+
+impl Failure {
+    fn of(what: &str, e: io::Error) -> Self {
+        if is_local(&e) {
+            Failure::Local(e)
+        } else {
+            Failure::Host {
+                reason: format!("{what}: {e}"),
+                timed_out: false,
+            }
+        }
+    }
+}
+
+/// Errors that say this process ran short, not the host: descriptors (EMFILE, ENFILE),
+/// kernel memory and buffers (ENOBUFS, ENOMEM), local ports (EADDRNOTAVAIL).
+fn is_local(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// A request the plugin will not forward: answered 400 before any upstream is dialled or
@@ -191,7 +234,7 @@ pub async fn open(
 ) -> Result<Upstream, Unavailable> {
     let mut last = Unavailable {
         reason: "no backend host".into(),
-        timed_out: false,
+        cause: Cause::Failed,
     };
     for (attempt, i) in route
         .balancer
@@ -208,11 +251,24 @@ pub async fn open(
                 route.balancer.succeeded(i);
                 return Ok(upstream);
             }
-            Err((reason, timed_out)) => {
+            Err(Failure::Local(e)) => {
+                return Err(Unavailable {
+                    reason: format!(
+                        "upstream {}{}: no local resources to dial: {e}",
+                        backend.base, request.target
+                    ),
+                    cause: Cause::LocalResources,
+                })
+            }
+            Err(Failure::Host { reason, timed_out }) => {
                 route.balancer.failed(i);
                 last = Unavailable {
                     reason: format!("upstream {}{}: {reason}", backend.base, request.target),
-                    timed_out,
+                    cause: if timed_out {
+                        Cause::TimedOut
+                    } else {
+                        Cause::Failed
+                    },
                 };
             }
         }
@@ -220,22 +276,22 @@ pub async fn open(
     Err(last)
 }
 
-/// One host; the error says why and whether it was a timeout.
+/// One host.
 async fn open_one(
     route: &RouteState,
     i: usize,
     request: &Request,
     pool: &std::sync::Arc<BufferPool>,
-) -> Result<Upstream, (String, bool)> {
+) -> Result<Upstream, Failure> {
     let config = &route.config;
     let backend = &config.backends[i];
-    let mut stream = within(
-        config.dial_timeout,
-        TcpStream::connect(backend.addr.as_str()),
-    )
-    .await
-    .map_err(|_| ("dial timed out".to_owned(), true))?
-    .map_err(|e| (format!("unreachable: {e}"), false))?;
+    let timed_out = |reason: &str| Failure::Host {
+        reason: reason.to_owned(),
+        timed_out: true,
+    };
+    let mut stream = within(config.dial_timeout, dial(&backend.addr))
+        .await
+        .map_err(|_| timed_out("dial timed out"))??;
     let _ = stream.set_nodelay(true);
     let bytes = request_bytes(&backend.authority, request);
     let mut buf = pool.take();
@@ -244,8 +300,11 @@ async fn open_one(
         exchange(&mut stream, &bytes, &mut buf),
     )
     .await
-    .map_err(|_| ("no response head in time".to_owned(), true))?
-    .map_err(|e| (e, false))?;
+    .map_err(|_| timed_out("no response head in time"))?
+    .map_err(|reason| Failure::Host {
+        reason,
+        timed_out: false,
+    })?;
     Ok(Upstream {
         stream,
         status: head.status,
@@ -253,6 +312,40 @@ async fn open_one(
         body: head.body,
         first: Some((buf, head.head_len..head.filled)),
     })
+}
+
+/// Connects to `addr` (`host:port`) as `TcpStream::connect` does, trying each address it
+/// resolves to, but telling a local shortage (when resolving, making the socket or
+/// connecting) from the host's failure.
+async fn dial(addr: &str) -> Result<TcpStream, Failure> {
+    let addresses = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| Failure::of("cannot resolve", e))?;
+    let mut last = Failure::Host {
+        reason: "resolves to no address".into(),
+        timed_out: false,
+    };
+    for address in addresses {
+        let socket = match address {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        };
+        let socket = match socket {
+            Ok(socket) => socket,
+            Err(e) if is_local(&e) => return Err(Failure::Local(e)),
+            // No IPv6 here, say: the next address may do.
+            Err(e) => {
+                last = Failure::of("cannot make a socket", e);
+                continue;
+            }
+        };
+        match socket.connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if is_local(&e) => return Err(Failure::Local(e)),
+            Err(e) => last = Failure::of("unreachable", e),
+        }
+    }
+    Err(last)
 }
 
 /// Runs `future` within `limit`, if there is one. Without one the deadline is a century

@@ -91,10 +91,18 @@ pub async fn serve(
         status = signal.wait_for(|s| s.status != Status::Connecting) => status.map(|s| s.status),
         () = client_gone(&mut client) => return,
     };
-    if !matches!(status, Ok(Status::Up)) {
-        route.stats.dropped(Drop::UpstreamUnavailable);
-        let reason = format!("the stream's source {} is unavailable", hub.key);
-        return unavailable(&mut client, shared, &reason, &reply.extra_head).await;
+    match status {
+        Ok(Status::Up) => {}
+        Ok(Status::NoResources) => {
+            route.stats.dropped(Drop::LocalResources);
+            let reason = "the gateway is short of resources";
+            return unavailable(&mut client, shared, reason, &reply.extra_head).await;
+        }
+        _ => {
+            route.stats.dropped(Drop::UpstreamUnavailable);
+            let reason = format!("the stream's source {} is unavailable", hub.key);
+            return unavailable(&mut client, shared, &reason, &reply.extra_head).await;
+        }
     }
     let mut stream = ClientStream::new(None, token_expires_at);
     let head = event_stream_head(&reply.extra_head);

@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use super::hub::{Hub, Status};
 use crate::relay::backoff;
 use crate::stats::RouteStats;
-use crate::upstream::{self, within, Request, Upstream};
+use crate::upstream::{self, within, Cause, Request, Upstream};
 use crate::{Shared, PLUGIN_NAME};
 
 pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
@@ -64,7 +64,10 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
             }
             Err(unavailable) => {
                 log(unavailable.reason);
-                hub.set_status(Status::Down);
+                hub.set_status(match unavailable.cause {
+                    Cause::LocalResources => Status::NoResources,
+                    Cause::Failed | Cause::TimedOut => Status::Down,
+                });
             }
         }
         let delay = backoff(&route.config, retry_ms, failed_in_a_row);

@@ -1,0 +1,164 @@
+//! What the streaming plugin costs when things run short or go wrong: the gateway out of
+//! descriptors does not blame a healthy origin, a client that stops reading is reset
+//! within `client_write_timeout` (its kernel buffer freed at once), and an origin that
+//! never ends an event cannot grow the gateway past a few `max_event_bytes`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use testkit::{body_of, gateway, Gateway, RawClient, ScriptedOrigin, STEP};
+
+const PLUGIN: &str = "krakend-server-plugin-streaming";
+
+fn streaming(block: Value) -> Gateway {
+    gateway().plugin_block(PLUGIN, block).run()
+}
+
+/// Descriptor numbers open in process `pid`.
+fn open_descriptors(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// TCP connections (not listeners) that process `pid` holds open.
+fn tcp_connections(pid: u32) -> usize {
+    let sockets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.ok()?.path()).ok()?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
+            Some(inode.to_owned())
+        })
+        .collect();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    (fields[3].to_owned(), fields[9].to_owned())
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|(state, inode)| state != "0A" && sockets.contains(inode))
+        .count()
+}
+
+/// Waits until process `pid` holds no TCP connection: every stream and request is closed.
+fn wait_for_no_connections(pid: u32) {
+    let deadline = std::time::Instant::now() + STEP;
+    while tcp_connections(pid) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections stay open"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sets the soft `RLIMIT_NOFILE` of process `pid`.
+fn set_descriptor_limit(pid: u32, soft: u64) {
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+        .status()
+        .expect("running prlimit");
+    assert!(status.success(), "prlimit failed");
+}
+
+fn soft_descriptor_limit(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// Lowers `pid`'s descriptor limit so that exactly one more descriptor can be opened: the
+/// one a new client connection takes, leaving none to dial upstream with.
+fn leave_one_descriptor(pid: u32) {
+    wait_for_no_connections(pid);
+    let open = open_descriptors(pid);
+    let second_free = (0..).filter(|n| !open.contains(n)).nth(1).unwrap();
+    set_descriptor_limit(pid, u64::from(second_free));
+}
+
+fn assert_retry_later(answer: &[u8]) {
+    let answer = String::from_utf8_lossy(answer);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("\r\nRetry-After: 5\r\n"), "{answer}");
+    assert!(
+        !answer.contains("127.0.0.1"),
+        "no internal address in the answer: {answer}"
+    );
+}
+
+#[tokio::test]
+async fn out_of_descriptors_the_gateway_answers_503_and_blames_no_origin() {
+    let mut origin = ScriptedOrigin::start().await;
+    let gateway = streaming(json!({
+        "backend_host": origin.url(), "eject_after": 1, "eject_for": "1m",
+        "reconnect_delay": "10s", "max_reconnect_delay": "10s",
+        "routes": [
+            {"endpoint": "/sse/{id}", "backend_url_pattern": "/events/{id}"},
+            {"endpoint": "/live/{id}", "backend_url_pattern": "/events/{id}", "fanout": true},
+        ],
+    }));
+    let pid = gateway.process.pid();
+    // One stream first, so that everything the plugin opens once is open.
+    let mut warm = RawClient::get(gateway.addr, "/sse/warm", &[]).await;
+    let mut upstream = origin.accept().await;
+    upstream.send_event_stream_head().await;
+    upstream.send(b"data: warm\n\n").await;
+    warm.read_until(b"data: warm\n\n").await;
+    drop((warm, upstream));
+    let limit = soft_descriptor_limit(pid);
+
+    leave_one_descriptor(pid);
+    let relayed = RawClient::exchange(
+        gateway.addr,
+        b"GET /sse/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_retry_later(&relayed);
+    leave_one_descriptor(pid);
+    let fanned_out = RawClient::exchange(
+        gateway.addr,
+        b"GET /live/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_retry_later(&fanned_out);
+    set_descriptor_limit(pid, limit);
+    assert!(
+        origin.quiet_for(Duration::from_millis(200)).await,
+        "no dial reached the origin"
+    );
+
+    for endpoint in ["/sse/{id}", "/live/{id}"] {
+        let stats = gateway.route_stats(endpoint).await;
+        assert_eq!(stats["drops"]["local_resources"], 1, "{stats}");
+        assert_eq!(stats["drops"]["upstream_unavailable"], 0, "{stats}");
+        assert_eq!(stats["failovers"], 0, "{stats}");
+        let host = &stats["hosts"][0];
+        assert_eq!(
+            (&host["failures"], &host["ejections"], &host["ejected"]),
+            (&json!(0), &json!(0), &json!(false)),
+            "the origin is not blamed: {stats}"
+        );
+    }
+    // With descriptors back, the same origin serves at once.
+    let mut client = RawClient::get(gateway.addr, "/sse/b", &[]).await;
+    let mut upstream = origin.accept().await;
+    upstream.send_event_stream_head().await;
+    upstream.send(b"data: back\n\n").await;
+    client.read_until(b"data: back\n\n").await;
+    assert!(body_of(&client.received).ends_with(b"data: back\n\n"));
+}
