@@ -162,3 +162,62 @@ async fn out_of_descriptors_the_gateway_answers_503_and_blames_no_origin() {
     client.read_until(b"data: back\n\n").await;
     assert!(body_of(&client.received).ends_with(b"data: back\n\n"));
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_reset_within_client_write_timeout() {
+    stalled_client_is_reset(json!({}), "client_stalled").await;
+}
+
+#[tokio::test]
+async fn a_fan_out_client_that_falls_behind_is_reset() {
+    stalled_client_is_reset(json!({"fanout": true}), "client_lagged").await;
+}
+
+/// A client that sends its request and never reads, on a route with `extra` keys: 5 MB/s
+/// from the origin fill the socket buffers within a fraction of a second, then the
+/// plugin's write waits (or, fanned out, the client's queue fills). It is dropped, counted
+/// under `reason`, within `client_write_timeout` (2 s) plus a second, with a reset.
+async fn stalled_client_is_reset(extra: Value, reason: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = testkit::origin().run();
+    let mut block = json!({
+        "endpoint": "/b/{id}", "backend_url_pattern": "/bench/{id}",
+        "backend_host": origin.url(), "client_write_timeout": "2s",
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        block[key] = value.clone();
+    }
+    let gateway = streaming(block);
+    let started = std::time::Instant::now();
+    let mut stalled = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /b/stalled?rate=5000&size=1000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    loop {
+        let stats = gateway.route_stats("/b/{id}").await;
+        if stats["drops"][reason] == 1 {
+            assert_eq!(stats["active"], 0, "{stats}");
+            break;
+        }
+        assert!(started.elapsed() < STEP, "never dropped: {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dropped_after = started.elapsed();
+    assert!(
+        dropped_after < Duration::from_secs(3),
+        "dropped {dropped_after:?} after the client connected (client_write_timeout 2s)"
+    );
+    // The close was a reset: the client finds what its own buffer held, then the reset,
+    // rather than the gateway's unsent bytes followed by an orderly end.
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = loop {
+        match tokio::time::timeout(STEP, stalled.read(&mut buf)).await {
+            Ok(Ok(0)) => break Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break Err(e.kind()),
+            Err(_) => panic!("the connection stayed open"),
+        }
+    };
+    assert_eq!(ended, Err(std::io::ErrorKind::ConnectionReset));
+}

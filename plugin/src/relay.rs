@@ -140,7 +140,7 @@ fn relay<'a>(
                         &reply.label,
                         "client read nothing for client_write_timeout; dropped",
                     );
-                    route.stats.dropped(Drop::ClientStalled);
+                    drop_slow_client(&client, route, Drop::ClientStalled);
                     break "the client stalled";
                 }
                 Ended::CutOff(cut) => {
@@ -207,16 +207,23 @@ async fn relay_as_is(
     route: &RouteState,
 ) {
     let mut stream = ClientStream::new(None, None);
-    if stream.write_own(&mut client, route, &head).await.is_ok() {
-        pump(
-            &mut client,
-            &mut upstream,
-            &mut stream,
-            route,
-            &shared.pool,
-            &shared.shutdown,
-        )
-        .await;
+    let ended = match stream.write_own(&mut client, route, &head).await {
+        Ok(()) => {
+            let pool = &shared.pool;
+            pump(
+                &mut client,
+                &mut upstream,
+                &mut stream,
+                route,
+                pool,
+                &shared.shutdown,
+            )
+            .await
+        }
+        Err(ended) => ended,
+    };
+    if let Ended::ClientStalled = ended {
+        drop_slow_client(&client, route, Drop::ClientStalled);
     }
     let _ = client.shutdown().await;
 }
@@ -400,6 +407,15 @@ pub async fn admit<'a>(
     };
     RouteStats::add(&route.stats.streams, 1);
     Some(slot)
+}
+
+/// Drops a client that stopped taking its stream (`why`: it stalled or lagged): counted,
+/// and closed with a reset (`SO_LINGER` 0) when the caller drops it, so that the kernel
+/// frees its send buffer at once instead of holding it in FIN-WAIT-1 for as long as the
+/// client keeps its window shut.
+pub fn drop_slow_client(client: &TcpStream, route: &RouteState, why: Drop) {
+    route.stats.dropped(why);
+    let _ = socket2::SockRef::from(client).set_linger(Some(Duration::ZERO));
 }
 
 /// Ends a client's stream for a drain or its token's expiry: counts it, and sends the

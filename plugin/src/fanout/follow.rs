@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::hub::{Hub, Signal, Status};
 use crate::pump::{client_gone, next_cut_off, write_parts, ClientStream, IOV_BATCH, KEEPALIVE};
-use crate::relay::cut_off;
+use crate::relay::{cut_off, drop_slow_client};
 use crate::stats::{Drop, RouteStats};
 use crate::upstream::within;
 use crate::{RouteState, Shared};
@@ -66,7 +66,7 @@ impl Follow<'_> {
             let more = match self.take(&mut cursor, joined, wrote, &mut batch) {
                 Ok(more) => more,
                 Err(why) => {
-                    self.route.stats.dropped(Drop::ClientLagged);
+                    drop_slow_client(writer.as_ref(), self.route, Drop::ClientLagged);
                     return why;
                 }
             };
@@ -83,11 +83,10 @@ impl Follow<'_> {
                     loop {
                         tokio::select! {
                             biased;
-                            written = &mut write => break written,
+                            written = &mut write => break Some(written),
                             _ = signal.changed() => {
                                 if self.backlog(cursor, joined) > self.client_queue() {
-                                    self.route.stats.dropped(Drop::ClientLagged);
-                                    return "the client fell more than client_queue events behind";
+                                    break None;
                                 }
                             }
                         }
@@ -96,11 +95,15 @@ impl Follow<'_> {
                 let events = batch.len() as u64;
                 batch.clear();
                 match written {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return "the client left",
-                    Err(_) => {
-                        self.route.stats.dropped(Drop::ClientStalled);
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(_))) => return "the client left",
+                    Some(Err(_)) => {
+                        drop_slow_client(writer.as_ref(), self.route, Drop::ClientStalled);
                         return "the client stalled";
+                    }
+                    None => {
+                        drop_slow_client(writer.as_ref(), self.route, Drop::ClientLagged);
+                        return "the client fell more than client_queue events behind";
                     }
                 }
                 RouteStats::add(&self.route.stats.events, events);

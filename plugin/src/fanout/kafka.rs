@@ -30,9 +30,9 @@ use super::follow::Follow;
 use super::hub::{Hub, Signal, Status};
 use super::{start, Client, Joined, Place};
 use crate::config::{Kafka, StartFrom};
-use crate::pump::{next_cut_off, ClientStream, CutOff};
-use crate::relay::{backoff, cut_off};
-use crate::stats::RouteStats;
+use crate::pump::{next_cut_off, ClientStream, CutOff, Ended};
+use crate::relay::{backoff, cut_off, drop_slow_client};
+use crate::stats::{Drop, RouteStats};
 use crate::{Shared, PLUGIN_NAME};
 
 /// Metadata and watermark requests wait at most this long when `dial_timeout` is off.
@@ -419,10 +419,14 @@ async fn flush(
     if out.is_empty() {
         return Ok(());
     }
-    stream
-        .write_own(client, follow.route, out)
-        .await
-        .map_err(|_| Stop::Ended("the client left or stalled during its catch-up"))?;
+    match stream.write_own(client, follow.route, out).await {
+        Ok(()) => {}
+        Err(Ended::ClientStalled) => {
+            drop_slow_client(client, follow.route, Drop::ClientStalled);
+            return Err(Stop::Ended("the client stalled during its catch-up"));
+        }
+        Err(_) => return Err(Stop::Ended("the client left during its catch-up")),
+    }
     RouteStats::add(&follow.route.stats.events, *events);
     RouteStats::add(&follow.route.stats.bytes, out.len() as u64);
     stream.events += *events;
