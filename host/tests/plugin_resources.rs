@@ -221,3 +221,122 @@ async fn stalled_client_is_reset(extra: Value, reason: &str) {
     };
     assert_eq!(ended, Err(std::io::ErrorKind::ConnectionReset));
 }
+
+/// A field of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Resets the peak resident memory (`VmHWM`) of `pid` to what it holds now, and returns it.
+fn reset_peak_rss(pid: u32) -> u64 {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    status_kib(pid, "VmHWM:")
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// Sends `start`, then 100 MiB of `filler` without a line end, then `end`.
+async fn send_endless_line(upstream: &mut testkit::OriginConn, start: &[u8], end: &[u8]) {
+    upstream.send(start).await;
+    let filler = vec![b'x'; MIB];
+    for _ in 0..100 {
+        upstream.send(&filler).await;
+    }
+    upstream.send(end).await;
+}
+
+#[tokio::test]
+async fn an_unterminated_fan_out_event_of_100_mib_costs_a_few_max_event_bytes() {
+    const MAX_EVENT_BYTES: usize = MIB;
+    let mut origin = ScriptedOrigin::start().await;
+    let gateway = streaming(json!({
+        "endpoint": "/live/{id}", "backend_url_pattern": "/events/{id}",
+        "backend_host": origin.url(), "fanout": true, "max_event_bytes": MAX_EVENT_BYTES,
+    }));
+    let pid = gateway.process.pid();
+    let mut first = RawClient::get(gateway.addr, "/live/a", &[]).await;
+    let mut upstream = origin.accept().await;
+    upstream.send_event_stream_head().await;
+    first.read_until(b"text/event-stream").await;
+    let mut second = RawClient::get(gateway.addr, "/live/a", &[]).await;
+    second.read_until(b"text/event-stream").await;
+    upstream.send(b"id: 1\ndata: before\n\n").await;
+    for client in [&mut first, &mut second] {
+        client.read_until(b"data: before\n\n").await;
+    }
+    let before = reset_peak_rss(pid);
+
+    send_endless_line(
+        &mut upstream,
+        b"id: 2\ndata: ",
+        b"\n\nid: 3\ndata: after\n\n",
+    )
+    .await;
+    let note = format!(
+        ": an event larger than max_event_bytes ({MAX_EVENT_BYTES}) was dropped here\nid: 2\n\n"
+    );
+    for client in [&mut first, &mut second] {
+        client.read_until(b"data: after\n\n").await;
+        assert_eq!(
+            String::from_utf8_lossy(body_of(&client.received)),
+            format!("id: 1\ndata: before\n\n{note}id: 3\ndata: after\n\n"),
+            "no part of the event, a comment in its place, and the stream goes on"
+        );
+    }
+    let growth = status_kib(pid, "VmHWM:").saturating_sub(before);
+    assert!(
+        growth * 1024 < 4 * MAX_EVENT_BYTES as u64,
+        "the gateway's peak RSS grew by {growth} KiB"
+    );
+    let stats = gateway.route_stats("/live/{id}").await;
+    assert_eq!(stats["oversized_events"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn an_endless_id_line_on_a_relayed_stream_is_not_held_nor_sent_upstream() {
+    use tokio::io::AsyncReadExt;
+    let mut origin = ScriptedOrigin::start().await;
+    let gateway = streaming(json!({
+        "endpoint": "/sse/{id}", "backend_url_pattern": "/events/{id}",
+        "backend_host": origin.url(), "reconnect_delay": "20ms",
+    }));
+    let pid = gateway.process.pid();
+    let mut client = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut client, b"GET /sse/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut upstream = origin.accept().await;
+    upstream.send_event_stream_head().await;
+    upstream.send(b"id: 1\ndata: a\n\n").await;
+    // The client reads everything, keeping only the tail it looks for.
+    let reader = tokio::spawn(async move {
+        let (mut tail, mut buf, mut total) = (Vec::new(), vec![0u8; MIB], 0);
+        while !tail.ends_with(b"data: c\n\n") {
+            let n = tokio::time::timeout(STEP, client.read(&mut buf))
+                .await
+                .expect("the stream stalled")
+                .unwrap();
+            assert!(n > 0, "the stream ended");
+            total += n;
+            tail.extend_from_slice(&buf[..n]);
+            tail.drain(..tail.len().saturating_sub(64));
+        }
+        (client, total)
+    });
+    let before = reset_peak_rss(pid);
+    send_endless_line(&mut upstream, b"id: ", b"\ndata: b\n\ndata: c\n\n").await;
+    // The client stays: a client that leaves ends its stream.
+    let (_client, received) = reader.await.unwrap();
+    assert!(received > 100 * MIB, "the event was relayed, in pieces");
+    let growth = status_kib(pid, "VmHWM:").saturating_sub(before);
+    assert!(
+        growth * 1024 < 4 * MIB as u64,
+        "the gateway's peak RSS grew by {growth} KiB"
+    );
+    // The 100 MiB id was ignored: the stream resumes from the last id it kept.
+    drop(upstream);
+    let resumed = origin.accept().await;
+    assert_eq!(resumed.header("last-event-id"), Some("1"));
+}

@@ -67,6 +67,8 @@ pub struct RouteStats {
     pub bytes: AtomicU64,
     pub reconnects: AtomicU64,
     pub failovers: AtomicU64,
+    /// Events a fan-out source dropped for being over `max_event_bytes`.
+    pub oversized_events: AtomicU64,
     drops: [AtomicU64; Drop::ALL.len()],
 }
 
@@ -92,6 +94,7 @@ impl RouteStats {
             "bytes": self.bytes.load(Relaxed),
             "reconnects": self.reconnects.load(Relaxed),
             "failovers": self.failovers.load(Relaxed),
+            "oversized_events": self.oversized_events.load(Relaxed),
             "drops": drops,
         })
     }

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::follow::Follow;
 use super::hub::{Hub, Signal, Status};
-use super::{start, Client, Joined, Place};
+use super::{dropped_event, start, Client, Joined, Place};
 use crate::config::{Kafka, StartFrom};
 use crate::pump::{next_cut_off, ClientStream, CutOff, Ended};
 use crate::relay::{backoff, cut_off, drop_slow_client};
@@ -123,8 +123,18 @@ fn assign(consumer: &StreamConsumer, topic: &str, from: &Offsets) -> Result<(), 
     consumer.assign(&list).map_err(|e| format!("assign: {e}"))
 }
 
-/// The serialized event for `message`, with `id` the place just past it.
-fn event_bytes(id: &str, message: &BorrowedMessage<'_>, event_header: Option<&str>) -> Vec<u8> {
+/// The serialized event for `message`, with `id` the place just past it; `None` when it
+/// would be over `max_event_bytes`.
+fn event_bytes(
+    id: &str,
+    message: &BorrowedMessage<'_>,
+    event_header: Option<&str>,
+    max_event_bytes: usize,
+) -> Option<Vec<u8>> {
+    let payload = message.payload().unwrap_or_default();
+    if payload.len() > max_event_bytes {
+        return None;
+    }
     let header = |name: &str| {
         let headers = message.headers()?;
         headers
@@ -138,11 +148,11 @@ fn event_bytes(id: &str, message: &BorrowedMessage<'_>, event_header: Option<&st
         event: event_header
             .and_then(header)
             .unwrap_or_else(|| "message".into()),
-        data: String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+        data: String::from_utf8_lossy(payload).into_owned(),
     };
     let mut out = Vec::with_capacity(event.data.len() + id.len() + 16);
     sse::write_event(&mut out, &event);
-    out
+    (out.len() <= max_event_bytes).then_some(out)
 }
 
 /// The hub's source: one consumer following the topic from its end.
@@ -196,7 +206,12 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
             Ok(message) => {
                 position.0.insert(message.partition(), message.offset() + 1);
                 let id = position.to_string();
-                let bytes = event_bytes(&id, &message, kafka.event_header.as_deref());
+                let max = shared.block.max_event_bytes;
+                let bytes = event_bytes(&id, &message, kafka.event_header.as_deref(), max)
+                    .unwrap_or_else(|| {
+                        RouteStats::add(&route.stats.oversized_events, 1);
+                        dropped_event(&id, max)
+                    });
                 let key = message.key().map(Bytes::copy_from_slice);
                 hub.publish(&id, key, Bytes::from(bytes));
             }
@@ -395,7 +410,10 @@ async fn read_missing(
                     } else {
                         position.to_string()
                     };
-                    out.extend(event_bytes(&id, &message, kafka.event_header.as_deref()));
+                    let max = follow.shared.block.max_event_bytes;
+                    let header = kafka.event_header.as_deref();
+                    let bytes = event_bytes(&id, &message, header, max);
+                    out.extend(bytes.unwrap_or_else(|| dropped_event(&id, max)));
                     events += 1;
                     if out.len() >= CATCH_UP_WRITE_BYTES {
                         flush(follow, client, stream, &mut out, &mut events).await?;

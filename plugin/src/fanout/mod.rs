@@ -188,6 +188,16 @@ fn start<F>(
     crate::workers::spawn(source(hub, shared.clone(), route_index));
 }
 
+/// What a fan-out client gets in place of an event over `max_event_bytes`: a comment that
+/// says so, then the event's `id` alone, which moves the client's `Last-Event-ID` past it
+/// without dispatching anything (an event with no data fires nothing in a browser).
+fn dropped_event(id: &str, max_event_bytes: usize) -> Vec<u8> {
+    format!(
+        ": an event larger than max_event_bytes ({max_event_bytes}) was dropped here\nid: {id}\n\n"
+    )
+    .into_bytes()
+}
+
 /// Splits `lastEventId` (for clients that cannot set headers) off a query string: the
 /// rest, as it was written, and the decoded value.
 fn split_last_event_id(query: &str) -> (String, Option<String>) {
