@@ -122,20 +122,12 @@ async fn out_of_descriptors_the_gateway_answers_503_and_blames_no_origin() {
     drop((warm, upstream));
     let limit = soft_descriptor_limit(pid);
 
-    leave_one_descriptor(pid);
-    let relayed = RawClient::exchange(
-        gateway.addr,
-        b"GET /sse/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_retry_later(&relayed);
-    leave_one_descriptor(pid);
-    let fanned_out = RawClient::exchange(
-        gateway.addr,
-        b"GET /live/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_retry_later(&fanned_out);
+    // A relayed stream, then a fan-out one whose source cannot dial.
+    for path in ["/sse/a", "/live/a"] {
+        leave_one_descriptor(pid);
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_retry_later(&RawClient::exchange(gateway.addr, request).await);
+    }
     set_descriptor_limit(pid, limit);
     assert!(
         origin.quiet_for(Duration::from_millis(200)).await,
