@@ -77,6 +77,11 @@ impl Process {
         format!("http://{}", self.addr)
     }
 
+    /// The process id, for `/proc/<pid>` and `prlimit --pid`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the process printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
