@@ -60,8 +60,16 @@ const MAX_HEADERS: usize = 128;
 const READ_CHUNK: usize = 8 * 1024;
 
 enum State {
-    AwaitHead,
-    Forward { head_left: usize, body: Framing },
+    /// Waiting for a head. `started` is when its clock started: the accept for the
+    /// connection's first request, the first byte for a later one; `None` while a
+    /// keep-alive connection idles between requests.
+    AwaitHead {
+        started: Option<Instant>,
+    },
+    Forward {
+        head_left: usize,
+        body: Framing,
+    },
     Stopped(Stop),
 }
 
@@ -70,7 +78,8 @@ enum State {
 pub struct Limits {
     /// A larger head gets 431.
     pub max_head_bytes: usize,
-    /// From a head's first byte to its end; slower gets 408 (slow-loris clients).
+    /// From a head's first byte to its end (from the accept for a connection's first
+    /// head); slower gets 408, and a new connection that sends nothing is closed.
     pub read_header_timeout: Duration,
     /// With no request started, a connection is closed after this long.
     pub idle_timeout: Duration,
@@ -87,35 +96,40 @@ pub struct Gate {
     limits: Limits,
     /// When waiting for the current head ends: the idle or the read-header deadline.
     deadline: Pin<Box<Sleep>>,
-    /// Whether bytes of the awaited head have arrived (the read-header deadline is armed).
-    head_started: bool,
     claim: Arc<dyn Claim>,
 }
 
 impl Gate {
+    /// A gate for a connection accepted just now: its first head is due within
+    /// `read_header_timeout` (a client that connects and says nothing costs no more).
     pub fn new(stream: TcpStream, peer: SocketAddr, limits: Limits, claim: Arc<dyn Claim>) -> Self {
+        let accepted = Instant::now();
         Self {
             stream,
             peer,
             buf: BytesMut::new(),
-            state: State::AwaitHead,
+            state: State::AwaitHead {
+                started: Some(accepted),
+            },
             limits,
-            deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
-            head_started: false,
+            deadline: Box::pin(tokio::time::sleep_until(
+                accepted + limits.read_header_timeout,
+            )),
             claim,
         }
     }
 
-    /// Waits for the next head: idle time until its first byte, then the header timeout.
+    /// Waits for the next head on a keep-alive connection: idle time until its first
+    /// byte, then the header timeout.
     fn await_head(&mut self) {
-        self.state = State::AwaitHead;
-        self.head_started = !self.buf.is_empty();
-        let limit = if self.head_started {
-            self.limits.read_header_timeout
-        } else {
-            self.limits.idle_timeout
+        let now = Instant::now();
+        let started = (!self.buf.is_empty()).then_some(now);
+        let limit = match started {
+            Some(_) => self.limits.read_header_timeout,
+            None => self.limits.idle_timeout,
         };
-        self.deadline.as_mut().reset(Instant::now() + limit);
+        self.state = State::AwaitHead { started };
+        self.deadline.as_mut().reset(now + limit);
     }
 
     /// Ends the gate: why it stopped, the socket, and the bytes read but not consumed.
@@ -123,7 +137,7 @@ impl Gate {
         let stop = match self.state {
             State::Stopped(stop) => stop,
             // hyper closed first (an error, or `Connection: close`): nothing more to do.
-            State::AwaitHead | State::Forward { .. } => Stop::Eof,
+            State::AwaitHead { .. } | State::Forward { .. } => Stop::Eof,
         };
         (stop, self.stream, self.buf)
     }
@@ -231,28 +245,31 @@ impl AsyncRead for Gate {
         loop {
             match &mut this.state {
                 State::Stopped(_) => return Poll::Ready(Ok(())),
-                State::AwaitHead => {
+                State::AwaitHead { started } => {
+                    let started = *started;
                     if !this.buf.is_empty() && this.inspect_head() {
                         continue;
                     }
                     match this.poll_fill(cx) {
                         Poll::Ready(Ok(0)) => this.state = State::Stopped(Stop::Eof),
-                        Poll::Ready(Ok(_)) if !this.head_started => {
-                            this.head_started = true;
-                            let deadline = Instant::now() + this.limits.read_header_timeout;
+                        Poll::Ready(Ok(_)) if started.is_none() => {
+                            let now = Instant::now();
+                            this.state = State::AwaitHead { started: Some(now) };
+                            let deadline = now + this.limits.read_header_timeout;
                             this.deadline.as_mut().reset(deadline);
                         }
                         Poll::Ready(Ok(_)) => {}
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => {
                             ready!(this.deadline.as_mut().poll(cx));
-                            if this.head_started {
+                            if this.buf.is_empty() {
+                                // Idle, or a new connection that never said anything.
+                                this.state = State::Stopped(Stop::Eof);
+                            } else {
                                 this.reject(
                                     http::StatusCode::REQUEST_TIMEOUT,
                                     "request head not received in time",
                                 );
-                            } else {
-                                this.state = State::Stopped(Stop::Eof);
                             }
                         }
                     }
