@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # What the end-to-end tests need besides Rust, installed when missing (`make test` runs this):
-# curl, headless Chromium driven by Node's playwright-core, and a Kafka-protocol broker.
+# curl, ss (a listener's backlog), headless Chromium driven by Node's playwright-core, and a
+# Kafka-protocol broker.
 set -euo pipefail
 
 missing=()
-for tool in curl chromium node npm; do
+for tool in curl ss chromium node npm; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
   packages=("${missing[@]/node/nodejs}")
+  packages=("${packages[@]/#ss/iproute2}")
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
 fi

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use host::config::{self, Config};
 use host::gate::Limits;
+use host::listener;
 use host::pipeline::Pipeline;
 use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
 use host::protect::Guard;
@@ -214,9 +216,13 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
     let plugins = Arc::new(inject_plugins(&config).0);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((config.listen_ip.as_str(), config.port))
+        let backlog = config
+            .backlog
+            .map_or_else(listener::system_backlog, NonZeroU32::get);
+        let listener = listener::listen((config.listen_ip.as_str(), config.port), backlog)
             .await
             .with_context(|| format!("listening on {}:{}", config.listen_ip, config.port))?;
+        tracing::info!("[SERVICE: HTTP Server] accept backlog {backlog}");
         tracing::info!(
             "[SERVICE: HTTP Server] Listening on {}",
             listener.local_addr()?
@@ -238,7 +244,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
         });
         host::protect::jwks::load(&gateway.guard).await;
         if let Some(address) = &config.metrics_address {
-            let metrics = tokio::net::TcpListener::bind(address.as_str())
+            let metrics = listener::listen(address.as_str(), backlog)
                 .await
                 .with_context(|| format!("listening for metrics on {address}"))?;
             tracing::info!("[SERVICE: Metrics] Listening on {}", metrics.local_addr()?);

@@ -5,6 +5,7 @@
 //! Unknown keys are ignored, as KrakenD does.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ pub struct Config {
     /// Each client socket's kernel send buffer (`SO_SNDBUF`); `None` leaves the kernel's
     /// autotuning.
     pub client_send_buffer: Option<usize>,
+    /// The listeners' accept backlog; `None`: `net.core.somaxconn`.
+    pub backlog: Option<NonZeroU32>,
     pub plugin: Option<PluginFolder>,
     /// Server plugins to inject, in `plugin/http-server.name` order, with their config blocks.
     pub server_plugins: Vec<ServerPluginConfig>,
@@ -224,6 +227,7 @@ struct RawConfig {
     shutdown_timeout: Option<Duration>,
     max_backend_response_bytes: Option<usize>,
     client_send_buffer: Option<usize>,
+    backlog: Option<NonZeroU32>,
     plugin: Option<PluginFolder>,
     #[serde(default)]
     endpoints: Vec<RawEndpoint>,
@@ -436,6 +440,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             Some(0) => None,
             Some(bytes) => Some(bytes),
         },
+        backlog: raw.backlog,
         plugin: raw.plugin,
         server_plugins,
         static_files,
