@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use host::config::{self, Config};
+use host::connections::Connections;
 use host::gate::Limits;
 use host::listener;
 use host::pipeline::Pipeline;
@@ -222,14 +223,20 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
         let listener = listener::listen((config.listen_ip.as_str(), config.port), backlog)
             .await
             .with_context(|| format!("listening on {}:{}", config.listen_ip, config.port))?;
-        tracing::info!("[SERVICE: HTTP Server] accept backlog {backlog}");
+        let max_connections = config
+            .max_connections
+            .map_or_else(Connections::default_limit, NonZeroUsize::get);
+        tracing::info!(
+            "[SERVICE: HTTP Server] max_connections {max_connections}, accept backlog {backlog}"
+        );
+        let connections = Arc::new(Connections::new(max_connections));
         tracing::info!(
             "[SERVICE: HTTP Server] Listening on {}",
             listener.local_addr()?
         );
         let gateway = Arc::new(Gateway {
             plugins,
-            connections: Arc::default(),
+            connections: connections.clone(),
             guard: Guard::new(&config),
             metrics: Arc::default(),
             debug,
@@ -250,7 +257,8 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             tracing::info!("[SERVICE: Metrics] Listening on {}", metrics.local_addr()?);
             tokio::spawn(server::serve_metrics(metrics, gateway.clone()));
         }
-        server::run(listener, gateway.clone(), shutdown_signal()).await;
+        let acceptor = listener::Acceptor::new(listener, connections, "HTTP Server");
+        server::run(acceptor, gateway.clone(), shutdown_signal()).await;
         drain(&gateway.plugins, config.shutdown_timeout).await;
         Ok(())
     })

@@ -1,8 +1,33 @@
 //! Every resource a client can hold is bounded: silent connections, the number of
 //! connections, request bodies and their pace, and what static-filesystem serves.
 
+use std::time::{Duration, Instant};
+
 use serde_json::json;
-use testkit::{gateway, json_backend, RawClient};
+use testkit::{body_of, gateway, json_backend, origin, Gateway, RawClient};
+
+/// The value of the unlabelled metric `name`.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Scrapes until `name` reads `value` (the count follows connections a moment later).
+async fn wait_for_metric(gateway: &Gateway, name: &str, value: u64) {
+    let deadline = Instant::now() + testkit::STEP;
+    loop {
+        let text = gateway.metrics().await;
+        if metric(&text, name) == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never reached {value}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_at_the_read_header_timeout_and_later_heads_may_idle() {
@@ -58,4 +83,113 @@ async fn the_listener_takes_the_kernels_backlog_or_the_configured_one() {
     assert_eq!(listen_backlog(default.addr.port()), somaxconn);
     let configured = gateway().root("backlog", json!(100)).run();
     assert_eq!(listen_backlog(configured.addr.port()), 100);
+}
+
+#[tokio::test]
+async fn over_max_connections_new_connections_are_closed_at_once_while_streams_flow() {
+    let origin = origin().interval_ms(20).run();
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        .root("max_connections", json!(20))
+        // Idle connections stay until the test closes them.
+        .root("read_header_timeout", json!("1m"))
+        .root_extra(
+            "telemetry/metrics",
+            json!({"listen_address": "127.0.0.1:0"}),
+        )
+        .run();
+    let mut stream = RawClient::get(gateway.addr, "/sse/s", &[]).await;
+    stream.read_until(b"id: 1\n").await;
+    let mut idle = Vec::new();
+    for _ in 0..19 {
+        idle.push(RawClient::connect(gateway.addr).await);
+    }
+    wait_for_metric(&gateway, "krakend_connections_open", 20).await;
+
+    // At the limit: each new connection is closed before anything is read from it.
+    let refusals = 30;
+    let started = Instant::now();
+    for _ in 0..refusals {
+        let response = RawClient::exchange(
+            gateway.addr,
+            b"GET /__health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            response.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&response)
+        );
+    }
+    let took = started.elapsed();
+    let text = gateway.metrics().await;
+    assert_eq!(metric(&text, "krakend_connections_refused_total"), refusals);
+    assert_eq!(metric(&text, "krakend_connections_max"), 20);
+    // The stream flows on meanwhile (the origin sends an event every 20 ms).
+    stream.read_until(b"id: 5\n").await;
+    // Logged, but at most once a second.
+    let line = "refused a connection from";
+    let logged = gateway.process.wait_for_log_count(line, 1);
+    assert!(
+        logged as u64 <= took.as_secs() + 1,
+        "{logged} lines in {took:?}:\n{}",
+        gateway.process.log()
+    );
+
+    // When connections go, new ones are served again.
+    drop(idle);
+    wait_for_metric(&gateway, "krakend_connections_open", 1).await;
+    let response = RawClient::exchange(
+        gateway.addr,
+        b"GET /__health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(body_of(&response), br#"{"status":"ok"}"#);
+    stream.read_until(b"id: 8\n").await;
+}
+
+#[tokio::test]
+async fn out_of_descriptors_accept_backs_off_logs_once_a_second_and_recovers() {
+    let gateway = gateway().root("max_connections", json!(10_000)).run();
+    let pid = gateway.process.pid();
+    // Room for ten more descriptors than the gateway holds now.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    // The gateway inherited this process's hard limit, which stays.
+    let inherited = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let limit = rustix::process::Rlimit {
+        current: Some(open + 10),
+        maximum: inherited.maximum,
+    };
+    let target = rustix::process::Pid::from_raw(pid as i32);
+    rustix::process::prlimit(target, rustix::process::Resource::Nofile, limit)
+        .expect("lowering the gateway's descriptor limit");
+    // Ten are accepted; the others wait in the backlog while accept fails with EMFILE.
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(RawClient::connect(gateway.addr).await);
+    }
+    let line = "[SERVICE: HTTP Server] accept failed";
+    gateway.process.wait_for_log_count(line, 2);
+    let logged = gateway.process.log().matches(line).count() as u64;
+    assert!(
+        logged <= started.elapsed().as_secs() + 1,
+        "{logged} lines:\n{}",
+        gateway.process.log()
+    );
+    let log = gateway.process.log();
+    assert!(
+        log.contains("more failed since the last such line"),
+        "{log}"
+    );
+
+    // When the others leave, the last one, still in the backlog, is served.
+    let mut last = held.pop().unwrap();
+    drop(held);
+    last.send(b"GET /__health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let response = last.read_to_end().await;
+    assert_eq!(body_of(&response), br#"{"status":"ok"}"#);
 }

@@ -5,7 +5,7 @@
 //! Unknown keys are ignored, as KrakenD does.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +57,9 @@ pub struct Config {
     pub client_send_buffer: Option<usize>,
     /// The listeners' accept backlog; `None`: `net.core.somaxconn`.
     pub backlog: Option<NonZeroU32>,
+    /// Client connections open at once, handed-over ones included; `None`: from the
+    /// descriptor limit (`Connections::default_limit`).
+    pub max_connections: Option<NonZeroUsize>,
     pub plugin: Option<PluginFolder>,
     /// Server plugins to inject, in `plugin/http-server.name` order, with their config blocks.
     pub server_plugins: Vec<ServerPluginConfig>,
@@ -228,6 +231,7 @@ struct RawConfig {
     max_backend_response_bytes: Option<usize>,
     client_send_buffer: Option<usize>,
     backlog: Option<NonZeroU32>,
+    max_connections: Option<NonZeroUsize>,
     plugin: Option<PluginFolder>,
     #[serde(default)]
     endpoints: Vec<RawEndpoint>,
@@ -441,6 +445,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             Some(bytes) => Some(bytes),
         },
         backlog: raw.backlog,
+        max_connections: raw.max_connections,
         plugin: raw.plugin,
         server_plugins,
         static_files,
@@ -624,6 +629,8 @@ mod tests {
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "output_encoding": "no-op", "backend": [{"host": ["http://h"], "url_pattern": "/x"}, {"host": ["http://h"], "url_pattern": "/y"}]}]}"#.into(), "endpoints[0].backend: a no-op endpoint takes exactly one backend, found 2"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/x"}, {"host": ["http://h"], "url_pattern": "/y", "encoding": "xml"}]}]}"#.into(), "endpoints[0].backend[1].encoding: \"xml\" is not supported"),
             (r#"{"version": 3, "timeout": "2 seconds", "endpoints": []}"#.into(), "timeout: invalid duration"),
+            (r#"{"version": 3, "max_connections": 0}"#.into(), "max_connections: invalid value: integer `0`, expected a nonzero"),
+            (r#"{"version": 3, "backlog": -1}"#.into(), "backlog: invalid value: integer `-1`"),
             (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", "output_encoding": "xml", {backend}}}]}}"#), "endpoints[0].output_encoding: unknown variant `xml`"),
             (r#"{"version": 3, "extra_config": {"plugin/http-server": {"name": "p"}}}"#.into(), "extra_config.plugin/http-server"),
         ];
