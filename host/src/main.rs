@@ -246,6 +246,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
                 max_head_bytes: config.max_header_bytes,
                 read_header_timeout: config.read_header_timeout,
                 idle_timeout: config.idle_timeout,
+                read_timeout: config.read_timeout,
                 send_buffer: config.client_send_buffer,
             },
         });

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use testkit::{body_of, gateway, json_backend, origin, Gateway, RawClient};
+use testkit::{body_of, gateway, json_backend, origin, Gateway, RawClient, ScriptedOrigin};
 
 /// The value of the unlabelled metric `name`.
 fn metric(text: &str, name: &str) -> u64 {
@@ -192,4 +192,129 @@ async fn out_of_descriptors_accept_backs_off_logs_once_a_second_and_recovers() {
         .await;
     let response = last.read_to_end().await;
     assert_eq!(body_of(&response), br#"{"status":"ok"}"#);
+}
+
+/// A gateway with a `json` endpoint at /json and a `no-op` one at /raw on `backend`, bodies
+/// limited to 1 KiB and requests to 1 s.
+fn body_limited(backend: &ScriptedOrigin) -> Gateway {
+    gateway()
+        .root("max_body_bytes", json!(1024))
+        .root("read_timeout", json!("1s"))
+        .endpoint(json!({"endpoint": "/json", "method": "POST", "timeout": "5s",
+                         "backend": [{"host": [backend.url()], "url_pattern": "/j"}]}))
+        .endpoint(json!({"endpoint": "/raw", "method": "POST", "timeout": "5s", "output_encoding": "no-op",
+                         "backend": [{"host": [backend.url()], "url_pattern": "/r"}]}))
+        .run()
+}
+
+fn status_line(response: &[u8]) -> String {
+    let text = String::from_utf8_lossy(response);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_declared_body_over_max_body_bytes_gets_413_and_never_reaches_the_backend() {
+    let mut backend = ScriptedOrigin::start().await;
+    let gateway = body_limited(&backend);
+    let body = "x".repeat(2048);
+    for path in ["/json", "/raw"] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let response = RawClient::exchange(gateway.addr, request).await;
+        assert_eq!(
+            status_line(&response),
+            "HTTP/1.1 413 Payload Too Large",
+            "{path}"
+        );
+    }
+    // The first request that reaches the backend is this one, within the limit.
+    let within = format!("POST /raw?n=within HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\nConnection: close\r\n\r\n{}", &body[..1024]);
+    let client = tokio::spawn(RawClient::exchange(gateway.addr, within));
+    let mut reached = backend.accept().await;
+    assert!(
+        reached.head.starts_with("POST /r HTTP/1.1\r\n"),
+        "{}",
+        reached.head
+    );
+    reached
+        .send(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        .await;
+    drop(reached);
+    assert_eq!(
+        status_line(&client.await.unwrap()),
+        "HTTP/1.1 204 No Content"
+    );
+}
+
+/// A chunked request to `path` whose 600-byte chunks reach 1800 bytes, past 1 KiB.
+fn growing_chunked_body(path: &str) -> Vec<u8> {
+    let chunk = format!("258\r\n{}\r\n", "y".repeat(600));
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    [head, chunk.repeat(3), "0\r\n\r\n".into()]
+        .concat()
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn a_chunked_body_growing_past_max_body_bytes_is_cut_with_413() {
+    let mut backend = ScriptedOrigin::start().await;
+    let gateway = body_limited(&backend);
+    // json reads the body before calling any backend.
+    let response = RawClient::exchange(gateway.addr, growing_chunked_body("/json")).await;
+    assert_eq!(status_line(&response), "HTTP/1.1 413 Payload Too Large");
+    // no-op streams it to the backend, which has not answered when the body is cut.
+    let client = tokio::spawn(RawClient::exchange(
+        gateway.addr,
+        growing_chunked_body("/raw"),
+    ));
+    let mut cut = backend.accept().await;
+    assert!(cut.head.starts_with("POST /r HTTP/1.1\r\n"), "{}", cut.head);
+    assert_eq!(
+        status_line(&client.await.unwrap()),
+        "HTTP/1.1 413 Payload Too Large"
+    );
+    assert!(
+        cut.closed_within(testkit::STEP).await,
+        "the backend's request is cut"
+    );
+}
+
+#[tokio::test]
+async fn a_body_dribbled_slower_than_read_timeout_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut backend = ScriptedOrigin::start().await;
+    let gateway = body_limited(&backend);
+    for path in ["/json", "/raw"] {
+        let stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        let (mut from_gateway, mut to_gateway) = stream.into_split();
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+        to_gateway.write_all(head.as_bytes()).await.unwrap();
+        // A byte every 100 ms, until the gateway stops taking them: a timer that each
+        // byte reset would never fire.
+        let dribble = tokio::spawn(async move {
+            let mut pace = tokio::time::interval(Duration::from_millis(100));
+            for _ in 0..1000 {
+                pace.tick().await;
+                if to_gateway.write_all(b"z").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let _waiting = match path {
+            // no-op streams the body to the backend, which waits for the rest.
+            "/raw" => Some(backend.accept().await),
+            _ => None,
+        };
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(testkit::STEP, from_gateway.read_to_end(&mut response));
+        assert!(read.await.is_ok(), "no answer in time");
+        assert_eq!(
+            status_line(&response),
+            "HTTP/1.1 408 Request Timeout",
+            "{path}"
+        );
+        dribble.abort();
+    }
 }
