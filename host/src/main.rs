@@ -216,6 +216,19 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
     tracing::info!("Starting host version {}", env!("CARGO_PKG_VERSION"));
     let plugins = Arc::new(inject_plugins(&config).0);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let static_files = config
+        .static_files
+        .as_ref()
+        .map(|files| {
+            StaticFiles::new(files).with_context(|| {
+                format!(
+                    "extra_config.plugin/http-server.{}.path: {}",
+                    config::STATIC_FILESYSTEM,
+                    files.path.display()
+                )
+            })
+        })
+        .transpose()?;
     runtime.block_on(async move {
         let backlog = config
             .backlog
@@ -241,7 +254,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             metrics: Arc::default(),
             debug,
             pipeline: Pipeline::new(&config),
-            static_files: config.static_files.as_ref().map(StaticFiles::new),
+            static_files,
             limits: Limits {
                 max_head_bytes: config.max_header_bytes,
                 read_header_timeout: config.read_header_timeout,

@@ -318,3 +318,53 @@ async fn a_body_dribbled_slower_than_read_timeout_gets_408() {
         dribble.abort();
     }
 }
+
+#[tokio::test]
+async fn static_filesystem_serves_only_regular_files_inside_its_folder() {
+    use std::os::unix::fs::symlink;
+    let temp = testkit::TempDir::new("static");
+    let (www, outside) = (temp.path().join("www"), temp.path().join("outside"));
+    for folder in [&www, &outside, &www.join(".git"), &www.join("sub")] {
+        std::fs::create_dir(folder).unwrap();
+    }
+    let write = |path: &std::path::Path, text: &str| std::fs::write(path, text).unwrap();
+    write(&www.join("ok.txt"), "served");
+    write(&www.join(".env"), "SECRET=1");
+    write(&www.join(".git/config"), "[core]");
+    write(&outside.join("secret.txt"), "outside");
+    symlink(outside.join("secret.txt"), www.join("escape.txt")).unwrap();
+    symlink(&outside, www.join("escape-dir")).unwrap();
+    symlink("ok.txt", www.join("inside.txt")).unwrap();
+    symlink(".env", www.join("env.txt")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(www.join("pipe.txt"))
+        .status();
+    assert!(fifo.unwrap().success());
+    let gateway = gateway()
+        .plugin_block("static-filesystem", json!({"prefix": "/www/", "path": www}))
+        .run();
+    let get = |path: &'static str| async move {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        RawClient::exchange(gateway.addr, request).await
+    };
+    for served in ["/www/ok.txt", "/www/inside.txt"] {
+        let response = get(served).await;
+        assert_eq!(body_of(&response), b"served", "{served}");
+    }
+    for refused in [
+        "/www/.env",
+        "/www/.git/config",
+        "/www/escape.txt",
+        "/www/escape-dir/secret.txt",
+        "/www/env.txt",
+        "/www/pipe.txt",
+        "/www/sub",
+    ] {
+        let response = get(refused).await;
+        assert_eq!(
+            status_line(&response),
+            "HTTP/1.1 404 Not Found",
+            "{refused}"
+        );
+    }
+}
