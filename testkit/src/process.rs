@@ -171,6 +171,19 @@ impl OriginBuilder {
         self
     }
 
+    /// Answers the mock endpoints with `status` (`--fail-status`).
+    pub fn fail_status(mut self, status: u16) -> Self {
+        self.args
+            .extend(["--fail-status".into(), status.to_string()]);
+        self
+    }
+
+    /// Only the first `n` mock requests fail (`--fail-count`).
+    pub fn fail_count(mut self, n: u64) -> Self {
+        self.args.extend(["--fail-count".into(), n.to_string()]);
+        self
+    }
+
     pub fn interval_ms(mut self, ms: u64) -> Self {
         self.args.extend(["--interval-ms".into(), ms.to_string()]);
         self
@@ -209,17 +222,7 @@ pub struct Gateway {
 impl Gateway {
     /// The plugins' counters from `/__stats`.
     pub async fn stats(&self) -> Value {
-        let mut client = crate::RawClient::connect(self.addr).await;
-        client
-            .send(b"GET /__stats HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            .await;
-        let response = client.read_to_end().await;
-        serde_json::from_slice(crate::body_of(&response)).unwrap_or_else(|e| {
-            panic!(
-                "/__stats is not JSON ({e}): {}",
-                String::from_utf8_lossy(&response)
-            )
-        })
+        crate::get_json(self.addr, "/__stats").await
     }
 
     /// Where the metrics listener (`telemetry/metrics`) listens, once it said so.

@@ -16,8 +16,6 @@
 //! `read_timeout`; a body that misses it ends in [`RequestTimedOut`], which the pipeline
 //! answers with 408.
 
-mod framing;
-
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -32,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use framing::{framing, Framing};
+use wire::framing::{self, Framing};
 
 /// Decides, per request head, whether a plugin takes the connection over.
 pub trait Claim: Send + Sync {
@@ -225,7 +223,7 @@ impl Gate {
             );
             return true;
         }
-        let body = match framing(request.headers) {
+        let body = match framing::request(request.headers) {
             Ok(body) => body,
             Err(e) => {
                 self.reject(http::StatusCode::BAD_REQUEST, e.to_string());
@@ -346,24 +344,12 @@ impl AsyncRead for Gate {
                         *head_left -= n;
                         n
                     } else {
-                        match body {
-                            Framing::Length(left) => {
-                                let n = room.min(usize::try_from(*left).unwrap_or(usize::MAX));
-                                *left -= n as u64;
-                                n
-                            }
-                            Framing::Chunked(decoder) => decoder
-                                .decode(&this.buf[..room], |_| {})
-                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-                        }
+                        body.take(&this.buf[..room], |_| {})
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
                     };
                     out.put_slice(&this.buf[..n]);
                     this.buf.advance(n);
-                    let body_done = match body {
-                        Framing::Length(left) => *left == 0,
-                        Framing::Chunked(decoder) => decoder.is_done(),
-                    };
-                    if *head_left == 0 && body_done {
+                    if *head_left == 0 && body.is_done() {
                         this.await_head();
                     }
                     return Poll::Ready(Ok(()));
