@@ -133,6 +133,11 @@ impl Process {
         }
     }
 
+    /// The process id (to inspect or limit the process from a test).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -223,6 +228,29 @@ impl Gateway {
     /// The plugins' counters from `/__stats`.
     pub async fn stats(&self) -> Value {
         crate::get_json(self.addr, "/__stats").await
+    }
+
+    /// Where the metrics listener (`telemetry/metrics`) listens, once it said so.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let marker = "[SERVICE: Metrics] Listening on ";
+        self.process.wait_for_log(marker);
+        self.process
+            .log()
+            .split(marker)
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .and_then(|a| a.trim().parse().ok())
+            .expect("the metrics address in the log")
+    }
+
+    /// The Prometheus text at `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = crate::RawClient::exchange(
+            self.metrics_addr(),
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        String::from_utf8_lossy(crate::body_of(&response)).into_owned()
     }
 
     /// The streaming plugin's counters for its route `endpoint`.
