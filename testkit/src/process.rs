@@ -133,11 +133,6 @@ impl Process {
         }
     }
 
-    /// The process id (to inspect or limit the process from a test).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
