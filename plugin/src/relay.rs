@@ -488,17 +488,19 @@ async fn respond_unavailable(
     route: &RouteState,
     reply: &Reply,
 ) {
-    let status = match why.cause {
+    // The client learns what happened in general terms; which host failed and how is in
+    // the log (`why.reason`), never in a body an attacker can read.
+    let (status, said) = match why.cause {
         Cause::LocalResources => {
             route.stats.dropped(Drop::LocalResources);
             let reason = "the gateway is short of resources";
             return unavailable(client, shared, reason, &reply.extra_head).await;
         }
-        Cause::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-        Cause::Failed => StatusCode::BAD_GATEWAY,
+        Cause::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
+        Cause::Failed => (StatusCode::BAD_GATEWAY, "upstream unavailable"),
     };
     route.stats.dropped(Drop::UpstreamUnavailable);
-    respond_error(client, status, &why.reason, None, &reply.extra_head).await
+    respond_error(client, status, said, None, &reply.extra_head).await
 }
 
 /// 503 with `Retry-After`: the client should come back later (a limit was reached, or a

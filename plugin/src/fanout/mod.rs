@@ -100,8 +100,8 @@ pub async fn serve(
         }
         _ => {
             route.stats.dropped(Drop::UpstreamUnavailable);
-            let reason = format!("the stream's source {} is unavailable", hub.key);
-            return unavailable(&mut client, shared, &reason, &reply.extra_head).await;
+            let reason = "the stream's source is unavailable";
+            return unavailable(&mut client, shared, reason, &reply.extra_head).await;
         }
     }
     let mut stream = ClientStream::new(None, token_expires_at);
