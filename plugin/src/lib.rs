@@ -138,7 +138,18 @@ impl StreamingPlugin {
     }
 }
 
+/// Why a connection could not be taken over (the host logs it and closes the socket).
+#[derive(Debug, thiserror::Error)]
+pub enum HijackError {
+    #[error("no route {0}")]
+    NoRoute(usize),
+    #[error("socket: {0}")]
+    Socket(#[from] std::io::Error),
+}
+
 impl ServerPlugin for StreamingPlugin {
+    type HijackError = HijackError;
+
     fn routes(&self) -> Vec<RouteDecl> {
         self.shared
             .routes
@@ -150,7 +161,7 @@ impl ServerPlugin for StreamingPlugin {
             .collect()
     }
 
-    fn hijack(&self, claimed: Claimed) -> Result<(), String> {
+    fn hijack(&self, claimed: Claimed) -> Result<(), HijackError> {
         let Claimed {
             stream,
             route,
@@ -162,11 +173,9 @@ impl ServerPlugin for StreamingPlugin {
         } = claimed;
         let token_expires_at = token_expires_at.map(tokio::time::Instant::from_std);
         if route >= self.shared.routes.len() {
-            return Err(format!("no route {route}"));
+            return Err(HijackError::NoRoute(route));
         }
-        stream
-            .set_nonblocking(true)
-            .map_err(|e| format!("socket: {e}"))?;
+        stream.set_nonblocking(true)?;
         let shared = self.shared.clone();
         workers::spawn(async move {
             // The host counts the connection open until the stream is over.
