@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use wire::framing::Framing;
 
 use crate::pool::{Buffer, BufferPool};
-use crate::stats::{Drop, RouteStats};
+use crate::stats::{DropReason, RouteStats};
 use crate::upstream::{self, within, Upstream};
 use crate::RouteState;
 
@@ -59,10 +59,10 @@ pub enum CutOff {
 }
 
 impl CutOff {
-    pub fn drop_reason(self) -> Drop {
+    pub fn drop_reason(self) -> DropReason {
         match self {
-            CutOff::Shutdown => Drop::Shutdown,
-            CutOff::TokenExpired => Drop::TokenExpired,
+            CutOff::Shutdown => DropReason::Shutdown,
+            CutOff::TokenExpired => DropReason::TokenExpired,
         }
     }
 

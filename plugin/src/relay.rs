@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::either::Either;
 
 use crate::pump::{client_gone, next_cut_off, pump, ClientStream, CutOff, Ended};
-use crate::stats::{Drop, RouteStats};
+use crate::stats::{DropReason, RouteStats};
 use crate::upstream::{self, Cause, Refused, Request, Upstream};
 use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
 
@@ -140,7 +140,7 @@ fn relay<'a>(
                         &reply.label,
                         "client read nothing for client_write_timeout; dropped",
                     );
-                    drop_slow_client(&client, route, Drop::ClientStalled);
+                    drop_slow_client(&client, route, DropReason::ClientStalled);
                     break "the client stalled";
                 }
                 Ended::CutOff(cut) => {
@@ -223,7 +223,7 @@ async fn relay_as_is(
         Err(ended) => ended,
     };
     if let Ended::ClientStalled = ended {
-        drop_slow_client(&client, route, Drop::ClientStalled);
+        drop_slow_client(&client, route, DropReason::ClientStalled);
     }
     let _ = client.shutdown().await;
 }
@@ -250,7 +250,7 @@ async fn reconnect(
     let retry_ms = stream.scanner.as_ref().and_then(Scanner::retry_ms);
     loop {
         let Some(delay) = budget.next_delay(config, retry_ms) else {
-            route.stats.dropped(Drop::ReconnectsExhausted);
+            route.stats.dropped(DropReason::ReconnectsExhausted);
             return Reconnected::No;
         };
         tokio::select! {
@@ -379,7 +379,7 @@ pub async fn refuse(
         "[PLUGIN: {PLUGIN_NAME}] {}: refused with 400: {why}",
         reply.label
     ));
-    route.stats.dropped(Drop::BadRequest);
+    route.stats.dropped(DropReason::BadRequest);
     let reason = "bad request: it holds a value that cannot be forwarded";
     respond_error(
         client,
@@ -401,7 +401,7 @@ pub async fn admit<'a>(
 ) -> Option<Slot<'a>> {
     let _ = client.set_nodelay(true);
     let Some(slot) = shared.admit(route) else {
-        route.stats.dropped(Drop::OverLimit);
+        route.stats.dropped(DropReason::OverLimit);
         unavailable(client, shared, "too many streams", extra_head).await;
         return None;
     };
@@ -413,7 +413,7 @@ pub async fn admit<'a>(
 /// and closed with a reset (`SO_LINGER` 0) when the caller drops it, so that the kernel
 /// frees its send buffer at once instead of holding it in FIN-WAIT-1 for as long as the
 /// client keeps its window shut.
-pub fn drop_slow_client(client: &TcpStream, route: &RouteState, why: Drop) {
+pub fn drop_slow_client(client: &TcpStream, route: &RouteState, why: DropReason) {
     route.stats.dropped(why);
     let _ = socket2::SockRef::from(client).set_linger(Some(Duration::ZERO));
 }
@@ -492,14 +492,14 @@ async fn respond_unavailable(
     // the log (`why.reason`), never in a body an attacker can read.
     let (status, said) = match why.cause {
         Cause::LocalResources => {
-            route.stats.dropped(Drop::LocalResources);
+            route.stats.dropped(DropReason::LocalResources);
             let reason = "the gateway is short of resources";
             return unavailable(client, shared, reason, &reply.extra_head).await;
         }
         Cause::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
         Cause::Failed => (StatusCode::BAD_GATEWAY, "upstream unavailable"),
     };
-    route.stats.dropped(Drop::UpstreamUnavailable);
+    route.stats.dropped(DropReason::UpstreamUnavailable);
     respond_error(client, status, said, None, &reply.extra_head).await
 }
 

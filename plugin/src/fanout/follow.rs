@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::hub::{Hub, Signal, Status};
 use crate::pump::{client_gone, next_cut_off, write_parts, ClientStream, IOV_BATCH, KEEPALIVE};
 use crate::relay::{cut_off, drop_slow_client};
-use crate::stats::{Drop, RouteStats};
+use crate::stats::{DropReason, RouteStats};
 use crate::upstream::within;
 use crate::{RouteState, Shared};
 
@@ -66,7 +66,7 @@ impl Follow<'_> {
             let more = match self.take(&mut cursor, joined, wrote, &mut batch) {
                 Ok(more) => more,
                 Err(why) => {
-                    drop_slow_client(writer.as_ref(), self.route, Drop::ClientLagged);
+                    drop_slow_client(writer.as_ref(), self.route, DropReason::ClientLagged);
                     return why;
                 }
             };
@@ -98,11 +98,11 @@ impl Follow<'_> {
                     Some(Ok(Ok(()))) => {}
                     Some(Ok(Err(_))) => return "the client left",
                     Some(Err(_)) => {
-                        drop_slow_client(writer.as_ref(), self.route, Drop::ClientStalled);
+                        drop_slow_client(writer.as_ref(), self.route, DropReason::ClientStalled);
                         return "the client stalled";
                     }
                     None => {
-                        drop_slow_client(writer.as_ref(), self.route, Drop::ClientLagged);
+                        drop_slow_client(writer.as_ref(), self.route, DropReason::ClientLagged);
                         return "the client fell more than client_queue events behind";
                     }
                 }

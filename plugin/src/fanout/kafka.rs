@@ -32,7 +32,7 @@ use super::{dropped_event, start, Client, Joined, Place};
 use crate::config::{Kafka, StartFrom};
 use crate::pump::{next_cut_off, ClientStream, CutOff, Ended};
 use crate::relay::{backoff, cut_off, drop_slow_client};
-use crate::stats::{Drop, RouteStats};
+use crate::stats::{DropReason, RouteStats};
 use crate::{Shared, PLUGIN_NAME};
 
 /// Metadata and watermark requests wait at most this long when `dial_timeout` is off.
@@ -440,7 +440,7 @@ async fn flush(
     match stream.write_own(client, follow.route, out).await {
         Ok(()) => {}
         Err(Ended::ClientStalled) => {
-            drop_slow_client(client, follow.route, Drop::ClientStalled);
+            drop_slow_client(client, follow.route, DropReason::ClientStalled);
             return Err(Stop::Ended("the client stalled during its catch-up"));
         }
         Err(_) => return Err(Stop::Ended("the client left during its catch-up")),

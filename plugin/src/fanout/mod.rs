@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::config::Route;
 use crate::pump::{client_gone, ClientStream};
 use crate::relay::{admit, end_stream, event_stream_head, refuse, unavailable, Reply};
-use crate::stats::Drop;
+use crate::stats::DropReason;
 use crate::upstream::{self, Refused};
 use crate::Shared;
 use follow::Follow;
@@ -94,12 +94,12 @@ pub async fn serve(
     match status {
         Ok(Status::Up) => {}
         Ok(Status::NoResources) => {
-            route.stats.dropped(Drop::LocalResources);
+            route.stats.dropped(DropReason::LocalResources);
             let reason = "the gateway is short of resources";
             return unavailable(&mut client, shared, reason, &reply.extra_head).await;
         }
         _ => {
-            route.stats.dropped(Drop::UpstreamUnavailable);
+            route.stats.dropped(DropReason::UpstreamUnavailable);
             let reason = "the stream's source is unavailable";
             return unavailable(&mut client, shared, reason, &reply.extra_head).await;
         }
