@@ -90,7 +90,7 @@ impl Drop for Slot<'_> {
 }
 
 impl StreamingPlugin {
-    pub fn new(config_json: &str, logger: Logger) -> Result<Self, String> {
+    pub fn new(config_json: &str, logger: Logger) -> Result<Self, config::ConfigError> {
         let block = config::parse(config_json)?;
         let routes = block
             .routes
