@@ -82,6 +82,15 @@ impl Shared {
     }
 }
 
+/// Runs `future` within `limit`, if there is one. Without one the deadline is a century
+/// away: a `Timeout` registers its timer only if the future has to wait, and one future
+/// type for both cases keeps every stream's task small (an `async fn` holding either would
+/// reserve room for both).
+fn within<F: std::future::Future>(limit: Option<Duration>, future: F) -> tokio::time::Timeout<F> {
+    const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    tokio::time::timeout(limit.unwrap_or(NO_LIMIT), future)
+}
+
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.shared.active.fetch_sub(1, Relaxed);

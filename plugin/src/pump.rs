@@ -26,8 +26,8 @@ use wire::framing::Framing;
 
 use crate::pool::{Buffer, BufferPool};
 use crate::stats::{DropReason, RouteStats};
-use crate::upstream::{self, within, Upstream};
-use crate::RouteState;
+use crate::upstream::{self, Broken, Upstream};
+use crate::{within, RouteState};
 
 /// Payload ranges written per `writev` call.
 pub const IOV_BATCH: usize = 64;
@@ -38,7 +38,7 @@ pub const KEEPALIVE: &[u8] = b":keepalive\n";
 pub enum Ended {
     /// The upstream body ended where its framing said it would (or at EOF when unframed).
     Complete,
-    UpstreamBroke(String),
+    UpstreamBroke(Broken),
     /// No bytes from the upstream for `upstream_idle_timeout`.
     UpstreamIdle,
     ClientGone,
@@ -231,7 +231,7 @@ pub async fn pump(
             () = &mut cancelled => return Ended::CutOff(CutOff::Shutdown),
             ready = upstream.stream.readable() => match ready {
                 Ok(()) => false,
-                Err(e) => return Ended::UpstreamBroke(e.to_string()),
+                Err(e) => return Ended::UpstreamBroke(e.into()),
             },
             // What the client sends after its request is ignored; reading it is how EOF is seen.
             () = client_gone(&mut client_reader) => return Ended::ClientGone,
@@ -268,16 +268,16 @@ pub async fn pump(
             None => stream.carry = (kept > 0).then_some((buf, kept)),
             Some(Ok(0)) => {
                 stream.carry = (kept > 0).then_some((buf, kept));
-                return match upstream.body {
-                    Framing::UntilClose => Ended::Complete,
-                    _ => Ended::UpstreamBroke("closed in the middle of the body".into()),
+                return match upstream::closed(&upstream.body) {
+                    Ok(()) => Ended::Complete,
+                    Err(broken) => Ended::UpstreamBroke(broken),
                 };
             }
             Some(Ok(n)) => {
                 last_read = Instant::now();
                 read = Some((buf, kept, kept..kept + n));
             }
-            Some(Err(e)) => return Ended::UpstreamBroke(e.to_string()),
+            Some(Err(e)) => return Ended::UpstreamBroke(e.into()),
         }
     }
 }
@@ -326,8 +326,8 @@ async fn forward(
     if kept > 0 {
         ranges.push(0..kept);
     }
-    let whole = upstream::payload(body, &buf[..], filled.clone(), ranges)
-        .map_err(|e| Ended::UpstreamBroke(e.to_string()))?;
+    let whole =
+        upstream::payload(body, &buf[..], filled.clone(), ranges).map_err(Ended::UpstreamBroke)?;
     let new_payload = usize::from(kept > 0)..ranges.len();
     let payload_end = ranges.last().map_or(0, |r| r.end);
     // Where the client may be cut off: past the read's last event boundary.

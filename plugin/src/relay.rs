@@ -24,7 +24,7 @@ use tokio_util::either::Either;
 
 use crate::pump::{client_gone, next_cut_off, pump, ClientStream, CutOff, Ended};
 use crate::stats::{DropReason, RouteStats};
-use crate::upstream::{self, Cause, Refused, Request, Upstream};
+use crate::upstream::{self, Refused, Request, Upstream};
 use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
 
 /// Serves one claimed request. Only what the stream needs is kept from the head, so a
@@ -89,7 +89,7 @@ fn relay<'a>(
         let upstream = match opened {
             Ok(upstream) => upstream,
             Err(unavailable) => {
-                log(&reply.label, &unavailable.reason);
+                log(&reply.label, &unavailable.to_string());
                 let answer = respond_unavailable(&mut client, &unavailable, shared, route, &reply);
                 return Box::pin(answer).await;
             }
@@ -280,10 +280,9 @@ async fn reconnect(
                 ));
                 return Reconnected::No;
             }
-            Err(unavailable) => shared.logger.warn(&format!(
-                "[PLUGIN: {PLUGIN_NAME}] resuming {}",
-                unavailable.reason
-            )),
+            Err(unavailable) => shared
+                .logger
+                .warn(&format!("[PLUGIN: {PLUGIN_NAME}] resuming {unavailable}")),
         }
     }
 }
@@ -490,14 +489,15 @@ async fn respond_unavailable(
 ) {
     // The client learns what happened in general terms; which host failed and how is in
     // the log (`why.reason`), never in a body an attacker can read.
-    let (status, said) = match why.cause {
-        Cause::LocalResources => {
+    let status = why.status();
+    let said = match status {
+        StatusCode::SERVICE_UNAVAILABLE => {
             route.stats.dropped(DropReason::LocalResources);
             let reason = "the gateway is short of resources";
             return unavailable(client, shared, reason, &reply.extra_head).await;
         }
-        Cause::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
-        Cause::Failed => (StatusCode::BAD_GATEWAY, "upstream unavailable"),
+        StatusCode::GATEWAY_TIMEOUT => "upstream timed out",
+        _ => "upstream unavailable",
     };
     route.stats.dropped(DropReason::UpstreamUnavailable);
     respond_error(client, status, said, None, &reply.extra_head).await

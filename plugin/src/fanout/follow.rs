@@ -17,8 +17,7 @@ use super::hub::{Hub, Signal, Status};
 use crate::pump::{client_gone, next_cut_off, write_parts, ClientStream, IOV_BATCH, KEEPALIVE};
 use crate::relay::{cut_off, drop_slow_client};
 use crate::stats::{DropReason, RouteStats};
-use crate::upstream::within;
-use crate::{RouteState, Shared};
+use crate::{within, RouteState, Shared};
 
 pub struct Follow<'a> {
     pub hub: &'a Hub,

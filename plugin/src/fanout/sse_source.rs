@@ -17,14 +17,13 @@ use bytes::Bytes;
 use http::StatusCode;
 use sse::{Piece, Scanner};
 use tokio::io::AsyncReadExt;
-use wire::framing::Framing;
 
 use super::dropped_event;
 use super::hub::{Hub, Status};
 use crate::relay::backoff;
 use crate::stats::RouteStats;
-use crate::upstream::{self, within, Cause, Request, Upstream};
-use crate::{Shared, PLUGIN_NAME};
+use crate::upstream::{self, Broken, Request, Upstream};
+use crate::{within, Shared, PLUGIN_NAME};
 
 pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
     let route = &shared.routes[route_index];
@@ -73,7 +72,7 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
                 };
                 retry_ms = reader.scanner.retry_ms().or(retry_ms);
                 if let Err(why) = ended {
-                    log(why);
+                    log(why.to_string());
                 }
             }
             Ok(upstream) => {
@@ -81,10 +80,10 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
                 hub.set_status(Status::Down);
             }
             Err(unavailable) => {
-                log(unavailable.reason);
-                hub.set_status(match unavailable.cause {
-                    Cause::LocalResources => Status::NoResources,
-                    Cause::Failed | Cause::TimedOut => Status::Down,
+                log(unavailable.to_string());
+                hub.set_status(match unavailable.is_local() {
+                    true => Status::NoResources,
+                    false => Status::Down,
                 });
             }
         }
@@ -167,15 +166,14 @@ impl<'a> EventReader<'a> {
         &mut self,
         mut upstream: Upstream,
         idle: Option<std::time::Duration>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Broken> {
         let mut ranges = Vec::new();
         let (mut buf, first) = upstream.first.take().expect("a fresh upstream");
         let mut filled = first;
         loop {
             ranges.clear();
             let whole =
-                upstream::payload(&mut upstream.body, &buf[..], filled.clone(), &mut ranges)
-                    .map_err(|e| e.to_string())?;
+                upstream::payload(&mut upstream.body, &buf[..], filled.clone(), &mut ranges)?;
             for range in &ranges {
                 self.scan(&buf[range.clone()]);
             }
@@ -184,13 +182,9 @@ impl<'a> EventReader<'a> {
             }
             let n = within(idle, upstream.stream.read(&mut buf[..]))
                 .await
-                .map_err(|_| "no bytes for upstream_idle_timeout".to_owned())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| Broken::Idle)??;
             if n == 0 {
-                return match upstream.body {
-                    Framing::UntilClose => Ok(()),
-                    _ => Err("closed in the middle of the body".into()),
-                };
+                return upstream::closed(&upstream.body);
             }
             filled = 0..n;
         }
