@@ -16,6 +16,7 @@ pub mod config;
 mod fanout;
 mod pool;
 mod pump;
+mod reconnect;
 mod relay;
 mod stats;
 mod upstream;

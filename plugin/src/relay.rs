@@ -11,7 +11,6 @@
 //! attempts, it ends the client's stream cleanly so that the browser reconnects itself.
 //! A drain or the expiry of the client's token ends it the same way, at an event boundary.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use abi::RequestHead;
@@ -23,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::either::Either;
 
 use crate::pump::{client_gone, next_cut_off, pump, ClientStream, CutOff, Ended};
+use crate::reconnect::{Reconnect, Waited};
 use crate::stats::{DropReason, RouteStats};
 use crate::upstream::{self, Refused, Request, Upstream};
 use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
@@ -113,7 +113,8 @@ fn relay<'a>(
             return;
         }
         drop(head);
-        let mut budget = ReconnectBudget::default();
+        let mut budget = Reconnect::budgeted(&route.config);
+        let mut reconnects = 0;
         let started = Instant::now();
         // One slot for the current upstream, so a stream's task reserves room for one.
         let mut upstream = Some(upstream);
@@ -163,6 +164,7 @@ fn relay<'a>(
                         &mut client,
                         &request,
                         &mut budget,
+                        &mut reconnects,
                         &stream,
                         shared,
                         route,
@@ -192,7 +194,7 @@ fn relay<'a>(
             why,
             started,
             &stream,
-            budget.attempts,
+            reconnects,
         )
         .await;
     }
@@ -241,25 +243,29 @@ enum Reconnected {
 async fn reconnect(
     client: &mut TcpStream,
     request: &Request,
-    budget: &mut ReconnectBudget,
+    budget: &mut Reconnect<'_>,
+    reconnects: &mut u32,
     stream: &ClientStream,
     shared: &Shared,
     route: &RouteState,
 ) -> Reconnected {
-    let config = &route.config;
     let retry_ms = stream.scanner.as_ref().and_then(Scanner::retry_ms);
     loop {
-        let Some(delay) = budget.next_delay(config, retry_ms) else {
-            route.stats.dropped(DropReason::ReconnectsExhausted);
-            return Reconnected::No;
-        };
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = client_gone(client) => return Reconnected::ClientGone,
-            cut = next_cut_off(&shared.shutdown, stream.expires_at) => {
-                return Reconnected::CutOff(cut)
+        let stop = async {
+            tokio::select! {
+                () = client_gone(&mut *client) => Reconnected::ClientGone,
+                cut = next_cut_off(&shared.shutdown, stream.expires_at) => Reconnected::CutOff(cut),
             }
+        };
+        match budget.wait(retry_ms, stop).await {
+            Waited::Retry => {}
+            Waited::OutOfAttempts => {
+                route.stats.dropped(DropReason::ReconnectsExhausted);
+                return Reconnected::No;
+            }
+            Waited::Stopped(stopped) => return stopped,
         }
+        *reconnects += 1;
         RouteStats::add(&route.stats.reconnects, 1);
         let opened = tokio::select! {
             opened = upstream::open(route, request, &shared.pool) => opened,
@@ -285,62 +291,6 @@ async fn reconnect(
                 .warn(&format!("[PLUGIN: {PLUGIN_NAME}] resuming {unavailable}")),
         }
     }
-}
-
-/// Reconnection attempts: at most `max_reconnects` within `reconnect_window`, spaced by
-/// the stream's retry time doubled after each failed attempt, with jitter so that the
-/// clients of a restarted origin do not return all at once.
-#[derive(Default)]
-struct ReconnectBudget {
-    recent: VecDeque<Instant>,
-    failed_in_a_row: u32,
-    /// All attempts over the stream's life, for its access-log line.
-    attempts: u32,
-}
-
-impl ReconnectBudget {
-    fn next_delay(
-        &mut self,
-        config: &crate::config::Route,
-        retry_ms: Option<u64>,
-    ) -> Option<Duration> {
-        let now = Instant::now();
-        while self
-            .recent
-            .front()
-            .is_some_and(|&t| now.duration_since(t) >= config.reconnect_window)
-        {
-            self.recent.pop_front();
-        }
-        if self.recent.len() >= config.max_reconnects {
-            return None;
-        }
-        self.recent.push_back(now);
-        self.attempts += 1;
-        let delay = backoff(config, retry_ms, self.failed_in_a_row);
-        self.failed_in_a_row += 1;
-        Some(delay)
-    }
-
-    fn connected(&mut self) {
-        self.failed_in_a_row = 0;
-    }
-}
-
-/// The wait before reconnecting after `failed_in_a_row` failed attempts: the stream's
-/// `retry:` (or `reconnect_delay`) doubled per failure up to `max_reconnect_delay`, times a
-/// random factor in [0.5, 1] so that the clients of a restarted origin do not all return
-/// at once.
-pub fn backoff(
-    config: &crate::config::Route,
-    retry_ms: Option<u64>,
-    failed_in_a_row: u32,
-) -> Duration {
-    let base = retry_ms.map_or(config.reconnect_delay, Duration::from_millis);
-    let delay = base
-        .saturating_mul(1 << failed_in_a_row.min(16))
-        .min(config.max_reconnect_delay);
-    delay.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 /// How the plugin answers one client: the label its log lines carry, and the host's header
@@ -533,40 +483,4 @@ async fn respond_error(
     let response = wire::plain_text_response(status, &headers, &format!("{reason}\n"));
     let _ = client.write_all(&response).await;
     let _ = client.shutdown().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_budget_backs_off_and_runs_out_within_the_window() {
-        let config = crate::config::parse(
-            r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h",
-                "max_reconnects": 3, "reconnect_delay": "100ms", "max_reconnect_delay": "300ms"}"#,
-        )
-        .unwrap()
-        .routes
-        .remove(0);
-        let mut budget = ReconnectBudget::default();
-        let delays: Vec<Duration> = (0..3)
-            .map(|_| budget.next_delay(&config, None).unwrap())
-            .collect();
-        let ceilings = [100, 200, 300].map(Duration::from_millis);
-        for (delay, ceiling) in delays.iter().zip(ceilings) {
-            assert!(
-                *delay <= ceiling && *delay >= ceiling / 2,
-                "{delay:?} vs {ceiling:?}"
-            );
-        }
-        assert_eq!(
-            budget.next_delay(&config, None),
-            None,
-            "three within the window"
-        );
-        budget.connected();
-        budget.recent.clear();
-        let from_retry = budget.next_delay(&config, Some(40)).unwrap();
-        assert!(from_retry <= Duration::from_millis(40), "{from_retry:?}");
-    }
 }

@@ -31,7 +31,8 @@ use super::hub::{Hub, Signal, Status};
 use super::{dropped_event, start, Client, Joined, Place};
 use crate::config::{Kafka, StartFrom};
 use crate::pump::{next_cut_off, ClientStream, CutOff, Ended};
-use crate::relay::{backoff, cut_off, drop_slow_client};
+use crate::reconnect::{Reconnect, Waited};
+use crate::relay::{cut_off, drop_slow_client};
 use crate::stats::{DropReason, RouteStats};
 use crate::{Shared, PLUGIN_NAME};
 
@@ -169,7 +170,7 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
             kafka.topic
         ))
     };
-    let mut failed_in_a_row = 0;
+    let mut reconnect = Reconnect::unlimited(&route.config);
     let (consumer, mut position) = loop {
         let started = async {
             let consumer = consumer(kafka, false)?;
@@ -188,11 +189,8 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
                 hub.set_status(Status::Down);
             }
         }
-        let delay = backoff(&route.config, None, failed_in_a_row);
-        failed_in_a_row += 1;
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = hub.stop.cancelled() => return,
+        if let Waited::Stopped(()) = reconnect.wait(None, hub.stop.cancelled()).await {
+            return;
         }
     };
     hub.lock().position = position.to_string();

@@ -20,14 +20,14 @@ use tokio::io::AsyncReadExt;
 
 use super::dropped_event;
 use super::hub::{Hub, Status};
-use crate::relay::backoff;
+use crate::reconnect::{Reconnect, Waited};
 use crate::stats::RouteStats;
 use crate::upstream::{self, Broken, Request, Upstream};
 use crate::{within, Shared, PLUGIN_NAME};
 
 pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
     let route = &shared.routes[route_index];
-    let mut failed_in_a_row = 0;
+    let mut reconnect = Reconnect::unlimited(&route.config);
     let mut retry_ms = None;
     let log = |message: String| {
         shared.logger.warn(&format!(
@@ -53,7 +53,7 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
             }
             Ok(upstream) if upstream.status.is_success() => {
                 hub.set_status(Status::Up);
-                failed_in_a_row = 0;
+                reconnect.connected();
                 let position = hub.lock().position.clone();
                 let max_event_bytes = shared.block.max_event_bytes;
                 let oversized = |dropped| {
@@ -87,11 +87,8 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
                 });
             }
         }
-        let delay = backoff(&route.config, retry_ms, failed_in_a_row);
-        failed_in_a_row += 1;
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = hub.stop.cancelled() => return,
+        if let Waited::Stopped(()) = reconnect.wait(retry_ms, hub.stop.cancelled()).await {
+            return;
         }
         RouteStats::add(&route.stats.reconnects, 1);
     }
