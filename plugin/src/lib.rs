@@ -18,6 +18,8 @@ mod pool;
 mod pump;
 mod reconnect;
 mod relay;
+mod respond;
+mod session;
 mod stats;
 mod upstream;
 mod workers;
@@ -32,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use balancer::Balancer;
 use config::{Block, Route};
 use pool::BufferPool;
+use session::Session;
 use stats::RouteStats;
 
 pub const PLUGIN_NAME: &str = "krakend-server-plugin-streaming";
@@ -190,19 +193,27 @@ impl ServerPlugin for StreamingPlugin {
         workers::spawn(async move {
             // The host counts the connection open until the stream is over.
             let _slot = slot;
-            match tokio::net::TcpStream::from_std(stream) {
-                Ok(client) if shared.routes[route].config.fanout.is_some() => {
-                    let (headers, expires) = (&response_headers, token_expires_at);
-                    fanout::serve(client, head, headers, expires, &shared, route).await
+            let client = match tokio::net::TcpStream::from_std(stream) {
+                Ok(client) => client,
+                Err(e) => {
+                    let message = format!("[PLUGIN: {PLUGIN_NAME}] socket: {e}");
+                    return shared.logger.warn(&message);
                 }
-                Ok(client) => {
-                    let route = &shared.routes[route];
-                    let (headers, expires) = (&response_headers, token_expires_at);
-                    relay::serve(client, head, headers, expires, &shared, route).await
-                }
-                Err(e) => shared
-                    .logger
-                    .warn(&format!("[PLUGIN: {PLUGIN_NAME}] socket: {e}")),
+            };
+            // Events are written whole, each read's at once: nothing to gain by waiting.
+            let _ = client.set_nodelay(true);
+            let state = &shared.routes[route];
+            let session = Session::new(
+                client,
+                &head,
+                response_headers,
+                token_expires_at,
+                &shared,
+                state,
+            );
+            match state.config.fanout {
+                Some(_) => fanout::serve(session, head, &shared, route).await,
+                None => relay::serve(session, head).await,
             }
         });
         Ok(())
@@ -270,7 +281,9 @@ mod tests {
             peer: "127.0.0.1:1".into(),
         };
         let shared = &plugin.shared;
-        let task = super::relay::serve(client, head, &[], None, shared, &shared.routes[0]);
+        let session =
+            super::Session::new(client, &head, Vec::new(), None, shared, &shared.routes[0]);
+        let task = super::relay::serve(session, head);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2304, "a stream's future is {size} bytes");
     }

@@ -23,17 +23,15 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::follow::Follow;
 use super::hub::{Hub, Signal, Status};
-use super::{dropped_event, start, Client, Joined, Place};
+use super::{dropped_event, start, Joined, Place, Wanted};
 use crate::config::{Kafka, StartFrom};
-use crate::pump::{next_cut_off, ClientStream, CutOff, Ended};
 use crate::reconnect::{Reconnect, Waited};
-use crate::relay::{cut_off, drop_slow_client};
-use crate::stats::{DropReason, RouteStats};
+use crate::session::{ClientTransport, CutOff, End, Session};
+use crate::stats::RouteStats;
 use crate::{Shared, PLUGIN_NAME};
 
 /// Metadata and watermark requests wait at most this long when `dial_timeout` is off.
@@ -68,7 +66,27 @@ impl fmt::Display for Offsets {
     }
 }
 
-fn consumer(kafka: &Kafka, partition_eof: bool) -> Result<Arc<StreamConsumer>, String> {
+/// Why a consumer could not start.
+#[derive(Debug, thiserror::Error)]
+enum BrokerError {
+    #[error("kafka client: {0}")]
+    Client(KafkaError),
+    #[error("metadata: {0}")]
+    Metadata(KafkaError),
+    #[error("topic {0:?} not found")]
+    NoTopic(String),
+    #[error("watermarks of partition {0}: {1}")]
+    Watermarks(i32, KafkaError),
+    #[error("{0}")]
+    Partition(KafkaError),
+    #[error("assign: {0}")]
+    Assign(KafkaError),
+    /// The blocking metadata call's thread failed.
+    #[error("{0}")]
+    Blocking(#[from] tokio::task::JoinError),
+}
+
+fn consumer(kafka: &Kafka, partition_eof: bool) -> Result<Arc<StreamConsumer>, BrokerError> {
     ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         // librdkafka wants a group for `assign`, though an assign-only consumer never
@@ -81,7 +99,7 @@ fn consumer(kafka: &Kafka, partition_eof: bool) -> Result<Arc<StreamConsumer>, S
         .set("auto.offset.reset", "earliest")
         .create()
         .map(Arc::new)
-        .map_err(|e| format!("kafka client: {e}"))
+        .map_err(BrokerError::Client)
 }
 
 /// The topic's end: the high watermark of every partition.
@@ -89,39 +107,38 @@ async fn topic_end(
     consumer: &Arc<StreamConsumer>,
     topic: &str,
     timeout: Duration,
-) -> Result<Offsets, String> {
+) -> Result<Offsets, BrokerError> {
     let (consumer, topic) = (consumer.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let metadata = consumer
             .fetch_metadata(Some(&topic), timeout)
-            .map_err(|e| format!("metadata: {e}"))?;
+            .map_err(BrokerError::Metadata)?;
         let partitions = metadata
             .topics()
             .iter()
             .find(|t| t.name() == topic)
             .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| format!("topic {topic:?} not found"))?;
+            .ok_or_else(|| BrokerError::NoTopic(topic.clone()))?;
         let mut end = BTreeMap::new();
         for partition in partitions {
             let (_, high) = consumer
                 .fetch_watermarks(&topic, partition, timeout)
-                .map_err(|e| format!("watermarks of partition {partition}: {e}"))?;
+                .map_err(|e| BrokerError::Watermarks(partition, e))?;
             end.insert(partition, high);
         }
         Ok(Offsets(end))
     })
-    .await
-    .map_err(|e| e.to_string())?
+    .await?
 }
 
-fn assign(consumer: &StreamConsumer, topic: &str, from: &Offsets) -> Result<(), String> {
+fn assign(consumer: &StreamConsumer, topic: &str, from: &Offsets) -> Result<(), BrokerError> {
     let mut list = TopicPartitionList::new();
     for (&partition, &offset) in &from.0 {
         list.add_partition_offset(topic, partition, Offset::Offset(offset))
-            .map_err(|e| e.to_string())?;
+            .map_err(BrokerError::Partition)?;
     }
-    consumer.assign(&list).map_err(|e| format!("assign: {e}"))
+    consumer.assign(&list).map_err(BrokerError::Assign)
 }
 
 /// The serialized event for `message`, with `id` the place just past it; `None` when it
@@ -164,7 +181,7 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
         .config
         .dial_timeout
         .unwrap_or(DEFAULT_METADATA_TIMEOUT);
-    let log = |message: &str| {
+    let log = |message: &dyn std::fmt::Display| {
         shared.logger.warn(&format!(
             "[PLUGIN: {PLUGIN_NAME}] kafka topic {}: {message}",
             kafka.topic
@@ -176,7 +193,7 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
             let consumer = consumer(kafka, false)?;
             let end = topic_end(&consumer, &kafka.topic, timeout).await?;
             assign(&consumer, &kafka.topic, &end)?;
-            Ok::<_, String>((consumer, end))
+            Ok::<_, BrokerError>((consumer, end))
         };
         let started = tokio::select! {
             started = started => started,
@@ -214,7 +231,7 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
                 hub.publish(&id, key, Bytes::from(bytes));
             }
             // The client reconnects to the brokers by itself; clients get keepalives meanwhile.
-            Err(e) => log(&e.to_string()),
+            Err(e) => log(&e),
         }
     }
 }
@@ -227,7 +244,7 @@ pub struct CatchUp {
     cursor: u64,
 }
 
-pub(super) fn join(request: &Client, shared: &Arc<Shared>, route_index: usize) -> Joined {
+pub(super) fn join(request: &Wanted, shared: &Arc<Shared>, route_index: usize) -> Joined {
     let route = &shared.routes[route_index];
     let config = route.config.fanout.as_ref().expect("a fan-out route");
     let kafka = route.config.kafka.as_ref().expect("a Kafka route");
@@ -300,52 +317,45 @@ fn place(hub: &Hub, last_event_id: Option<&str>, start_from: StartFrom, joined_a
 }
 
 /// Reads the client's missing part of the topic from the broker, then follows the ring.
-pub async fn catch_up_then_follow(
+pub async fn catch_up_then_follow<C: ClientTransport>(
     catch_up: CatchUp,
     follow: &Follow<'_>,
-    client: &mut TcpStream,
-    stream: &mut ClientStream,
+    session: &mut Session<'_, C>,
     signal: watch::Receiver<Signal>,
-) -> &'static str {
-    let (route, shared) = (follow.route, follow.shared);
+) -> End {
+    let route = session.route();
     let kafka = route.config.kafka.as_ref().expect("a Kafka route");
     let turn = tokio::select! {
         turn = route.catch_ups.acquire() => turn,
-        cut = next_cut_off(&shared.shutdown, stream.expires_at) => {
-            return cut_off(client, stream, shared, route, cut).await;
-        }
+        cut = session.next_cut_off() => return session.cut_off(cut).await,
     };
     // The semaphore is never closed.
     let Ok(_turn) = turn else {
-        return "the catch-up could not start";
+        return End::NoCatchUpTurn;
     };
-    match read_missing(&catch_up, follow, kafka, client, stream).await {
-        Ok(()) => {
-            follow
-                .run(client, stream, signal, catch_up.cursor, None)
-                .await
-        }
-        Err(Stop::Ended(why)) => why,
-        Err(Stop::CutOff(cut)) => cut_off(client, stream, shared, route, cut).await,
+    match read_missing(&catch_up, follow.key, kafka, session).await {
+        Ok(()) => follow.run(session, signal, catch_up.cursor, None).await,
+        Err(Stop::Ended(end)) => end,
+        Err(Stop::CutOff(cut)) => session.cut_off(cut).await,
     }
 }
 
 /// Why a catch-up stopped before the client's place was reached.
 enum Stop {
-    Ended(&'static str),
+    Ended(End),
     /// Between two writes, so between events.
     CutOff(CutOff),
 }
 
-async fn read_missing(
+async fn read_missing<C: ClientTransport>(
     catch_up: &CatchUp,
-    follow: &Follow<'_>,
+    key_filter: Option<&[u8]>,
     kafka: &Kafka,
-    client: &mut TcpStream,
-    stream: &mut ClientStream,
+    session: &mut Session<'_, C>,
 ) -> Result<(), Stop> {
-    let log = |message: &str| {
-        follow.shared.logger.warn(&format!(
+    let shared = session.shared();
+    let log = |message: &dyn std::fmt::Display| {
+        shared.logger.warn(&format!(
             "[PLUGIN: {PLUGIN_NAME}] kafka topic {} catch-up: {message}",
             kafka.topic
         ))
@@ -357,20 +367,19 @@ async fn read_missing(
         .filter(|(p, to)| catch_up.from.0[p] < **to)
         .map(|(p, _)| *p)
         .collect();
-    let unavailable = |e: String| {
+    let unavailable = |e: BrokerError| {
         log(&e);
-        Stop::Ended("the broker is unavailable")
+        Stop::Ended(End::BrokerUnavailable)
     };
     let consumer = consumer(kafka, true).map_err(unavailable)?;
     let pending = Offsets(behind.iter().map(|p| (*p, catch_up.from.0[p])).collect());
     assign(&consumer, &kafka.topic, &pending).map_err(unavailable)?;
-    let shutdown = &follow.shared.shutdown;
     let mut position = catch_up.from.clone();
     let mut out = Vec::new();
     let mut events = 0;
     while !behind.is_empty() {
         // Events not yet written are dropped: the client's place is the last one it got.
-        if let Some(cut) = stream.cut_off_due(shutdown) {
+        if let Some(cut) = session.cut_off_due() {
             return Err(Stop::CutOff(cut));
         }
         // Whatever is already fetched goes out in one write; the write waits for nothing else.
@@ -382,10 +391,10 @@ async fn read_missing(
         let received = match ready {
             Some(received) => received,
             None => {
-                flush(follow, client, stream, &mut out, &mut events).await?;
+                flush(session, &mut out, &mut events).await?;
                 tokio::select! {
                     received = consumer.recv() => received,
-                    cut = next_cut_off(shutdown, stream.expires_at) => return Err(Stop::CutOff(cut)),
+                    cut = session.next_cut_off() => return Err(Stop::CutOff(cut)),
                 }
             }
         };
@@ -400,7 +409,7 @@ async fn read_missing(
                 if position.0[&partition] >= catch_up.to.0[&partition] {
                     behind.retain(|&p| p != partition);
                 }
-                let wanted = follow.key.is_none_or(|key| message.key() == Some(key));
+                let wanted = key_filter.is_none_or(|key| message.key() == Some(key));
                 if wanted {
                     let id = if behind.is_empty() {
                         // The last catch-up event carries the hub's place, where the ring takes over.
@@ -408,45 +417,36 @@ async fn read_missing(
                     } else {
                         position.to_string()
                     };
-                    let max = follow.shared.block.max_event_bytes;
+                    let max = shared.block.max_event_bytes;
                     let header = kafka.event_header.as_deref();
                     let bytes = event_bytes(&id, &message, header, max);
                     out.extend(bytes.unwrap_or_else(|| dropped_event(&id, max)));
                     events += 1;
                     if out.len() >= CATCH_UP_WRITE_BYTES {
-                        flush(follow, client, stream, &mut out, &mut events).await?;
+                        flush(session, &mut out, &mut events).await?;
                     }
                 }
             }
             Err(KafkaError::PartitionEOF(partition)) => behind.retain(|&p| p != partition),
-            Err(e) => log(&e.to_string()),
+            Err(e) => log(&e),
         }
     }
-    flush(follow, client, stream, &mut out, &mut events).await
+    flush(session, &mut out, &mut events).await
 }
 
-async fn flush(
-    follow: &Follow<'_>,
-    client: &mut TcpStream,
-    stream: &mut ClientStream,
+/// Writes the catch-up's `events` gathered in `out`.
+async fn flush<C: ClientTransport>(
+    session: &mut Session<'_, C>,
     out: &mut Vec<u8>,
     events: &mut u64,
 ) -> Result<(), Stop> {
     if out.is_empty() {
         return Ok(());
     }
-    match stream.write_own(client, follow.route, out).await {
-        Ok(()) => {}
-        Err(Ended::ClientStalled) => {
-            drop_slow_client(client, follow.route, DropReason::ClientStalled);
-            return Err(Stop::Ended("the client stalled during its catch-up"));
-        }
-        Err(_) => return Err(Stop::Ended("the client left during its catch-up")),
-    }
-    RouteStats::add(&follow.route.stats.events, *events);
-    RouteStats::add(&follow.route.stats.bytes, out.len() as u64);
-    stream.events += *events;
-    stream.bytes += out.len() as u64;
+    session
+        .send(std::slice::from_ref(out), |bytes| &bytes[..], *events)
+        .await
+        .map_err(|end| Stop::Ended(end.in_catch_up()))?;
     out.clear();
     *events = 0;
     Ok(())
