@@ -6,10 +6,17 @@
 //! answers with a close-delimited `text/event-stream` body: the upstream's event bytes
 //! are written as they arrive, whole events at a time, with no chunk framing to add.
 //!
-//! `config` reads the block, `balancer` picks hosts, `upstream` opens a connection,
-//! `pump` moves the bytes, `relay` ties one client's stream together across upstreams,
-//! `fanout` shares one upstream or Kafka topic among many clients, and `stats` counts what
-//! happened for the host's `/__stats`.
+//! `config` reads the block. A claimed request becomes a `session` (the client's side of
+//! one stream: its transport, head, counting, keepalives, cut-offs and end), fed either by
+//! the `relay` (its own `upstream`, whose body the `pump` moves, with `reconnect` between
+//! upstreams) or by `fanout` (one upstream or Kafka topic shared by many clients).
+//! `respond` holds the answers that are not events (heads, refusals), `balancer` picks
+//! hosts, `pool` lends read buffers, and `stats` counts what happened for `/__stats`.
+
+// No `unsafe` in the plugin: the descriptor's ownership and the FFI objects are `abi`'s,
+// which allows it only there, each place with its SAFETY comment; the root module that
+// `abi::export_server_plugin!` exports is abi_stable's expansion.
+#![deny(unsafe_code)]
 
 mod balancer;
 pub mod config;
