@@ -147,3 +147,105 @@ impl Follow<'_> {
             .saturating_sub(cursor.max(joined))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use serde_json::json;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::fanout::Hubs;
+    use crate::session::testing::{connected, new_session, paused, plugin, stats, Peer};
+    use crate::session::KEEPALIVE;
+
+    fn event(id: u64, size: usize) -> Bytes {
+        Bytes::from(format!("id: {id}\ndata: {}\n\n", "x".repeat(size)))
+    }
+
+    /// A fan-out route's plugin with `extra` keys, a hub of it, and a session's client.
+    fn fan_out(extra: serde_json::Value) -> (crate::StreamingPlugin, Arc<Hubs>) {
+        let mut block = json!({"fanout": true, "keepalive": "0"});
+        for (key, value) in extra.as_object().unwrap() {
+            block[key] = value.clone();
+        }
+        (plugin(block), Arc::new(Hubs::default()))
+    }
+
+    #[test]
+    fn a_client_gets_the_ring_and_the_hub_s_keepalives_and_its_events_are_counted() {
+        paused(|| async {
+            let (plugin, hubs) = fan_out(json!({}));
+            let config = plugin.shared.routes[0].config.fanout.clone().unwrap();
+            let membership = hubs.join("/e", &config, String::new, |_| {});
+            let hub = &membership.hub;
+            hub.set_status(Status::Up);
+            let (client, mut peer) = connected(4096);
+            let mut session = new_session(&plugin, "/s/follows", client, None);
+            session.start_event_stream().await.unwrap();
+            let follow = Follow { hub, key: None };
+            let following = follow.run(&mut session, hub.subscribe(), 0, None);
+            let (a, b) = (event(1, 1), event(2, 2));
+            let feeding = async {
+                hub.publish("1", None, a.clone());
+                peer.read_until(b"id: 1", 1).await;
+                hub.publish("2", None, b.clone());
+                hub.keepalive();
+                peer.read_until(KEEPALIVE, 1).await;
+                peer.io.shutdown().await.unwrap();
+            };
+            let (end, ()) = tokio::join!(following, feeding);
+            assert_eq!(end, End::ClientLeft);
+            session.end(end).await;
+            assert_eq!(peer.body(), [&a[..], &b[..], KEEPALIVE].concat());
+            let route = stats(&plugin);
+            let bytes = (a.len() + b.len()) as u64;
+            assert_eq!(
+                (route["events"].as_u64(), route["bytes"].as_u64()),
+                (Some(2), Some(bytes))
+            );
+        });
+    }
+
+    #[test]
+    fn a_client_that_owes_more_than_client_queue_live_events_is_reset_while_the_hub_goes_on() {
+        paused(|| async {
+            let (plugin, hubs) = fan_out(json!({"client_queue": 2, "replay": 100}));
+            let config = plugin.shared.routes[0].config.fanout.clone().unwrap();
+            let membership = hubs.join("/e", &config, String::new, |_| {});
+            let hub = &membership.hub;
+            hub.set_status(Status::Up);
+            // Room for the head and a little: the client reads nothing.
+            let (client, peer): (_, Peer) = connected(300);
+            let mut session = new_session(&plugin, "/s/lags", client, None);
+            session.start_event_stream().await.unwrap();
+            let follow = Follow { hub, key: None };
+            let following = follow.run(&mut session, hub.subscribe(), 0, None);
+            // One event a millisecond: the paused clock moves on only once the client's
+            // task waits, so each event finds it blocked on its first write.
+            let publishing = async {
+                for id in 1..=4 {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    hub.publish(&id.to_string(), None, event(id, 500));
+                }
+            };
+            let started = tokio::time::Instant::now();
+            let (end, ()) = tokio::join!(following, publishing);
+            assert_eq!(end, End::ClientLagged);
+            let waited = started.elapsed();
+            assert_eq!(
+                waited,
+                std::time::Duration::from_millis(4),
+                "at the 4th event"
+            );
+            session.end(end).await;
+            assert!(peer.reset.load(Ordering::Relaxed), "reset, not closed");
+            let route = stats(&plugin);
+            assert_eq!(route["drops"]["client_lagged"], 1, "{route}");
+            assert_eq!(hub.lock().ring.end(), 4, "the hub published every event");
+        });
+    }
+}

@@ -338,4 +338,6 @@ async fn next_cut_off(shutdown: &CancellationToken, expires_at: Option<Instant>)
 }
 
 #[cfg(test)]
+pub mod testing;
+#[cfg(test)]
 mod tests;
