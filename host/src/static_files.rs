@@ -1,6 +1,6 @@
 //! The built-in `static-filesystem` server plugin (KrakenD Enterprise's name and keys):
-//! `GET` and `HEAD` under `prefix` serve the files under `path`, `index.html` for a
-//! directory. Paths that climb out of `path` (`..`, backslashes, NUL) are refused with 404,
+//! `GET` and `HEAD` under `prefix` (a route of the host's table, [`crate::route`]) serve the
+//! files under `path`, `index.html` for a directory. Paths that climb out of `path` (`..`, backslashes, NUL) are refused with 404,
 //! so nothing outside the folder is reachable.
 
 use std::path::PathBuf;
@@ -15,33 +15,22 @@ use crate::pipeline::{self, Body};
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct StaticFiles {
-    prefix: String,
     root: PathBuf,
 }
 
 impl StaticFiles {
     pub fn new(config: &config::StaticFiles) -> Self {
         Self {
-            prefix: config.prefix.clone(),
             root: config.path.clone(),
         }
     }
 
-    /// The response for `path`, or `None` when it is not under the prefix.
-    pub async fn serve(&self, method: &Method, path: &str) -> Option<Response<Body>> {
-        let rest = path.strip_prefix(self.prefix.trim_end_matches('/'))?;
-        if !(rest.is_empty() || rest.starts_with('/')) {
-            return None;
-        }
-        if method != Method::GET && method != Method::HEAD {
-            return Some(pipeline::text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "405 method not allowed\n",
-            ));
-        }
+    /// The response to `GET` or `HEAD` (the methods the route takes) of `rest`, the path
+    /// below the prefix.
+    pub async fn serve(&self, method: &Method, rest: &str) -> Response<Body> {
         let not_found = || pipeline::text(StatusCode::NOT_FOUND, "404 page not found\n");
         let Some(file) = self.file_for(rest) else {
-            return Some(not_found());
+            return not_found();
         };
         let fits = tokio::fs::metadata(&file)
             .await
@@ -51,7 +40,7 @@ impl StaticFiles {
             false => None,
         };
         let Some(contents) = contents else {
-            return Some(not_found());
+            return not_found();
         };
         let length = contents.len();
         let body = if method == Method::HEAD {
@@ -64,7 +53,7 @@ impl StaticFiles {
         headers.insert(header::CONTENT_TYPE, content_type(&file));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        Some(response)
+        response
     }
 
     /// The file a request path names, if it stays inside the root.
@@ -114,8 +103,9 @@ mod tests {
         let files = files();
         assert_eq!(files.file_for(""), Some("/srv/www/index.html".into()));
         assert_eq!(files.file_for("/"), Some("/srv/www/index.html".into()));
-        assert_eq!(files.file_for("/a/b.js"), Some("/srv/www/a/b.js".into()));
-        for escape in ["/../etc/passwd", "/a/../../x", "/a\\..\\x", "/./x"] {
+        assert_eq!(files.file_for("a/b.js"), Some("/srv/www/a/b.js".into()));
+        assert_eq!(files.file_for("a/"), Some("/srv/www/a/index.html".into()));
+        for escape in ["../etc/passwd", "a/../../x", "a\\..\\x", "./x", "/../x"] {
             assert_eq!(files.file_for(escape), None, "{escape}");
         }
     }

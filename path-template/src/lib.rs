@@ -244,7 +244,14 @@ mod tests {
         assert_eq!(t.matches("/%73%53e/1"), None, "decoding keeps case");
         assert!(t.is_match("/s%73%65/%2e%2e"), "captures stay raw");
         assert_eq!(t.matches("/s%73%65/%2e"), Some(vec![("id", "%2e")]));
-        for other in ["/ss/1", "/sse%2f/1", "/%73s/1", "/sse%/1", "/%7/1", "/sse%00/1"] {
+        for other in [
+            "/ss/1",
+            "/sse%2f/1",
+            "/%73s/1",
+            "/sse%/1",
+            "/%7/1",
+            "/sse%00/1",
+        ] {
             assert!(!t.is_match(other), "{other}");
         }
         assert!(Template::parse("/a%/b").unwrap().is_match("/a%/b"));
@@ -254,8 +261,14 @@ mod tests {
     fn is_match_agrees_with_matches() {
         for template in ["/", "/sse/{id}", "/a/*", "/{x}/b", "/a/{x}/c"] {
             let t = Template::parse(template).unwrap();
-            for path in ["/", "/sse/1", "/sse/", "/a/b", "/a/", "/a/x/c", "/q/b", "", "a", "/a/b/c/d"] {
-                assert_eq!(t.is_match(path), t.matches(path).is_some(), "{template} {path}");
+            for path in [
+                "/", "/sse/1", "/sse/", "/a/b", "/a/", "/a/x/c", "/q/b", "", "a", "/a/b/c/d",
+            ] {
+                assert_eq!(
+                    t.is_match(path),
+                    t.matches(path).is_some(),
+                    "{template} {path}"
+                );
             }
         }
     }

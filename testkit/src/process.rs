@@ -197,14 +197,30 @@ pub struct GatewayBuilder {
 pub struct Gateway {
     pub process: Process,
     pub addr: SocketAddr,
+    /// The `telemetry/metrics` listener (`/metrics`, `/__stats`).
+    pub metrics: SocketAddr,
     config: TempPath,
     debug: bool,
 }
 
+/// The line a gateway logs when its metrics listener is bound; the address follows.
+const METRICS_LISTENING: &str = "[SERVICE: Metrics] Listening on ";
+
+/// The metrics listener's address, from the log of a gateway that is up (the host logs it
+/// before the HTTP server's line).
+fn metrics_address(process: &Process) -> SocketAddr {
+    let log = process.log();
+    log.split(METRICS_LISTENING)
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .and_then(|address| address.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {METRICS_LISTENING:?} line in:\n{log}"))
+}
+
 impl Gateway {
-    /// The plugins' counters from `/__stats`.
+    /// The plugins' counters from `/__stats`, on the metrics listener.
     pub async fn stats(&self) -> Value {
-        let mut client = crate::RawClient::connect(self.addr).await;
+        let mut client = crate::RawClient::connect(self.metrics).await;
         client
             .send(b"GET /__stats HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
             .await;
@@ -297,10 +313,16 @@ impl GatewayBuilder {
 
     pub fn run(mut self) -> Gateway {
         self.config["plugin"] = json!({"folder": release_dir(), "pattern": self.plugin_pattern});
+        // `/__stats` is served there, and tests read it.
+        let metrics = &mut self.config["extra_config"]["telemetry/metrics"];
+        if metrics.is_null() {
+            *metrics = json!({"listen_address": "127.0.0.1:0"});
+        }
         let config = TempPath::write("krakend", &self.config.to_string());
         let process = start_host(&config, self.debug, None);
         Gateway {
             addr: process.addr,
+            metrics: metrics_address(&process),
             process,
             config,
             debug: self.debug,
@@ -345,5 +367,6 @@ impl Gateway {
         let _ = self.process.child.wait();
         self.process = start_host(&self.config, self.debug, Some(self.addr.port()));
         assert_eq!(self.process.addr, self.addr);
+        self.metrics = metrics_address(&self.process);
     }
 }

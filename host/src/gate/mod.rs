@@ -4,6 +4,9 @@
 //! request's bytes at a time: the head, then the body as its framing says, never a byte of
 //! the next request. At each head it can therefore stop the connection cleanly:
 //!
+//! At each head the gate asks the [`Router`] for the route decision, once: a head routed
+//! to hyper leaves its decision in the connection's [`Pending`] queue for hyper's service.
+//!
 //! * a head a plugin claims: the gate reports EOF, hyper finishes the response it is
 //!   writing (it runs with `half_close(true)` and `without_shutdown()`), and the socket, the
 //!   parsed head and the bytes read past it go to the plugin. This works for the first
@@ -29,11 +32,7 @@ use tokio::time::{Instant, Sleep};
 
 use framing::{framing, Framing};
 
-/// Decides, per request head, whether a plugin takes the connection over.
-pub trait Claim: Send + Sync {
-    /// The claiming plugin and the index of its route, if any.
-    fn claim(&self, method: &str, path: &str) -> Option<(usize, u32)>;
-}
+use crate::route::{Claim, Pending, Route, Router};
 
 /// Why the gate stopped feeding hyper.
 #[derive(Debug)]
@@ -41,8 +40,7 @@ pub enum Stop {
     /// The client closed its side (or hyper closed the connection first).
     Eof,
     Claimed {
-        plugin: usize,
-        route: u32,
+        claim: Claim,
         head: RequestHead,
     },
     Rejected(Rejection),
@@ -89,11 +87,19 @@ pub struct Gate {
     deadline: Pin<Box<Sleep>>,
     /// Whether bytes of the awaited head have arrived (the read-header deadline is armed).
     head_started: bool,
-    claim: Arc<dyn Claim>,
+    router: Arc<Router>,
+    /// Where the decisions of the heads given to hyper wait for its service.
+    pending: Arc<Pending>,
 }
 
 impl Gate {
-    pub fn new(stream: TcpStream, peer: SocketAddr, limits: Limits, claim: Arc<dyn Claim>) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        limits: Limits,
+        router: Arc<Router>,
+        pending: Arc<Pending>,
+    ) -> Self {
         Self {
             stream,
             peer,
@@ -102,7 +108,8 @@ impl Gate {
             limits,
             deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
             head_started: false,
-            claim,
+            router,
+            pending,
         }
     }
 
@@ -181,8 +188,9 @@ impl Gate {
         let method = request.method.unwrap_or_default();
         let target = request.path.unwrap_or_default();
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        self.state = match self.claim.claim(method, path) {
-            Some((plugin, route)) => {
+        let decision = self.router.decide(method, path);
+        self.state = match decision.route {
+            Route::Plugin(claim) => {
                 let head = RequestHead {
                     method: method.into(),
                     path: path.into(),
@@ -198,16 +206,15 @@ impl Gate {
                     peer: self.peer.to_string().into(),
                 };
                 self.buf.advance(head_len);
-                State::Stopped(Stop::Claimed {
-                    plugin,
-                    route,
-                    head,
-                })
+                State::Stopped(Stop::Claimed { claim, head })
             }
-            None => State::Forward {
-                head_left: head_len,
-                body,
-            },
+            _ => {
+                self.pending.push(decision);
+                State::Forward {
+                    head_left: head_len,
+                    body,
+                }
+            }
         };
         true
     }

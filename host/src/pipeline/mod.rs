@@ -12,7 +12,6 @@
 
 mod shape;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -79,47 +78,36 @@ impl Pipeline {
         }
     }
 
+    /// Serves `request` through `endpoints[index]`, the route decision's, with the values
+    /// its template captured (in the template's order).
     pub async fn handle(
         &self,
+        index: usize,
+        params: &[String],
         request: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<Response<Body>, Infallible> {
-        let path = request.uri().path().to_owned();
-        let mut path_matched = false;
-        for (endpoint, counters) in &self.endpoints {
-            let Some(params) = endpoint.template.matches(&path) else {
-                continue;
-            };
-            if endpoint.method != request.method() {
-                path_matched = true;
-                continue;
-            }
-            let (parts, body) = request.into_parts();
-            let targets: Vec<String> = endpoint
-                .backends
-                .iter()
-                .zip(counters)
-                .map(|(backend, counter)| {
-                    let host = &backend.hosts
-                        [counter.fetch_add(1, Ordering::Relaxed) % backend.hosts.len()];
-                    backend_url(host, &backend.url_pattern, &params, &parts, endpoint)
-                })
-                .collect();
-            return Ok(match endpoint.output_encoding {
-                OutputEncoding::NoOp => self.pass(endpoint, &targets[0], parts, body, peer).await,
-                OutputEncoding::Json => self.merge(endpoint, targets, parts, body, peer).await,
-            });
+    ) -> Response<Body> {
+        let (endpoint, counters) = &self.endpoints[index];
+        let params: path_template::Params<'_> = endpoint
+            .template
+            .params()
+            .zip(params.iter().map(String::as_str))
+            .collect();
+        let (parts, body) = request.into_parts();
+        let targets: Vec<String> = endpoint
+            .backends
+            .iter()
+            .zip(counters)
+            .map(|(backend, counter)| {
+                let host =
+                    &backend.hosts[counter.fetch_add(1, Ordering::Relaxed) % backend.hosts.len()];
+                backend_url(host, &backend.url_pattern, &params, &parts, endpoint)
+            })
+            .collect();
+        match endpoint.output_encoding {
+            OutputEncoding::NoOp => self.pass(endpoint, &targets[0], parts, body, peer).await,
+            OutputEncoding::Json => self.merge(endpoint, targets, parts, body, peer).await,
         }
-        // Read what the client sent so the connection can serve its next request; a body
-        // larger than this is not worth waiting for, and hyper then closes the connection.
-        let _ = Limited::new(request.into_body(), UNMATCHED_BODY_DRAIN_BYTES)
-            .collect()
-            .await;
-        Ok(if path_matched {
-            text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n")
-        } else {
-            text(StatusCode::NOT_FOUND, "404 page not found\n")
-        })
     }
 
     /// `no-op`: one backend, its answer streamed through as it arrives.
@@ -265,6 +253,21 @@ impl Pipeline {
             .to_bytes();
         serde_json::from_slice(&body).map_err(|e| format!("backend body is not JSON: {e}"))
     }
+}
+
+/// Answers a request no route takes (404, or 405 when one takes its path under
+/// another method) with `status` and `body`.
+pub async fn refuse(
+    status: StatusCode,
+    body: &'static str,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    // Read what the client sent so the connection can serve its next request; a body
+    // larger than this is not worth waiting for, and hyper then closes the connection.
+    let _ = Limited::new(request.into_body(), UNMATCHED_BODY_DRAIN_BYTES)
+        .collect()
+        .await;
+    text(status, body)
 }
 
 /// Runs the futures concurrently and returns their outputs in order.

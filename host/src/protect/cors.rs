@@ -66,6 +66,15 @@ impl Cors {
         }
     }
 
+    /// What this setting allows that it probably should not, for `run` and `check`.
+    pub fn warning(&self) -> Option<&'static str> {
+        (self.any_origin && self.credentials).then_some(
+            "security/cors: allow_origins [\"*\"] with allow_credentials reflects every \
+             origin with credentials: any web site can read what its visitors' cookies \
+             give access to; list the origins instead",
+        )
+    }
+
     pub fn check(&self, request: &RequestInfo<'_>) -> Outcome {
         let Some(origin) = request
             .headers

@@ -245,7 +245,6 @@ Y59axyZT9EPn7H/XPenjYo+OirbqUDjRqu3DeO9bCeqtiaAO2XaR5gxE
         headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
         let request = RequestInfo {
             method: "GET",
-            path: "/",
             peer: std::net::Ipv4Addr::LOCALHOST.into(),
             headers: &headers,
         };
