@@ -8,9 +8,12 @@
 //! `no-op` (one backend) passes the backend's status, headers and body through as they
 //! arrive, unbuffered, and the `timeout` bounds only the wait for the response head, so
 //! streams live on. Client headers and query parameters reach backends only when listed in
-//! `input_headers` / `input_query_strings` (`["*"]` for all), as in KrakenD.
+//! `input_headers` / `input_query_strings` (`["*"]` for all), as in KrakenD, and only
+//! clean ([`upstream`]). Errors answer in general terms ([`Refusal`]); the log says why.
 
+mod refusal;
 mod shape;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +27,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::config::{Config, Endpoint, OutputEncoding};
+use refusal::Refusal;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -94,6 +98,15 @@ impl Pipeline {
             .zip(params.iter().map(String::as_str))
             .collect();
         let (parts, body) = request.into_parts();
+        if let Err(refusal) = upstream::check(endpoint, &params, &parts) {
+            tracing::info!(
+                "[ENDPOINT: {}] {} {} from {peer}: {refusal}",
+                endpoint.endpoint,
+                parts.method,
+                parts.uri.path()
+            );
+            return refusal.response();
+        }
         let targets: Vec<String> = endpoint
             .backends
             .iter()
@@ -122,19 +135,12 @@ impl Pipeline {
         let backend = &endpoint.backends[0];
         let request = match backend_request(endpoint, backend, url, &parts, peer).body(body) {
             Ok(r) => r,
-            Err(e) => {
-                return failed(
-                    endpoint,
-                    url,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &e.to_string(),
-                )
-            }
+            Err(e) => return failed(endpoint, url, Refusal::Internal, &e.to_string()),
         };
         match tokio::time::timeout(endpoint.timeout, self.stream_client.request(request)).await {
             Ok(Ok(response)) => pass_through(response),
-            Ok(Err(e)) => failed(endpoint, url, StatusCode::BAD_GATEWAY, &e.to_string()),
-            Err(_) => timed_out(endpoint, url),
+            Ok(Err(e)) => failed(endpoint, url, Refusal::Unavailable, &e.to_string()),
+            Err(_) => failed(endpoint, url, Refusal::TimedOut, &timeout_reason(endpoint)),
         }
     }
 
@@ -154,12 +160,8 @@ impl Pipeline {
         {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
-                return failed(
-                    endpoint,
-                    &urls[0],
-                    StatusCode::BAD_REQUEST,
-                    &format!("reading the request body: {e}"),
-                )
+                let reason = format!("reading the request body: {e}");
+                return failed(endpoint, &urls[0], Refusal::Body, &reason);
             }
         };
         let calls = endpoint.backends.iter().zip(urls).map(|(backend, url)| {
@@ -186,10 +188,7 @@ impl Pipeline {
                     }),
                     Err(_) => Err(Failure {
                         url,
-                        reason: format!(
-                            "no answer within the endpoint timeout of {:?}",
-                            endpoint.timeout
-                        ),
+                        reason: timeout_reason(endpoint),
                         timed_out: true,
                     }),
                 }
@@ -216,17 +215,11 @@ impl Pipeline {
             }
         }
         if answered == 0 {
-            let status = if timed_out {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
+            let refusal = match timed_out {
+                true => Refusal::TimedOut,
+                false => Refusal::Failed,
             };
-            let mut response = Response::new(full(Bytes::new()));
-            *response.status_mut() = status;
-            response
-                .headers_mut()
-                .insert("X-KrakenD-Completed", HeaderValue::from_static("false"));
-            return response;
+            return refusal.response();
         }
         let mut response = json(Value::Object(merged));
         if answered < endpoint.backends.len() {
@@ -312,16 +305,7 @@ fn backend_url(
         host.authority().map(|a| a.as_str()).unwrap_or_default(),
         path_template::substitute(pattern, params)
     );
-    let forwarded: Vec<&str> = parts
-        .uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            !name.is_empty() && endpoint.input_query_strings.allows(name, false)
-        })
-        .collect();
+    let forwarded: Vec<&str> = upstream::query(endpoint, parts.uri.query().unwrap_or("")).collect();
     if !forwarded.is_empty() {
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&forwarded.join("&"));
@@ -342,22 +326,14 @@ fn backend_request(
         .method(backend.method.clone().unwrap_or(parts.method.clone()))
         .uri(url)
         .header("X-Forwarded-For", peer.ip().to_string());
-    for (name, value) in &parts.headers {
-        let hop = HOP_BY_HOP.contains(&name.as_str()) || name == header::HOST;
-        if !hop && endpoint.input_headers.allows(name.as_str(), true) {
-            request = request.header(name, value);
-        }
+    for (name, value) in upstream::headers(endpoint, &parts.headers) {
+        request = request.header(name, value);
     }
     if !endpoint.input_headers.allows("user-agent", true) {
         request = request.header(
             header::USER_AGENT,
             concat!("KrakenD-style host/", env!("CARGO_PKG_VERSION")),
         );
-    }
-    if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
-        if !endpoint.input_headers.allows("content-type", true) {
-            request = request.header(header::CONTENT_TYPE, content_type);
-        }
     }
     request
 }
@@ -381,25 +357,20 @@ pub fn json(value: Value) -> Response<Body> {
     response
 }
 
-fn failed(endpoint: &Endpoint, url: &str, status: StatusCode, reason: &str) -> Response<Body> {
+/// Logs why a backend failed, with its URL, and answers the client in general terms.
+fn failed(endpoint: &Endpoint, url: &str, refusal: Refusal, reason: &str) -> Response<Body> {
     tracing::warn!(
         "[ENDPOINT: {}] backend {url} failed: {reason}",
         endpoint.endpoint
     );
-    let mut response = Response::new(full(Bytes::new()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("X-KrakenD-Completed", HeaderValue::from_static("false"));
-    response
+    refusal.response()
 }
 
-fn timed_out(endpoint: &Endpoint, url: &str) -> Response<Body> {
-    let reason = format!(
+fn timeout_reason(endpoint: &Endpoint) -> String {
+    format!(
         "no answer within the endpoint timeout of {:?}",
         endpoint.timeout
-    );
-    failed(endpoint, url, StatusCode::GATEWAY_TIMEOUT, &reason)
+    )
 }
 
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {

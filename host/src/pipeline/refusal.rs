@@ -1,0 +1,58 @@
+//! The answers the pipeline gives instead of a backend's, each mapped to its response here.
+//!
+//! A client learns what happened in general terms ("upstream unavailable") and never which
+//! host, port or error stood behind it: that is for the log, which gets the full reason
+//! where the failure happens.
+
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+
+use super::{full, Body};
+
+/// Why the pipeline answered itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// A value the client sent may not go upstream.
+    #[error("bad request: {0}")]
+    Unclean(#[from] wire::clean::Unclean),
+    #[error("bad request: a control character in the header {0}")]
+    UncleanHeader(HeaderName),
+    #[error("bad request: the request body could not be read")]
+    Body,
+    /// No backend could be reached, or it broke the exchange.
+    #[error("upstream unavailable")]
+    Unavailable,
+    #[error("upstream timed out")]
+    TimedOut,
+    /// Every backend of a `json` endpoint failed (an error status, not JSON, unreachable).
+    #[error("upstream failed")]
+    Failed,
+    /// The backend request could not be built.
+    #[error("internal error")]
+    Internal,
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Unclean(_) | Refusal::UncleanHeader(_) | Refusal::Body => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::Unavailable => StatusCode::BAD_GATEWAY,
+            Refusal::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::Failed | Refusal::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn response(&self) -> Response<Body> {
+        let mut response = Response::new(full(Bytes::from(format!("{self}\n"))));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert("X-KrakenD-Completed", HeaderValue::from_static("false"));
+        response
+    }
+}
