@@ -209,7 +209,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, gatew
                         value: value.into_bytes().into(),
                     })
                     .collect(),
-                token_expires_in_ms: abi_stable::std_types::ROption::RNone,
+                token_expires_in_ms: pass
+                    .token
+                    .map(|token| {
+                        let left = token.valid_for(std::time::SystemTime::now());
+                        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+                    })
+                    .into(),
                 slot: slot.into_ffi(),
             };
             if let Err(e) = gateway.plugins.hijack(plugin, request) {

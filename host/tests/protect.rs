@@ -114,6 +114,64 @@ async fn a_stream_behind_jwt_needs_a_valid_token_with_a_role() {
     gateway.process.wait_for_log("connection handed over");
 }
 
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn signed(claims: &Value) -> String {
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k1".into());
+    encode(&header, claims, &EncodingKey::from_secret(SECRET)).unwrap()
+}
+
+#[tokio::test]
+async fn every_claim_is_checked_and_a_refusal_names_no_internals() {
+    let (gateway, _origin, _jwks) = protected(
+        json!({"auth/validator": {"alg": "HS256", "jwk_local_path": "JWKS",
+            "audience": ["api"], "issuer": "https://idp", "leeway": "5s"}}),
+        json!({}),
+    );
+    let exp = now() + 3600;
+    let good = json!({"aud": "api", "iss": "https://idp", "exp": exp});
+    let without = |claim: &str| {
+        let mut claims = good.clone();
+        claims.as_object_mut().unwrap().remove(claim);
+        claims
+    };
+    let with = |claim: &str, value: Value| {
+        let mut claims = good.clone();
+        claims[claim] = value;
+        claims
+    };
+    let cases = [
+        (good.clone(), 200),
+        (without("aud"), 401),
+        (without("iss"), 401),
+        (with("nbf", json!(now() + 600)), 401),
+        (with("iat", json!(now() + 600)), 401),
+        (with("exp", json!(now() - 60)), 401),
+        (with("nbf", json!(now() - 60)), 200),
+    ];
+    for (claims, expected) in cases {
+        let authorization = format!("Authorization: Bearer {}", signed(&claims));
+        let (status, head) = status_of(&gateway, &[&authorization]).await;
+        assert_eq!(status, expected, "{claims}:\n{head}");
+    }
+    // What a refused client reads: that its token is invalid, not why.
+    let authorization = format!("Authorization: Bearer {}", signed(&without("iss")));
+    let refused = RawClient::get(gateway.addr, "/sse/a", &[&authorization])
+        .await
+        .read_to_end()
+        .await;
+    assert_eq!(body_of(&refused), b"invalid token\n");
+    gateway
+        .process
+        .wait_for_log("[JWT] 127.0.0.1: invalid token: Missing required claim: iss");
+}
+
 #[tokio::test]
 async fn cors_preflights_are_answered_and_streams_carry_the_headers() {
     let (gateway, _origin, _jwks) = protected(

@@ -76,6 +76,9 @@ pub enum Verdict {
 pub struct Pass {
     /// Headers for the request's response (CORS).
     pub headers: Vec<ResponseHeader>,
+    /// The JWT that authorised the request, if one did: a handed-over stream must end when
+    /// it stops being valid.
+    pub token: Option<jwt::Authorised>,
 }
 
 /// One endpoint's protections.
@@ -118,19 +121,25 @@ impl Guard {
             },
             None => Vec::new(),
         };
-        if let Some(guard) = protected_by.map(|index| &self.endpoints[index]) {
-            // The cheap check first: a flood of bad tokens must not buy signature checks.
-            let refused = guard
-                .rate_limit
-                .as_ref()
-                .and_then(|limit| limit.check(request).err())
-                .or_else(|| guard.jwt.as_ref().and_then(|jwt| jwt.check(request).err()));
-            if let Some(mut answer) = refused {
+        let Some(guard) = protected_by.map(|index| &self.endpoints[index]) else {
+            return Verdict::Pass(Pass {
+                headers,
+                token: None,
+            });
+        };
+        // The cheap check first: a flood of bad tokens must not buy signature checks.
+        let checked = guard
+            .rate_limit
+            .as_ref()
+            .map_or(Ok(()), |limit| limit.check(request))
+            .and_then(|()| guard.jwt.as_ref().map(|jwt| jwt.check(request)).transpose());
+        match checked {
+            Ok(token) => Verdict::Pass(Pass { headers, token }),
+            Err(mut answer) => {
                 // CORS headers on errors too, so that a browser can read why.
                 answer.headers.extend(headers);
-                return Verdict::Answer(answer);
+                Verdict::Answer(answer)
             }
         }
-        Verdict::Pass(Pass { headers })
     }
 }
