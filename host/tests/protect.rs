@@ -216,6 +216,47 @@ async fn cors_preflights_are_answered_and_streams_carry_the_headers() {
 }
 
 #[tokio::test]
+async fn a_null_origin_is_not_reflected_and_any_origin_with_credentials_is_warned_about() {
+    let any_with_credentials =
+        json!({"security/cors": {"allow_origins": ["*"], "allow_credentials": true}});
+    let (gateway, _origin, _jwks) = protected(json!({}), any_with_credentials.clone());
+    // A sandboxed iframe (or any page that makes itself one) sends `Origin: null`.
+    let (status, head) = status_of(&gateway, &["Origin: null"]).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(!head.contains("Access-Control-Allow"), "{head}");
+    let (_, head) = status_of(&gateway, &["Origin: https://any.example"]).await;
+    assert!(
+        head.contains("Access-Control-Allow-Origin: https://any.example\r\n"),
+        "{head}"
+    );
+    let warning = r#"security/cors: allow_origins ["*"] with allow_credentials reflects every origin with credentials"#;
+    gateway.process.wait_for_log(warning);
+
+    let (ok, out) = testkit::gateway()
+        .root_extra(
+            "security/cors",
+            any_with_credentials["security/cors"].clone(),
+        )
+        .check();
+    assert!(ok, "a warning, not an error: {out}");
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("WARNING")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].starts_with(&format!("WARNING: {warning}")),
+        "{out}"
+    );
+    assert!(out.ends_with("Syntax OK!\n"), "{out}");
+
+    let listed = json!({"security/cors": {"allow_origins": ["null"], "allow_credentials": true}});
+    let (gateway, _origin, _jwks) = protected(json!({}), listed);
+    let (_, head) = status_of(&gateway, &["Origin: null"]).await;
+    assert!(
+        head.contains("Access-Control-Allow-Origin: null\r\n"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
 async fn rate_limits_count_stream_connections() {
     let (gateway, _origin, _jwks) = protected(
         json!({"qos/ratelimit/router": {"client_max_rate": 2, "every": "1h"}}),
