@@ -266,6 +266,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             static_files: config.static_files.as_ref().map(StaticFiles::new),
             limits: Limits {
                 max_head_bytes: config.max_header_bytes,
+                max_headers: config.max_header_count,
                 read_header_timeout: config.read_header_timeout,
                 idle_timeout: config.idle_timeout,
                 send_buffer: config.client_send_buffer,

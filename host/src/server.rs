@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::config::DEFAULT_MAX_HEADER_COUNT;
 use crate::connections::{Connections, Slot};
 use crate::gate::{Gate, Limits, Rejection, Stop};
 use crate::metrics::Metrics;
@@ -140,7 +141,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, gatew
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let parts = match http1::Builder::new()
+    let mut http1 = http1::Builder::new();
+    // The gate has counted the headers already; hyper must take as many. (Its own limit,
+    // the default's, needs no per-request allocation, so it is raised only when needed.)
+    if gateway.limits.max_headers > DEFAULT_MAX_HEADER_COUNT {
+        http1.max_headers(gateway.limits.max_headers);
+    }
+    let parts = match http1
         .half_close(true)
         .serve_connection(TokioIo::new(gate), service)
         .without_shutdown()

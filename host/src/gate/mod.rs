@@ -13,6 +13,9 @@
 //!   request and for any later one on a keep-alive connection, pipelined or not;
 //! * a bad head: the gate reports EOF the same way and the host answers 400 or 431 itself,
 //!   so a malformed request never reaches hyper half-parsed and never affects other clients.
+//!   That includes what HTTP/1.1 requires of every request (RFC 9112 §3.2): an HTTP/1.1
+//!   request without `Host`, any request with two, or with an invalid one, gets 400, before
+//!   a plugin or the pipeline sees it.
 
 mod framing;
 
@@ -53,8 +56,9 @@ pub struct Rejection {
     pub message: String,
 }
 
-/// Headers per request head; more is answered with 431 like an oversized head.
-const MAX_HEADERS: usize = 128;
+/// The largest `max_header_count` the gate can parse with (its header slots live on the
+/// stack, uninitialised until used).
+pub const MAX_HEADER_COUNT: usize = 512;
 const READ_CHUNK: usize = 8 * 1024;
 
 enum State {
@@ -68,6 +72,8 @@ enum State {
 pub struct Limits {
     /// A larger head gets 431.
     pub max_head_bytes: usize,
+    /// More headers in one head get 431; at most [`MAX_HEADER_COUNT`].
+    pub max_headers: usize,
     /// From a head's first byte to its end; slower gets 408 (slow-loris clients).
     pub read_header_timeout: Duration,
     /// With no request started, a connection is closed after this long.
@@ -144,9 +150,10 @@ impl Gate {
 
     /// Looks at the buffered bytes for a complete head; `false` when more bytes are needed.
     fn inspect_head(&mut self) -> bool {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let head_len = match request.parse(&self.buf) {
+        let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADER_COUNT];
+        let slots = &mut slots[..self.limits.max_headers.min(MAX_HEADER_COUNT)];
+        let mut request = httparse::Request::new(&mut []);
+        let head_len = match request.parse_with_uninit_headers(&self.buf, slots) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if self.buf.len() > self.limits.max_head_bytes => {
                 self.reject(
@@ -185,6 +192,10 @@ impl Gate {
                 return true;
             }
         };
+        if let Err(e) = host_header(request.version, request.headers) {
+            self.reject(http::StatusCode::BAD_REQUEST, e);
+            return true;
+        }
         let method = request.method.unwrap_or_default();
         let target = request.path.unwrap_or_default();
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -225,6 +236,39 @@ impl Gate {
             self.buf.reserve(READ_CHUNK);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+}
+
+/// What RFC 9112 §3.2 asks of a request's `Host`: exactly one in an HTTP/1.1 request, at
+/// most one in an HTTP/1.0 one, and a valid `host[:port]` (or empty) when present. Two
+/// `Host`s are how a request is made to mean one authority to one hop and another to the
+/// next.
+fn host_header(version: Option<u8>, headers: &[httparse::Header<'_>]) -> Result<(), &'static str> {
+    let mut hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err("more than one Host header"),
+        (None, _) if version != Some(0) => Err("missing Host header"),
+        (Some(host), None) if !host.value.is_empty() && !is_authority(host.value) => {
+            Err("invalid Host header")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `host[:port]`: an authority without user information, its port (if any) a number.
+fn is_authority(value: &[u8]) -> bool {
+    if value.contains(&b'@') {
+        return false;
+    }
+    let Ok(authority) = http::uri::Authority::try_from(value) else {
+        return false;
+    };
+    match authority.as_str()[authority.host().len()..].strip_prefix(':') {
+        None => true,
+        Some("") => true,
+        Some(port) => port.parse::<u16>().is_ok(),
     }
 }
 
@@ -332,5 +376,55 @@ impl AsyncWrite for Gate {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
+        httparse::Header {
+            name,
+            value: value.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_request_has_one_valid_host() {
+        let host = header("Host", "example.com:8080");
+        assert_eq!(host_header(Some(1), &[host]), Ok(()));
+        assert_eq!(host_header(Some(1), &[header("host", "")]), Ok(()));
+        assert_eq!(
+            host_header(Some(0), &[]),
+            Ok(()),
+            "HTTP/1.0 may leave it out"
+        );
+        assert_eq!(host_header(Some(1), &[]), Err("missing Host header"));
+        assert_eq!(
+            host_header(Some(0), &[host, header("HOST", "other")]),
+            Err("more than one Host header")
+        );
+        for valid in ["[::1]:8080", "[::1]", "10.0.0.1:80", "x:"] {
+            assert_eq!(
+                host_header(Some(1), &[header("Host", valid)]),
+                Ok(()),
+                "{valid}"
+            );
+        }
+        for invalid in [
+            "user@example.com",
+            "a b",
+            "example.com:port",
+            "/path",
+            "[::1",
+            "x:99999",
+        ] {
+            assert_eq!(
+                host_header(Some(1), &[header("Host", invalid)]),
+                Err("invalid Host header"),
+                "{invalid}"
+            );
+        }
     }
 }
