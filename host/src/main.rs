@@ -229,8 +229,8 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
     }
     tracing::info!("Starting host version {}", env!("CARGO_PKG_VERSION"));
     let plugins = inject_plugins(&config).0;
-    let router = Router::new(&config, plugins.routes(), &plugins.names(), debug)
-        .context("refusing the routes")?;
+    let router =
+        Router::new(&config, plugins.routes(), &plugins.names(), debug).context("in the routes")?;
     for warning in warnings(&config, &router) {
         tracing::warn!("{warning}");
     }

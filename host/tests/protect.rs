@@ -14,12 +14,7 @@ const SECRET: &[u8] = b"a test secret that is long enough";
 /// merged into the root `extra_config`.
 fn protected(endpoint_extra: Value, root_extra: Value) -> (Gateway, Process, TempPath) {
     let origin = origin().interval_ms(50).run();
-    // The JWK set: one symmetric key (HS256), base64url of SECRET.
-    let jwks = TempPath::write(
-        "jwks",
-        &json!({"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": base64url(SECRET)}]})
-            .to_string(),
-    );
+    let jwks = jwks_file();
     let endpoint_extra = serde_json::from_str::<Value>(
         &endpoint_extra
             .to_string()
@@ -37,6 +32,15 @@ fn protected(endpoint_extra: Value, root_extra: Value) -> (Gateway, Process, Tem
         builder = builder.root_extra(key, value.clone());
     }
     (builder.run(), origin, jwks)
+}
+
+/// The JWK set: one symmetric key (HS256), base64url of SECRET.
+fn jwks_file() -> TempPath {
+    TempPath::write(
+        "jwks",
+        &json!({"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": base64url(SECRET)}]})
+            .to_string(),
+    )
 }
 
 fn base64url(bytes: &[u8]) -> String {
@@ -63,7 +67,12 @@ fn token(roles: &[&str], expires_in_secs: i64, secret: &[u8]) -> String {
 }
 
 async fn status_of(gateway: &Gateway, headers: &[&str]) -> (u16, String) {
-    let mut client = RawClient::get(gateway.addr, "/sse/a", headers).await;
+    status_at(gateway, "/sse/a", headers).await
+}
+
+/// The status and head of `GET path`.
+async fn status_at(gateway: &Gateway, path: &str, headers: &[&str]) -> (u16, String) {
+    let mut client = RawClient::get(gateway.addr, path, headers).await;
     let head = client.read_until(b"\r\n\r\n").await;
     let text = String::from_utf8_lossy(head).into_owned();
     let status = text[9..12].parse().unwrap();
@@ -170,6 +179,51 @@ async fn every_claim_is_checked_and_a_refusal_names_no_internals() {
     gateway
         .process
         .wait_for_log("[JWT] 127.0.0.1: invalid token: Missing required claim: iss");
+}
+
+/// The route-order bypass: a public `/{a}/{b}` listed before the protected `/sse/{id}`
+/// took `/sse/1` for the protections (and the pipeline), while the plugin served it.
+#[tokio::test]
+async fn a_public_endpoint_listed_first_does_not_unprotect_a_more_specific_one() {
+    let origin = origin().interval_ms(50).run();
+    let jwks = jwks_file();
+    let with_endpoints = |builder: testkit::GatewayBuilder| {
+        builder
+            .endpoint(json!({"endpoint": "/{a}/{b}", "output_encoding": "no-op",
+                "backend": [{"host": [origin.url()], "url_pattern": "/events-stream/{b}"}]}))
+            .endpoint(json!({"endpoint": "/sse/{id}", "output_encoding": "no-op",
+                "backend": [{"host": [origin.url()], "url_pattern": "/events-stream/{id}"}],
+                "extra_config": {"auth/validator": {"alg": "HS256", "jwk_local_path": jwks.path()}}}))
+    };
+    let through_the_plugin =
+        with_endpoints(gateway().streaming("/sse/{id}", "/events-stream/{id}", &origin.url()))
+            .run();
+    let through_the_pipeline = with_endpoints(gateway()).run();
+    let good = format!("Authorization: Bearer {}", token(&[], 3600, SECRET));
+    for gateway in [&through_the_plugin, &through_the_pipeline] {
+        // Other spellings of the protected path are the same path to the origin.
+        for path in ["/sse/1", "/%73se/1", "/ss%65/1"] {
+            let (status, head) = status_at(gateway, path, &[]).await;
+            assert_eq!(status, 401, "{path} without a token:\n{head}");
+            let (status, head) = status_at(gateway, path, &[&good]).await;
+            assert_eq!(status, 200, "{path} with a token:\n{head}");
+            assert!(head.contains("text/event-stream"), "{head}");
+        }
+        let (status, head) = status_at(gateway, "/public/1", &[]).await;
+        assert_eq!(
+            status, 200,
+            "the public endpoint still serves its paths:\n{head}"
+        );
+    }
+    through_the_plugin
+        .process
+        .wait_for_log("GET /%73se/1 from 127.0.0.1");
+    let log = through_the_plugin.process.log();
+    assert!(log.contains("connection handed over"), "{log}");
+    assert!(
+        !through_the_pipeline.process.log().contains("handed over"),
+        "no plugin there"
+    );
 }
 
 #[tokio::test]
