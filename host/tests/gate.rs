@@ -2,17 +2,24 @@
 //! without harm to anyone else, a panicking plugin, KrakenD endpoints.
 
 use serde_json::json;
-use testkit::{body_of, gateway, json_backend, origin, Gateway, RawClient};
+use testkit::{body_of, gateway, json_backend, origin, Gateway, GatewayBuilder, RawClient};
 
 /// A gateway with the streaming plugin on /sse/{id} and a JSON endpoint on /api/{id}.
 async fn streaming_and_api() -> (Gateway, testkit::Process) {
+    streaming_and_api_with(|builder| builder).await
+}
+
+/// The same, with more of the config set by `more`.
+async fn streaming_and_api_with(
+    more: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
+) -> (Gateway, testkit::Process) {
     let origin = origin().count(2).interval_ms(10).run();
     let backend = json_backend(200, r#"{"answer":42}"#).await;
-    let gateway = gateway()
+    let gateway = more(gateway()
         .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
         // A finite origin stream ends the client's: no resumption.
         .plugin_key("max_reconnects", json!(0))
-        .endpoint(json!({"endpoint": "/api/{id}", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/v/{id}"}]}))
+        .endpoint(json!({"endpoint": "/api/{id}", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/v/{id}"}]})))
         .run();
     (gateway, origin)
 }
@@ -304,14 +311,8 @@ fn head_with(path: &str, host_lines: &str, extra: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn host_and_the_header_count_are_checked_for_claimed_and_pipeline_requests_alike() {
-    let origin = origin().count(2).interval_ms(10).run();
-    let backend = json_backend(200, r#"{"answer":42}"#).await;
-    let gateway = gateway()
-        .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
-        .plugin_key("max_reconnects", json!(0))
-        .endpoint(json!({"endpoint": "/api/{id}", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/v/{id}"}]}))
-        .root("max_header_count", json!(10))
-        .run();
+    let (gateway, _origin) =
+        streaming_and_api_with(|builder| builder.root("max_header_count", json!(10))).await;
     for path in ["/sse/k", "/api/1"] {
         // Host, Accept, Connection and 7 more: 10 headers.
         let cases: [(&str, usize, &str); 6] = [

@@ -373,8 +373,9 @@ fn timeout_reason(endpoint: &Endpoint) -> String {
     )
 }
 
-pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
+/// A plain-text response the host writes itself.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -385,14 +386,8 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 
 /// A response the host gives itself (a preflight, a 401, a 429...).
 pub fn answer(answer: crate::protect::Answer) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::from(answer.body)));
-    *response.status_mut() = answer.status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    add_headers(headers, answer.headers);
+    let mut response = text(answer.status, answer.body);
+    add_headers(response.headers_mut(), answer.headers);
     response
 }
 

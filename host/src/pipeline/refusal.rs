@@ -4,10 +4,9 @@
 //! host, port or error stood behind it: that is for the log, which gets the full reason
 //! where the failure happens.
 
-use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 
-use super::{full, Body};
+use super::{text, Body};
 
 /// Why the pipeline answered itself.
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +44,10 @@ impl Refusal {
     }
 
     pub fn response(&self) -> Response<Body> {
-        let mut response = Response::new(full(Bytes::from(format!("{self}\n"))));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert("X-KrakenD-Completed", HeaderValue::from_static("false"));
+        let mut response = text(self.status(), format!("{self}\n"));
+        response
+            .headers_mut()
+            .insert("X-KrakenD-Completed", HeaderValue::from_static("false"));
         response
     }
 }
