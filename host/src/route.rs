@@ -395,7 +395,9 @@ fn refuse_pair(first: &Entry, second: &Entry) -> Result<(), RouteError> {
 /// One connection's decisions that hyper has not served yet, oldest first. The gate pushes
 /// one at each head it gives hyper and the service pops it when hyper hands it that
 /// request: hyper serves a connection's requests in order, and the gate gives it one
-/// request at a time, so the two always meet on the same request.
+/// request at a time, so the two always meet on the same request. A head hyper refuses
+/// itself (a target its URI parser rejects) leaves its decision behind, but hyper then
+/// stops reading the connection, so no later request can take it.
 #[derive(Debug, Default)]
 pub struct Pending(Mutex<VecDeque<Decision>>);
 

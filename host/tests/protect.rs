@@ -202,7 +202,7 @@ async fn a_public_endpoint_listed_first_does_not_unprotect_a_more_specific_one()
     let good = format!("Authorization: Bearer {}", token(&[], 3600, SECRET));
     for gateway in [&through_the_plugin, &through_the_pipeline] {
         // Other spellings of the protected path are the same path to the origin.
-        for path in ["/sse/1", "/%73se/1", "/ss%65/1"] {
+        for path in ["/sse/1", "/%73se/1", "/ss%65/1", "http://gw/sse/1"] {
             let (status, head) = status_at(gateway, path, &[]).await;
             assert_eq!(status, 401, "{path} without a token:\n{head}");
             let (status, head) = status_at(gateway, path, &[&good]).await;
@@ -214,6 +214,16 @@ async fn a_public_endpoint_listed_first_does_not_unprotect_a_more_specific_one()
             status, 200,
             "the public endpoint still serves its paths:\n{head}"
         );
+        // A head the gate decides (public) but hyper refuses (a backtick in the target)
+        // ends the connection: its decision cannot serve the protected request behind it.
+        let response = RawClient::exchange(
+            gateway.addr,
+            b"GET /public/a`b HTTP/1.1\r\nHost: x\r\n\r\nGET /sse/1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
     }
     through_the_plugin
         .process

@@ -197,8 +197,7 @@ impl Gate {
             return true;
         }
         let method = request.method.unwrap_or_default();
-        let target = request.path.unwrap_or_default();
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let (path, query) = path_and_query(request.path.unwrap_or_default());
         let decision = self.router.decide(method, path);
         self.state = match decision.route {
             Route::Plugin(claim) => {
@@ -237,6 +236,27 @@ impl Gate {
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
     }
+}
+
+/// The path and the query string (without `?`) of a request-target: origin-form
+/// (`/path?query`) as sent, absolute-form (`http://host/path?query`, which a server must
+/// accept: RFC 9112 §3.2.2) from its path on, the path `/` when it has none.
+fn path_and_query(target: &str) -> (&str, &str) {
+    let absolute = ["http://", "https://"].into_iter().find_map(|scheme| {
+        let prefix = target.get(..scheme.len())?;
+        prefix
+            .eq_ignore_ascii_case(scheme)
+            .then(|| &target[scheme.len()..])
+    });
+    let origin_form = match absolute {
+        None => target,
+        Some(rest) => match rest.find(['/', '?']) {
+            Some(start) if rest[start..].starts_with('/') => &rest[start..],
+            Some(start) => return ("/", &rest[start + 1..]),
+            None => return ("/", ""),
+        },
+    };
+    origin_form.split_once('?').unwrap_or((origin_form, ""))
 }
 
 /// What RFC 9112 §3.2 asks of a request's `Host`: exactly one in an HTTP/1.1 request, at
@@ -387,6 +407,22 @@ mod tests {
         httparse::Header {
             name,
             value: value.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn the_path_of_any_request_target_form() {
+        for (target, expected) in [
+            ("/sse/1?x=1", ("/sse/1", "x=1")),
+            ("/sse/1", ("/sse/1", "")),
+            ("http://gw:8080/sse/1?x=1", ("/sse/1", "x=1")),
+            ("HTTPS://gw/a/b", ("/a/b", "")),
+            ("http://gw", ("/", "")),
+            ("http://gw?x=1", ("/", "x=1")),
+            ("*", ("*", "")),
+            ("ftp://gw/a", ("ftp://gw/a", "")),
+        ] {
+            assert_eq!(path_and_query(target), expected, "{target}");
         }
     }
 
