@@ -305,6 +305,49 @@ async fn an_origin_that_never_answers_is_a_504() {
 }
 
 #[tokio::test]
+async fn an_origin_head_that_frames_its_body_two_ways_is_a_502() {
+    let mut origin = ScriptedOrigin::start().await;
+    let gateway = streaming(route(&[origin.url()], json!({})));
+    // Read by its chunks, each body is an event; read by a length, it is something else.
+    let event = "id: 66\ndata: smuggled\n\n";
+    let body = format!("{:x}\r\n{event}\r\n0\r\n\r\n", event.len());
+    for (framing, reason) in [
+        (
+            "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+            "Content-Length together with Transfer-Encoding",
+        ),
+        (
+            "Content-Length: 3\r\nContent-Length: 29\r\n",
+            "more than one Content-Length",
+        ),
+        (
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "a transfer coding other than a single chunked",
+        ),
+        (
+            "Transfer-Encoding: chunked, identity\r\n",
+            "Transfer-Encoding whose last coding is not chunked",
+        ),
+    ] {
+        let client = RawClient::get(gateway.addr, "/sse/framing", &[]).await;
+        let mut conn = origin.accept().await;
+        conn.send(
+            format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n{framing}\r\n{body}")
+                .as_bytes(),
+        )
+        .await;
+        let response = client.read_to_end().await;
+        let response = String::from_utf8_lossy(&response);
+        assert!(
+            response.starts_with("HTTP/1.1 502 "),
+            "{framing}: {response}"
+        );
+        assert!(response.contains(reason), "{framing}: {response}");
+        assert!(!response.contains("smuggled"), "{framing}: {response}");
+    }
+}
+
+#[tokio::test]
 async fn routes_pick_the_most_specific_match_and_wildcards_carry_the_rest() {
     let (mut one, mut rest) = (ScriptedOrigin::start().await, ScriptedOrigin::start().await);
     let gateway = streaming(json!({

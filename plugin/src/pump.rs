@@ -22,10 +22,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use wire::framing::Framing;
 
 use crate::pool::{Buffer, BufferPool};
 use crate::stats::RouteStats;
-use crate::upstream::{within, Body, Upstream};
+use crate::upstream::{self, within, Upstream};
 use crate::RouteState;
 
 /// Payload ranges written per `writev` call.
@@ -211,7 +212,7 @@ pub async fn pump(
             Some(Ok(0)) => {
                 stream.carry = (kept > 0).then_some((buf, kept));
                 return match upstream.body {
-                    Body::UntilClose => Ended::Complete,
+                    Framing::UntilClose => Ended::Complete,
                     _ => Ended::UpstreamBroke("closed in the middle of the body".into()),
                 };
             }
@@ -259,7 +260,7 @@ async fn forward(
     mut buf: Buffer,
     kept: usize,
     filled: Range<usize>,
-    body: &mut Body,
+    body: &mut Framing,
     stream: &mut ClientStream,
     route: &RouteState,
 ) -> Result<bool, Ended> {
@@ -268,9 +269,8 @@ async fn forward(
     if kept > 0 {
         ranges.push(0..kept);
     }
-    let whole = body
-        .payload(&buf[filled.clone()], filled.start, ranges)
-        .map_err(Ended::UpstreamBroke)?;
+    let whole = upstream::payload(body, &buf[..], filled.clone(), ranges)
+        .map_err(|e| Ended::UpstreamBroke(e.to_string()))?;
     let new_payload = usize::from(kept > 0)..ranges.len();
     let payload_end = ranges.last().map_or(0, |r| r.end);
     // Where the client may be cut off: past the read's last event boundary.

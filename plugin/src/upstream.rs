@@ -1,29 +1,29 @@
 //! Opening a stream's upstream: dial a backend host (failing over along the balancer's
-//! order), send the request, read the response head, and learn how the body is framed.
+//! order), send the request and read the response head; `wire::response_head` parses it
+//! and decides the body's framing under the rules the gate applies to clients.
 
 use std::ops::Range;
 use std::time::Duration;
 
 use abi::RequestHead;
-use http::StatusCode;
+use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Timeout;
+use wire::framing::Framing;
+use wire::response_head::{self, HeadError, Parsed, ResponseHead};
 
 use crate::config::{LoadBalance, Route, StickyKey};
 use crate::pool::{Buffer, BufferPool};
 use crate::stats::RouteStats;
 use crate::RouteState;
 
-/// Response headers read from an upstream head; more is a failure.
-const MAX_UPSTREAM_HEADERS: usize = 64;
-
 /// An answered upstream request.
 pub struct Upstream {
     pub stream: TcpStream,
     pub status: StatusCode,
     pub content_type: Option<String>,
-    pub body: Body,
+    pub body: Framing,
     /// The buffer the head was read into, and the body bytes read with it.
     pub first: Option<(Buffer, Range<usize>)>,
 }
@@ -36,44 +36,17 @@ pub struct Unavailable {
     pub timed_out: bool,
 }
 
-/// How the upstream response body is delimited.
-pub enum Body {
-    Chunked(chunked::Decoder),
-    Length(u64),
-    UntilClose,
-}
-
-impl Body {
-    /// Adds the payload ranges of `input` (offset by `base`); `true` once the body is whole.
-    pub fn payload(
-        &mut self,
-        input: &[u8],
-        base: usize,
-        ranges: &mut Vec<Range<usize>>,
-    ) -> Result<bool, String> {
-        match self {
-            Body::Chunked(decoder) => {
-                decoder
-                    .decode(input, |r| ranges.push(base + r.start..base + r.end))
-                    .map_err(|e| e.to_string())?;
-                Ok(decoder.is_done())
-            }
-            Body::Length(left) => {
-                let n = (*left).min(input.len() as u64) as usize;
-                if n > 0 {
-                    ranges.push(base..base + n);
-                }
-                *left -= n as u64;
-                Ok(*left == 0)
-            }
-            Body::UntilClose => {
-                if !input.is_empty() {
-                    ranges.push(base..base + input.len());
-                }
-                Ok(false)
-            }
-        }
-    }
+/// Adds the payload ranges of `body`'s bytes in `buf[filled]` to `ranges` (as ranges of
+/// `buf`); `true` once the body is whole.
+pub fn payload(
+    body: &mut Framing,
+    buf: &[u8],
+    filled: Range<usize>,
+    ranges: &mut Vec<Range<usize>>,
+) -> Result<bool, chunked::MalformedChunk> {
+    let base = filled.start;
+    body.take(&buf[filled], |r| ranges.push(base + r.start..base + r.end))?;
+    Ok(body.is_done())
 }
 
 /// What to ask every host for: taken from the client's request head, which is then
@@ -215,19 +188,19 @@ async fn open_one(
     let _ = stream.set_nodelay(true);
     let bytes = request_bytes(&backend.authority, request);
     let mut buf = pool.take();
-    let head = within(
+    let (head, filled) = within(
         config.response_header_timeout,
         exchange(&mut stream, &bytes, &mut buf),
     )
     .await
     .map_err(|_| ("no response head in time".to_owned(), true))?
-    .map_err(|e| (e, false))?;
+    .map_err(|e| (e.to_string(), false))?;
     Ok(Upstream {
         stream,
         status: head.status,
         content_type: head.content_type,
-        body: head.body,
-        first: Some((buf, head.head_len..head.filled)),
+        body: head.framing,
+        first: Some((buf, head.len..filled)),
     })
 }
 
@@ -240,9 +213,15 @@ pub fn within<F: std::future::Future>(limit: Option<Duration>, future: F) -> Tim
     tokio::time::timeout(limit.unwrap_or(NO_LIMIT), future)
 }
 
+/// The method of every upstream request, a stream's; its response is framed by it too.
+const METHOD: Method = Method::GET;
+
 fn request_bytes(authority: &str, request: &Request) -> Vec<u8> {
-    let mut bytes =
-        format!("GET {} HTTP/1.1\r\nHost: {authority}\r\n", request.target).into_bytes();
+    let mut bytes = format!(
+        "{METHOD} {} HTTP/1.1\r\nHost: {authority}\r\n",
+        request.target
+    )
+    .into_bytes();
     bytes.extend_from_slice(&request.headers);
     if let Some(id) = request.last_event_id.as_deref().filter(|id| !id.is_empty()) {
         wire::header_line(&mut bytes, "Last-Event-ID", id.as_bytes());
@@ -252,77 +231,47 @@ fn request_bytes(authority: &str, request: &Request) -> Vec<u8> {
     bytes
 }
 
-struct Head {
-    status: StatusCode,
-    content_type: Option<String>,
-    body: Body,
-    head_len: usize,
-    filled: usize,
+/// Why a host gave no usable response head.
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error("sending the request: {0}")]
+    Send(std::io::Error),
+    #[error("reading the response: {0}")]
+    Read(std::io::Error),
+    #[error("closed the connection before answering")]
+    Closed,
+    #[error("response head larger than read_buffer_bytes ({0})")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Head(#[from] HeadError),
 }
 
-/// Sends the request and reads the response head into `buf`.
+/// Sends the request and reads the response head into `buf`; returns it with how much of
+/// `buf` was filled (the body's first bytes follow the head).
 async fn exchange(
     upstream: &mut TcpStream,
     request: &[u8],
     buf: &mut [u8],
-) -> Result<Head, String> {
+) -> Result<(ResponseHead, usize), ExchangeError> {
     upstream
         .write_all(request)
         .await
-        .map_err(|e| format!("sending the request: {e}"))?;
+        .map_err(ExchangeError::Send)?;
     let mut filled = 0;
     loop {
         if filled == buf.len() {
-            return Err(format!(
-                "response head larger than read_buffer_bytes ({})",
-                buf.len()
-            ));
+            return Err(ExchangeError::TooLarge(buf.len()));
         }
         let n = upstream
             .read(&mut buf[filled..])
             .await
-            .map_err(|e| format!("reading the response: {e}"))?;
+            .map_err(ExchangeError::Read)?;
         if n == 0 {
-            return Err("closed the connection before answering".into());
+            return Err(ExchangeError::Closed);
         }
         filled += n;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
-        let mut parsed = httparse::Response::new(&mut headers);
-        let head_len = match parsed.parse(&buf[..filled]) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => continue,
-            Err(e) => return Err(format!("invalid response head: {e}")),
-        };
-        let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
-            .map_err(|e| format!("invalid status: {e}"))?;
-        let header = |name: &str| {
-            parsed
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value)
-        };
-        let body = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            Body::Length(0)
-        } else if header("transfer-encoding")
-            .is_some_and(|te| te.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        {
-            Body::Chunked(chunked::Decoder::default())
-        } else if let Some(length) = header("content-length") {
-            let length = std::str::from_utf8(length)
-                .ok()
-                .and_then(|l| l.trim().parse().ok());
-            Body::Length(length.ok_or("invalid Content-Length")?)
-        } else {
-            Body::UntilClose
-        };
-        let content_type = header("content-type").map(|v| String::from_utf8_lossy(v).into_owned());
-        return Ok(Head {
-            status,
-            content_type,
-            body,
-            head_len,
-            filled,
-        });
+        if let Parsed::Complete(head) = response_head::parse(&buf[..filled], &METHOD)? {
+            return Ok((head, filled));
+        }
     }
 }

@@ -166,6 +166,19 @@ impl OriginBuilder {
         self
     }
 
+    /// Answers the mock endpoints with `status` (`--fail-status`).
+    pub fn fail_status(mut self, status: u16) -> Self {
+        self.args
+            .extend(["--fail-status".into(), status.to_string()]);
+        self
+    }
+
+    /// Only the first `n` mock requests fail (`--fail-count`).
+    pub fn fail_count(mut self, n: u64) -> Self {
+        self.args.extend(["--fail-count".into(), n.to_string()]);
+        self
+    }
+
     pub fn interval_ms(mut self, ms: u64) -> Self {
         self.args.extend(["--interval-ms".into(), ms.to_string()]);
         self
@@ -206,9 +219,9 @@ pub struct Gateway {
 /// The line a gateway logs when its metrics listener is bound; the address follows.
 const METRICS_LISTENING: &str = "[SERVICE: Metrics] Listening on ";
 
-/// The metrics listener's address, from the log of a gateway that is up (the host logs it
-/// before the HTTP server's line).
+/// The metrics listener's address, from the gateway's log.
 fn metrics_address(process: &Process) -> SocketAddr {
+    process.wait_for_log(METRICS_LISTENING);
     let log = process.log();
     log.split(METRICS_LISTENING)
         .nth(1)
@@ -220,17 +233,7 @@ fn metrics_address(process: &Process) -> SocketAddr {
 impl Gateway {
     /// The plugins' counters from `/__stats`, on the metrics listener.
     pub async fn stats(&self) -> Value {
-        let mut client = crate::RawClient::connect(self.metrics).await;
-        client
-            .send(b"GET /__stats HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            .await;
-        let response = client.read_to_end().await;
-        serde_json::from_slice(crate::body_of(&response)).unwrap_or_else(|e| {
-            panic!(
-                "/__stats is not JSON ({e}): {}",
-                String::from_utf8_lossy(&response)
-            )
-        })
+        crate::get_json(self.metrics, "/__stats").await
     }
 
     /// The streaming plugin's counters for its route `endpoint`.

@@ -1,10 +1,14 @@
 //! HTTP/1.1 bytes written or read on raw sockets, by the host (answers it gives on a
 //! connection hyper no longer drives) and by plugins (which own their connections): one
-//! copy of each rule, on both sides of the ABI, including what may go upstream ([`clean`]).
+//! copy of each rule, on both sides of the ABI, including what may go upstream ([`clean`]),
+//! where a request or response body ends ([`framing`]) and an origin's response head
+//! ([`response_head`]).
 
 #![forbid(unsafe_code)]
 
 pub mod clean;
+pub mod framing;
+pub mod response_head;
 
 use http::StatusCode;
 

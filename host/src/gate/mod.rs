@@ -17,8 +17,6 @@
 //!   request without `Host`, any request with two, or with an invalid one, gets 400, before
 //!   a plugin or the pipeline sees it.
 
-mod framing;
-
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -33,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use framing::{framing, Framing};
+use wire::framing::{self, Framing};
 
 use crate::route::{Claim, Pending, Route, Router};
 
@@ -185,7 +183,7 @@ impl Gate {
             );
             return true;
         }
-        let body = match framing(request.headers) {
+        let body = match framing::request(request.headers) {
             Ok(body) => body,
             Err(e) => {
                 self.reject(http::StatusCode::BAD_REQUEST, e.to_string());
@@ -342,24 +340,12 @@ impl AsyncRead for Gate {
                         *head_left -= n;
                         n
                     } else {
-                        match body {
-                            Framing::Length(left) => {
-                                let n = room.min(usize::try_from(*left).unwrap_or(usize::MAX));
-                                *left -= n as u64;
-                                n
-                            }
-                            Framing::Chunked(decoder) => decoder
-                                .decode(&this.buf[..room], |_| {})
-                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-                        }
+                        body.take(&this.buf[..room], |_| {})
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
                     };
                     out.put_slice(&this.buf[..n]);
                     this.buf.advance(n);
-                    let body_done = match body {
-                        Framing::Length(left) => *left == 0,
-                        Framing::Chunked(decoder) => decoder.is_done(),
-                    };
-                    if *head_left == 0 && body_done {
+                    if *head_left == 0 && body.is_done() {
                         this.await_head();
                     }
                     return Poll::Ready(Ok(()));

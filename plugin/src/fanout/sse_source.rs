@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use sse::{Piece, Scanner};
 use tokio::io::AsyncReadExt;
+use wire::framing::Framing;
 
 use super::hub::{Hub, Status};
 use crate::relay::backoff;
@@ -107,9 +108,9 @@ impl<'a> EventReader<'a> {
         let mut filled = first;
         loop {
             ranges.clear();
-            let whole = upstream
-                .body
-                .payload(&buf[filled.clone()], filled.start, &mut ranges)?;
+            let whole =
+                upstream::payload(&mut upstream.body, &buf[..], filled.clone(), &mut ranges)
+                    .map_err(|e| e.to_string())?;
             for range in &ranges {
                 self.scan(&buf[range.clone()]);
             }
@@ -122,7 +123,7 @@ impl<'a> EventReader<'a> {
                 .map_err(|e| e.to_string())?;
             if n == 0 {
                 return match upstream.body {
-                    upstream::Body::UntilClose => Ok(()),
+                    Framing::UntilClose => Ok(()),
                     _ => Err("closed in the middle of the body".into()),
                 };
             }
