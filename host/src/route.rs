@@ -112,6 +112,15 @@ enum Methods {
     Only(Vec<String>),
 }
 
+impl std::fmt::Display for Methods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Methods::Any => f.write_str("*"),
+            Methods::Only(list) => f.write_str(&list.join(",")),
+        }
+    }
+}
+
 impl Methods {
     fn accepts(&self, method: &str) -> bool {
         match self {
@@ -177,105 +186,14 @@ impl Router {
         plugin_names: &[&str],
         debug: bool,
     ) -> Result<Self, RouteError> {
-        let mut entries: Vec<Entry> = config
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(index, e)| Entry {
-                template: e.template.clone(),
-                written: e.endpoint.clone(),
-                methods: Methods::Only(vec![e.method.as_str().to_owned()]),
-                target: Target::Endpoint(index),
-                origin: format!("endpoints[{index}] {:?}", e.endpoint),
-            })
-            .collect();
-        if let Some(files) = &config.static_files {
-            let base = files.prefix.trim_end_matches('/');
-            let mut templates = vec![format!("{base}/*")];
-            if !base.is_empty() {
-                templates.push(base.to_owned());
-            }
-            for written in templates {
-                let template = Template::parse(&written)
-                    .map_err(|e| RouteError::StaticPrefix(format!("{:?}: {e}", files.prefix)))?;
-                entries.push(Entry {
-                    template,
-                    written,
-                    methods: Methods::Only(vec!["GET".into(), "HEAD".into()]),
-                    target: Target::StaticFiles,
-                    origin: format!("{STATIC_FILESYSTEM} prefix {:?}", files.prefix),
-                });
-            }
-        }
-        let own = [(
-            HEALTH_PATH,
-            Target::Health,
-            Methods::Only(vec!["GET".into()]),
-        )];
-        let debug_route = debug.then_some((DEBUG_TEMPLATE, Target::Debug, Methods::Any));
-        for (written, target, methods) in own.into_iter().chain(debug_route) {
-            entries.push(Entry {
-                template: Template::parse(written).expect("the host's own templates parse"),
-                written: written.to_owned(),
-                methods,
-                target,
-                origin: format!("the host's own {written:?}"),
-            });
-        }
+        let mut entries = host_entries(config, debug)?;
         refuse_same_requests(&entries)?;
         let mut warnings = Vec::new();
         let mut plugin_entries = Vec::new();
         for declared in plugin_routes {
-            let route = format!(
-                "{} route {:?}",
-                plugin_names[declared.plugin], declared.endpoint
-            );
-            let twins: Vec<&Entry> = entries
-                .iter()
-                .filter(|e| {
-                    matches!(e.target, Target::Endpoint(_))
-                        && e.template.same_shape(&declared.template)
-                })
-                .collect();
-            if twins.is_empty() {
-                warnings.push(format!(
-                    "{route} has no endpoints[] entry of the same shape: it is served \
-                     without JWT and rate limits"
-                ));
-            }
-            for method in &declared.methods {
-                let twin = twins.iter().find(|e| e.methods.accepts(method));
-                if twin.is_none() && !twins.is_empty() {
-                    return Err(RouteError::UncoveredMethod {
-                        route,
-                        method: method.clone(),
-                        twins: twins
-                            .iter()
-                            .map(|e| match &e.methods {
-                                Methods::Only(methods) => {
-                                    format!("{} {}", e.origin, methods.join(","))
-                                }
-                                Methods::Any => e.origin.clone(),
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    });
-                }
-                plugin_entries.push(Entry {
-                    template: declared.template.clone(),
-                    written: declared.endpoint.clone(),
-                    methods: Methods::Only(vec![method.clone()]),
-                    target: Target::Plugin {
-                        plugin: declared.plugin,
-                        route: declared.route,
-                        twin: twin.and_then(|e| match e.target {
-                            Target::Endpoint(index) => Some(index),
-                            _ => None,
-                        }),
-                    },
-                    origin: route.clone(),
-                });
-            }
+            let name = plugin_names[declared.plugin];
+            let route = format!("{name} route {:?}", declared.endpoint);
+            plugin_entries.extend(twinned(declared, route, &entries, &mut warnings)?);
         }
         // Plugins refuse their own overlapping routes; two plugins' routes, or a plugin's
         // route over the host's own paths, are refused here.
@@ -366,6 +284,106 @@ impl Router {
     fn label(&self, entry: Option<usize>) -> &str {
         entry.map_or("unmatched", |e| self.entries[e].written.as_str())
     }
+}
+
+/// The entries the host's config makes: `endpoints[]`, the static files' prefix (the
+/// folder, `/www`, and what is under it, `/www/*`) and the host's own paths.
+fn host_entries(config: &Config, debug: bool) -> Result<Vec<Entry>, RouteError> {
+    let mut entries: Vec<Entry> = config
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(index, e)| Entry {
+            template: e.template.clone(),
+            written: e.endpoint.clone(),
+            methods: Methods::Only(vec![e.method.as_str().to_owned()]),
+            target: Target::Endpoint(index),
+            origin: format!("endpoints[{index}] {:?}", e.endpoint),
+        })
+        .collect();
+    let get = || Methods::Only(vec!["GET".into()]);
+    let mut own = vec![(HEALTH_PATH.to_owned(), Target::Health, get())];
+    if debug {
+        own.push((DEBUG_TEMPLATE.to_owned(), Target::Debug, Methods::Any));
+    }
+    for (written, target, methods) in own {
+        entries.push(Entry {
+            template: Template::parse(&written).expect("the host's own templates parse"),
+            origin: format!("the host's own {written:?}"),
+            written,
+            methods,
+            target,
+        });
+    }
+    if let Some(files) = &config.static_files {
+        let base = files.prefix.trim_end_matches('/');
+        let folder = (!base.is_empty()).then(|| base.to_owned());
+        for written in std::iter::once(format!("{base}/*")).chain(folder) {
+            let template = Template::parse(&written)
+                .map_err(|e| RouteError::StaticPrefix(format!("{:?}: {e}", files.prefix)))?;
+            entries.push(Entry {
+                template,
+                written,
+                methods: Methods::Only(vec!["GET".into(), "HEAD".into()]),
+                target: Target::StaticFiles,
+                origin: format!("{STATIC_FILESYSTEM} prefix {:?}", files.prefix),
+            });
+        }
+    }
+    Ok(entries)
+}
+
+/// A plugin route's entries, one per method, each with the `endpoints[]` twin whose
+/// protections it takes; a route whose twins miss one of its methods is refused, and one
+/// without any twin is warned about.
+fn twinned(
+    declared: &PluginRoute,
+    route: String,
+    entries: &[Entry],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Entry>, RouteError> {
+    let twins: Vec<(usize, &Entry)> = entries
+        .iter()
+        .filter_map(|e| match e.target {
+            Target::Endpoint(index) if e.template.same_shape(&declared.template) => {
+                Some((index, e))
+            }
+            _ => None,
+        })
+        .collect();
+    if twins.is_empty() {
+        warnings.push(format!(
+            "{route} has no endpoints[] entry of the same shape: it is served without JWT \
+             and rate limits"
+        ));
+    }
+    let mut plugin_entries = Vec::new();
+    for method in &declared.methods {
+        let twin = twins.iter().find(|(_, e)| e.methods.accepts(method));
+        if twin.is_none() && !twins.is_empty() {
+            let listed: Vec<String> = twins
+                .iter()
+                .map(|(_, e)| format!("{} {}", e.origin, e.methods))
+                .collect();
+            return Err(RouteError::UncoveredMethod {
+                route,
+                method: method.clone(),
+                twins: listed.join("; "),
+            });
+        }
+        plugin_entries.push(Entry {
+            template: declared.template.clone(),
+            written: declared.endpoint.clone(),
+            methods: Methods::Only(vec![method.clone()]),
+            target: Target::Plugin {
+                plugin: declared.plugin,
+                route: declared.route,
+                twin: twin.map(|(index, _)| *index),
+            },
+            origin: route.clone(),
+        });
+    }
+    Ok(plugin_entries)
 }
 
 /// The first pair of entries (in config order) that match the same requests.

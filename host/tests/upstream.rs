@@ -40,6 +40,8 @@ async fn dot_segments_encoded_separators_and_control_bytes_never_reach_the_origi
         "/tree/a/../../private",
         "/tree/a/%2e%2e/private",
         "/tree/a%2f..%2fprivate",
+        "/tree//private",
+        "/tree/a//b",
     ];
     for attack in attacks {
         let response = RawClient::exchange(gateway.addr, get(attack)).await;

@@ -16,6 +16,8 @@ pub enum Refusal {
     Unclean(#[from] wire::clean::Unclean),
     #[error("bad request: a control character in the header {0}")]
     UncleanHeader(HeaderName),
+    #[error("bad request: an empty segment in the path")]
+    EmptySegment,
     #[error("bad request: the request body could not be read")]
     Body,
     /// No backend could be reached, or it broke the exchange.
@@ -34,9 +36,10 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::Unclean(_) | Refusal::UncleanHeader(_) | Refusal::Body => {
-                StatusCode::BAD_REQUEST
-            }
+            Refusal::Unclean(_)
+            | Refusal::UncleanHeader(_)
+            | Refusal::EmptySegment
+            | Refusal::Body => StatusCode::BAD_REQUEST,
             Refusal::Unavailable => StatusCode::BAD_GATEWAY,
             Refusal::TimedOut => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Failed | Refusal::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -5,7 +5,8 @@
 //! parameters `input_query_strings` lets through; the path parameters the route decision
 //! captured. Each passes [`wire::clean`] before any backend request is built, so that a
 //! value with a control byte (raw or percent-encoded), or a parameter that is `.` or `..`
-//! or holds an encoded `/` or `\`, is refused with 400 and nothing reaches a backend.
+//! or holds an encoded `/` or `\`, is refused with 400 and nothing reaches a backend. A
+//! trailing `/*` capture is checked segment by segment, and may not hold `//`.
 
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 use wire::clean;
@@ -50,8 +51,14 @@ pub fn check(
     }
     for (name, value) in params {
         if *name == path_template::WILDCARD {
-            // The rest of a path: each of its segments is one parameter's worth.
-            for segment in value.split('/') {
+            // The rest of a path: each of its segments is one parameter's worth, and none
+            // but the last is empty, since an origin that merges slashes (nginx does by
+            // default) would read `/{*}` with `/sse/1` as `/sse/1`.
+            let mut segments = value.split('/').peekable();
+            while let Some(segment) = segments.next() {
+                if segment.is_empty() && segments.peek().is_some() {
+                    return Err(Refusal::EmptySegment);
+                }
                 clean::path_param(segment)?;
             }
         } else {

@@ -319,11 +319,16 @@ Y59axyZT9EPn7H/XPenjYo+OirbqUDjRqu3DeO9bCeqtiaAO2XaR5gxE
     }
 
     fn config(extra: serde_json::Value) -> Result<Validator, (String, String)> {
-        let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec1", "alg": "ES256",
-            "x": "7vhll0Kh4EhFBLFEwaj8wOKIjEY-ZGOfWscmU_RD5-w",
-            "y": "f9c96eNij46KtupQONGq7cN471sJ6q2JoA7ZdpHmDEQ"}]});
-        let path = std::env::temp_dir().join(format!("jwks-{}.json", std::process::id()));
-        std::fs::write(&path, jwks.to_string()).unwrap();
+        // Written once: the tests run in parallel, and a rewrite would race their reads.
+        static JWKS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        let path = JWKS.get_or_init(|| {
+            let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec1", "alg": "ES256",
+                "x": "7vhll0Kh4EhFBLFEwaj8wOKIjEY-ZGOfWscmU_RD5-w",
+                "y": "f9c96eNij46KtupQONGq7cN471sJ6q2JoA7ZdpHmDEQ"}]});
+            let path = std::env::temp_dir().join(format!("jwks-{}.json", std::process::id()));
+            std::fs::write(&path, jwks.to_string()).unwrap();
+            path
+        });
         let mut config = json!({"alg": "ES256", "jwk_local_path": path});
         for (k, v) in extra.as_object().unwrap() {
             config[k] = v.clone();
