@@ -175,14 +175,15 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, gatew
             let pass = match gateway.guard.check(&info, claim.twin) {
                 Verdict::Pass(pass) => pass,
                 Verdict::Answer(answer) => {
+                    let template = gateway.router.template_of_claim(&claim);
                     tracing::info!(
-                        "{} {} from {peer}: answered {} before the handoff",
+                        "{} {} from {peer}: answered {} before the handoff to {template}",
                         head.method,
                         head.path,
                         answer.status.as_u16()
                     );
                     gateway.metrics.record(
-                        gateway.router.template_of_claim(&claim),
+                        template,
                         &head.method,
                         answer.status.as_u16(),
                         Duration::ZERO,
@@ -289,8 +290,9 @@ async fn respond(
     // stream on after it).
     let took = started.elapsed();
     let status = response.status().as_u16();
-    tracing::info!("{peer} {method} {path} {status} {:.3}s", took.as_secs_f64());
     let template = gateway.router.template_of(&decision);
+    let secs = took.as_secs_f64();
+    tracing::info!("{peer} {method} {path} {status} {secs:.3}s {template}");
     gateway
         .metrics
         .record(template, method.as_str(), status, took);

@@ -44,6 +44,18 @@ async fn metrics_count_requests_and_streams_after_traffic() {
     // The access log has a line per request.
     gateway.process.wait_for_log("GET /api/1 200 ");
     gateway.process.wait_for_log("GET /nowhere 404 ");
+    // Each names the route the decision chose.
+    let log = gateway.process.log();
+    for (request, route) in [
+        ("GET /api/1 200 ", "s /api/{id}"),
+        ("GET /nowhere 404 ", "s unmatched"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(request) && l.ends_with(route)),
+            "{request}...{route} in {log}"
+        );
+    }
 }
 
 #[tokio::test]
