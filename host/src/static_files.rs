@@ -1,9 +1,11 @@
 //! The built-in `static-filesystem` server plugin (KrakenD Enterprise's name and keys):
 //! `GET` and `HEAD` under `prefix` (a route of the host's table, [`crate::route`]) serve the
-//! files under `path`, `index.html` for a directory. Paths that climb out of `path` (`..`, backslashes, NUL) are refused with 404,
-//! so nothing outside the folder is reachable.
+//! files under `path`, `index.html` for a directory. Only regular files inside the folder are served, everything else is 404:
+//! a request path that climbs (`..`, backslashes, NUL) or names a dotfile or dot-directory
+//! (`.env`, `.git/config`) is refused as it is read, and the file it names is resolved
+//! (symlinks followed) and served only if it is still inside the folder, by the same rules.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
@@ -15,14 +17,16 @@ use crate::pipeline::{self, Body};
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct StaticFiles {
+    /// The folder, resolved once: where every served file must really be.
     root: PathBuf,
 }
 
 impl StaticFiles {
-    pub fn new(config: &config::StaticFiles) -> Self {
-        Self {
-            root: config.path.clone(),
-        }
+    /// Fails when the folder cannot be resolved (it does not exist, say).
+    pub fn new(config: &config::StaticFiles) -> std::io::Result<Self> {
+        Ok(Self {
+            root: std::fs::canonicalize(&config.path)?,
+        })
     }
 
     /// The response to `GET` or `HEAD` (the methods the route takes) of `rest`, the path
@@ -30,6 +34,10 @@ impl StaticFiles {
     pub async fn serve(&self, method: &Method, rest: &str) -> Response<Body> {
         let not_found = || pipeline::text(StatusCode::NOT_FOUND, "404 page not found\n");
         let Some(file) = self.file_for(rest) else {
+            return not_found();
+        };
+        // Read where it really is, so a symlink swapped in meanwhile is not followed.
+        let Some(file) = self.resolve(&file).await else {
             return not_found();
         };
         let fits = tokio::fs::metadata(&file)
@@ -56,11 +64,12 @@ impl StaticFiles {
         response
     }
 
-    /// The file a request path names, if it stays inside the root.
+    /// The file a request path names, if it stays inside the root and names no dotfile.
     fn file_for(&self, rest: &str) -> Option<PathBuf> {
         let mut file = self.root.clone();
         for segment in rest.split('/').filter(|s| !s.is_empty()) {
-            if segment == "." || segment == ".." || segment.contains(['\\', '\0']) {
+            // A leading dot covers `.` and `..` too.
+            if segment.starts_with('.') || segment.contains(['\\', '\0']) {
                 return None;
             }
             file.push(segment);
@@ -69,6 +78,22 @@ impl StaticFiles {
             file.push("index.html");
         }
         Some(file)
+    }
+
+    /// Where `file` really is, symlinks followed, if that is inside the root too.
+    async fn resolve(&self, file: &Path) -> Option<PathBuf> {
+        let real = tokio::fs::canonicalize(file).await.ok()?;
+        self.holds(&real).then_some(real)
+    }
+
+    /// Whether a resolved path lies inside the root with no dot-name on the way.
+    fn holds(&self, real: &Path) -> bool {
+        real.strip_prefix(&self.root).is_ok_and(|inside| {
+            inside.components().all(|part| match part {
+                Component::Normal(name) => !name.as_encoded_bytes().starts_with(b"."),
+                _ => false,
+            })
+        })
     }
 }
 
@@ -91,11 +116,11 @@ fn content_type(file: &std::path::Path) -> HeaderValue {
 mod tests {
     use super::*;
 
+    /// Rooted at `/srv/www`, which need not exist for the pure checks.
     fn files() -> StaticFiles {
-        StaticFiles::new(&config::StaticFiles {
-            prefix: "/www/".into(),
-            path: "/srv/www".into(),
-        })
+        StaticFiles {
+            root: "/srv/www".into(),
+        }
     }
 
     #[test]
@@ -103,10 +128,37 @@ mod tests {
         let files = files();
         assert_eq!(files.file_for(""), Some("/srv/www/index.html".into()));
         assert_eq!(files.file_for("/"), Some("/srv/www/index.html".into()));
+        assert_eq!(files.file_for("/a/b.js"), Some("/srv/www/a/b.js".into()));
+        // As the route captures it, below the prefix.
         assert_eq!(files.file_for("a/b.js"), Some("/srv/www/a/b.js".into()));
         assert_eq!(files.file_for("a/"), Some("/srv/www/a/index.html".into()));
-        for escape in ["../etc/passwd", "a/../../x", "a\\..\\x", "./x", "/../x"] {
-            assert_eq!(files.file_for(escape), None, "{escape}");
+        assert_eq!(files.file_for("/a.b/c.d"), Some("/srv/www/a.b/c.d".into()));
+        for refused in [
+            "/../etc/passwd",
+            "/a/../../x",
+            "/a\\..\\x",
+            "/./x",
+            "/.env",
+            "/.git/config",
+            "/a/.hidden/x",
+            "/x\0",
+        ] {
+            assert_eq!(files.file_for(refused), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_resolved_path_must_lie_inside_the_root_with_no_dot_names() {
+        let files = files();
+        assert!(files.holds(Path::new("/srv/www/index.html")));
+        assert!(files.holds(Path::new("/srv/www/a/b.js")));
+        for outside in [
+            "/srv/www-other/x",
+            "/etc/passwd",
+            "/srv/www/.env",
+            "/srv/www/a/.git/config",
+        ] {
+            assert!(!files.holds(Path::new(outside)), "{outside}");
         }
     }
 }

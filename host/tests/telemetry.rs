@@ -20,12 +20,7 @@ async fn metrics_count_requests_and_streams_after_traffic() {
     // Event 3 is counted before event 4 is written (one task does both, in order).
     stream.read_until(b"id: 4\n").await;
 
-    let response = RawClient::exchange(
-        gateway.metrics,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let text = String::from_utf8_lossy(body_of(&response)).into_owned();
+    let text = gateway.metrics().await;
     for line in [
         r#"krakend_requests_total{endpoint="/api/{id}",method="GET",status="200"} 2"#,
         r#"krakend_requests_total{endpoint="unmatched",method="GET",status="404"} 1"#,
@@ -113,7 +108,7 @@ async fn stats_are_served_on_the_metrics_listener_only() {
         "{}",
         String::from_utf8_lossy(&public)
     );
-    let metrics = RawClient::exchange(gateway.metrics, request).await;
+    let metrics = RawClient::exchange(gateway.metrics_addr(), request).await;
     assert!(metrics.starts_with(b"HTTP/1.1 200 OK\r\n"));
     let stats: serde_json::Value = serde_json::from_slice(body_of(&metrics)).unwrap();
     assert_eq!(

@@ -27,7 +27,7 @@ pub use process::{
 };
 pub use raw::{body_of, get_json, RawClient};
 pub use scripted::{json_backend, page_server, unused_port, OriginConn, ScriptedOrigin};
-pub use temp::TempPath;
+pub use temp::{TempDir, TempPath};
 
 /// How long any single step of a test may wait before it fails instead of hanging.
 pub const STEP: std::time::Duration = std::time::Duration::from_secs(10);

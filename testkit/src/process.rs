@@ -77,6 +77,11 @@ impl Process {
         format!("http://{}", self.addr)
     }
 
+    /// The process id, for `/proc/<pid>` and `prlimit --pid`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the process printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -211,7 +216,7 @@ pub struct Gateway {
     pub process: Process,
     pub addr: SocketAddr,
     /// The `telemetry/metrics` listener (`/metrics`, `/__stats`).
-    pub metrics: SocketAddr,
+    metrics_addr: SocketAddr,
     config: TempPath,
     debug: bool,
 }
@@ -233,7 +238,23 @@ fn metrics_address(process: &Process) -> SocketAddr {
 impl Gateway {
     /// The plugins' counters from `/__stats`, on the metrics listener.
     pub async fn stats(&self) -> Value {
-        crate::get_json(self.metrics, "/__stats").await
+        crate::get_json(self.metrics_addr, "/__stats").await
+    }
+
+    /// Where the metrics listener (`telemetry/metrics`) listens; testkit gives every
+    /// gateway one.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// The Prometheus text at `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = crate::RawClient::exchange(
+            self.metrics_addr(),
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        String::from_utf8_lossy(crate::body_of(&response)).into_owned()
     }
 
     /// The streaming plugin's counters for its route `endpoint`.
@@ -333,7 +354,7 @@ impl GatewayBuilder {
         let process = start_host(&config, debug, None);
         Gateway {
             addr: process.addr,
-            metrics: metrics_address(&process),
+            metrics_addr: metrics_address(&process),
             process,
             config,
             debug,
@@ -425,6 +446,6 @@ impl Gateway {
         let _ = self.process.child.wait();
         self.process = start_host(&self.config, self.debug, Some(self.addr.port()));
         assert_eq!(self.process.addr, self.addr);
-        self.metrics = metrics_address(&self.process);
+        self.metrics_addr = metrics_address(&self.process);
     }
 }

@@ -9,8 +9,11 @@
 //! arrive, unbuffered, and the `timeout` bounds only the wait for the response head, so
 //! streams live on. Client headers and query parameters reach backends only when listed in
 //! `input_headers` / `input_query_strings` (`["*"]` for all), as in KrakenD, and only
-//! clean ([`upstream`]). Errors answer in general terms ([`Refusal`]); the log says why.
+//! clean ([`upstream`]). Request bodies are bounded the same way for both ([`body`]: 413
+//! over `max_body_bytes`, 408 past `read_timeout`). Every answer the pipeline gives itself
+//! is a [`Refusal`], in general terms; the log says why.
 
+mod body;
 mod refusal;
 mod shape;
 mod upstream;
@@ -27,6 +30,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::config::{Config, Endpoint, OutputEncoding};
+use body::{BodyError, RequestBody};
 use refusal::Refusal;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -50,7 +54,7 @@ pub struct Pipeline {
     /// Each endpoint with a round-robin counter per backend.
     endpoints: Vec<(Endpoint, Vec<AtomicUsize>)>,
     client: Client<HttpConnector, Full<Bytes>>,
-    stream_client: Client<HttpConnector, Incoming>,
+    stream_client: Client<HttpConnector, RequestBody>,
     max_backend_response_bytes: usize,
 }
 
@@ -133,14 +137,24 @@ impl Pipeline {
         peer: SocketAddr,
     ) -> Response<Body> {
         let backend = &endpoint.backends[0];
+        let (body, refused) = match RequestBody::new(body, endpoint.max_body_bytes) {
+            Ok(bounded) => bounded,
+            Err(refusal) => return refusal.response(),
+        };
         let request = match backend_request(endpoint, backend, url, &parts, peer).body(body) {
             Ok(r) => r,
             Err(e) => return failed(endpoint, url, Refusal::Internal, &e.to_string()),
         };
-        match tokio::time::timeout(endpoint.timeout, self.stream_client.request(request)).await {
-            Ok(Ok(response)) => pass_through(response),
-            Ok(Err(e)) => failed(endpoint, url, Refusal::Unavailable, &e.to_string()),
-            Err(_) => failed(endpoint, url, Refusal::TimedOut, &timeout_reason(endpoint)),
+        let answer = tokio::time::timeout(endpoint.timeout, self.stream_client.request(request));
+        match (answer.await, refused.get()) {
+            (Ok(Ok(response)), _) => pass_through(response),
+            // The client's body failed the call: the client is answered why.
+            (_, Some(refusal)) => refusal.response(),
+            (Ok(Err(e)), None) => failed(endpoint, url, Refusal::Unavailable, &e.to_string()),
+            (Err(_), None) => {
+                let reason = timeout_reason(endpoint);
+                failed(endpoint, url, Refusal::UpstreamTimedOut, &reason)
+            }
         }
     }
 
@@ -154,14 +168,15 @@ impl Pipeline {
         peer: SocketAddr,
     ) -> Response<Body> {
         // Each backend gets the same body, so it is read once.
-        let body = match Limited::new(body, self.max_backend_response_bytes)
-            .collect()
-            .await
-        {
+        let body = match RequestBody::new(body, endpoint.max_body_bytes) {
+            Ok((body, _)) => body.collect().await,
+            Err(refusal) => return refusal.response(),
+        };
+        let body = match body {
             Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                let reason = format!("reading the request body: {e}");
-                return failed(endpoint, &urls[0], Refusal::Body, &reason);
+            Err(BodyError::Refused(refusal)) => return refusal.response(),
+            Err(e @ BodyError::Client(_)) => {
+                return failed(endpoint, &urls[0], Refusal::Body, &e.to_string())
             }
         };
         let calls = endpoint.backends.iter().zip(urls).map(|(backend, url)| {
@@ -216,7 +231,7 @@ impl Pipeline {
         }
         if answered == 0 {
             let refusal = match timed_out {
-                true => Refusal::TimedOut,
+                true => Refusal::UpstreamTimedOut,
                 false => Refusal::Failed,
             };
             return refusal.response();
