@@ -236,6 +236,30 @@ async fn a_public_endpoint_listed_first_does_not_unprotect_a_more_specific_one()
     );
 }
 
+/// The host tells the plugin when the token stops being valid (`exp` + `leeway`), and the
+/// stream ends then, at an event boundary, instead of streaming on under a dead token.
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let (gateway, _origin, _jwks) = protected(
+        json!({"auth/validator": {"alg": "HS256", "jwk_local_path": "JWKS", "leeway": "0s"}}),
+        json!({}),
+    );
+    let expiring = format!("Authorization: Bearer {}", token(&[], 2, SECRET));
+    let client = RawClient::get(gateway.addr, "/sse/a", &[&expiring]).await;
+    // The origin sends an event every 50 ms: the stream would go on without the expiry.
+    let response = client.read_to_end().await;
+    let body = String::from_utf8_lossy(body_of(&response)).into_owned();
+    assert!(body.contains("id: 3\n"), "it streamed first: {body}");
+    assert!(body.ends_with("\n\n"), "cut inside an event: {body:?}");
+    assert_eq!(
+        gateway.route_stats("/sse/{id}").await["drops"]["token_expired"],
+        1
+    );
+    gateway
+        .process
+        .wait_for_log("GET /sse/a 200 stream ended (the token expired)");
+}
+
 #[tokio::test]
 async fn cors_preflights_are_answered_and_streams_carry_the_headers() {
     let (gateway, _origin, _jwks) = protected(
