@@ -8,7 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-60}"
-targets="${FUZZ_TARGETS:-request_framing gate chunked response_head sse load_scan path_template clean config_text config_json}"
+targets="${FUZZ_TARGETS:-request_framing gate chunked response_head sse load_scan path_template clean config_text config_json plugin_config}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked

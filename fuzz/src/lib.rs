@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod framing;
+pub mod json;
 pub mod sse_events;
 
 /// Splits a fuzz input into cut positions and the payload they cut: the first byte says
