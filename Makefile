@@ -28,11 +28,13 @@ test: test-deps build
 	ulimit -n "$$(ulimit -Hn)" && $(CARGO) test --release --workspace
 
 # Installs what the end-to-end tests talk to, when missing: curl, Chromium, Node with
-# playwright-core, and the tansu Kafka broker (cached in ~/.cache; about 18 minutes once).
+# playwright-core and @microsoft/fetch-event-source, the OpenAI Python SDK in a venv, and the
+# tansu Kafka broker (cached in ~/.cache; tansu takes about 18 minutes once).
 test-deps:
 	scripts/test-deps.sh
 
-# The benchmark against a direct connection and nginx (not part of `make test`).
+# The benchmark against the origin directly, the floor proxy, the gateway, nginx and haproxy
+# (not part of `make test`).
 bench: build
 	python3 bench/run.py
 

@@ -23,7 +23,9 @@ repeated or going back), or if not every stream connected. Knobs: SOAK_STREAMS (
 SOAK_MINUTES (6, at least 2: a round takes about 40 s), SOAK_STALLED (300).
 `make soak` runs it; it needs `make build`.
 """
-import json, os, resource, signal, socket, subprocess, sys, tempfile, threading, time
+import json, os, resource, signal, socket, subprocess, sys, tempfile, time
+
+from run import free_port, rss_kib, start, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
@@ -34,28 +36,6 @@ MAX_RSS_GROWTH = 0.05
 # The origin's retry: (also the gateway's first wait before resuming an upstream, and the
 # load tool's before a reconnection).
 RETRY_MS = 500
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise SystemExit(f"nothing listens on {port}")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
 
 def descriptors(pid):
@@ -109,13 +89,8 @@ def start_gateway(origin_port, tmp):
     path = os.path.join(tmp, "krakend.json")
     with open(path, "w") as f:
         json.dump(config, f)
-    proc = subprocess.Popen([f"{RELEASE}/host", "run", "-c", path],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "Listening on " in line:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, int(line.split("Listening on ")[1].strip().rsplit(":", 1)[1])
-    raise SystemExit("the gateway did not start")
+    proc, addr = start([f"{RELEASE}/host", "run", "-c", path], "Listening on ")
+    return proc, int(addr.rsplit(":", 1)[1])
 
 
 def stalled_crowd(port, count):
@@ -131,7 +106,7 @@ def stalled_crowd(port, count):
 
 
 def sample(pid, label):
-    rss, fds = rss_kib(pid), descriptors(pid)
+    rss, fds = rss_kib([pid]), descriptors(pid)
     print(f"  {time.strftime('%H:%M:%S')} {label}: gateway RSS {rss / 1024:.1f} MiB, {fds} descriptors",
           file=sys.stderr, flush=True)
     return rss, fds

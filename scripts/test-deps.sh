@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # What the end-to-end tests need besides Rust, installed when missing (`make test` runs this):
-# curl, headless Chromium driven by Node's playwright-core, and a Kafka-protocol broker.
+# curl, ss (a listener's backlog), headless Chromium driven by Node's playwright-core, the LLM
+# clients (the OpenAI Python SDK, @microsoft/fetch-event-source), and a Kafka-protocol broker.
+# Each step is skipped when its result is already there, so a cached run costs a few checks.
 set -euo pipefail
 
 missing=()
-for tool in curl chromium node npm; do
+for tool in curl ss chromium node npm python3; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
-  packages=("${missing[@]/node/nodejs}")
+  packages=("${missing[@]/#node/nodejs}")
+  packages=("${packages[@]/#ss/iproute2}")
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
 fi
@@ -17,6 +21,24 @@ fi
 if [ ! -d "$HOME/.cache/playwright-core/node_modules/playwright-core" ]; then
   mkdir -p "$HOME/.cache/playwright-core"
   npm install --prefix "$HOME/.cache/playwright-core" --no-audit --no-fund playwright-core@1
+fi
+
+# @microsoft/fetch-event-source, the browser SSE client for POST streams, next to
+# playwright-core: the page tests serve its ES module files to Chromium from there.
+if [ ! -d "$HOME/.cache/playwright-core/node_modules/@microsoft/fetch-event-source" ]; then
+  npm install --prefix "$HOME/.cache/playwright-core" --no-audit --no-fund \
+    @microsoft/fetch-event-source@2
+fi
+
+# The official OpenAI Python SDK, major version 3, in a venv of its own (testkit runs its
+# python). The check reads the installed version without importing the package (seconds).
+openai_venv="$HOME/.cache/openai-python"
+if ! "$openai_venv/bin/python" -c \
+    'import importlib.metadata as m, sys; sys.exit(m.version("openai").split(".")[0] != "3")' \
+    2>/dev/null; then
+  rm -rf "$openai_venv"
+  python3 -m venv "$openai_venv"
+  "$openai_venv/bin/pip" install --quiet --disable-pip-version-check 'openai>=3,<4'
 fi
 
 # The Kafka-protocol broker: tansu, built once (about 18 minutes) and cached outside the repo.

@@ -148,6 +148,7 @@ fuzz_target!(|data: &[u8]| {
         max_head_bytes: MAX_HEAD_BYTES,
         read_header_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(60),
+        read_timeout: None,
         send_buffer: None,
     };
     let (given, read_error, stop, mut stream, buffered) = runtime.block_on(async {

@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use reference::sse_events::{parse, Stream};
 use reference::{cuts_and_payload, pieces};
-use sse::{Parser, Piece, Scanner};
+use sse::{Parser, Piece, Scanner, MAX_ID_BYTES};
 
 fn parsed(pieces: &[&[u8]]) -> Stream {
     let mut parser = Parser::new();
@@ -70,7 +70,17 @@ fuzz_target!(|data: &[u8]| {
     let (cuts, input) = cuts_and_payload(data);
     let split = pieces(input, &cuts);
     let expected = parse(input);
-    assert_eq!(parsed(&[input]), expected, "whole");
+    let whole = parsed(&[input]);
+    assert_eq!(whole, expected, "whole");
+    // What a stream makes the gateway hold and send back upstream as `Last-Event-ID`.
+    for id in whole
+        .events
+        .iter()
+        .map(|e| &e.id)
+        .chain([&whole.last_event_id])
+    {
+        assert!(id.len() <= MAX_ID_BYTES, "an id of {} bytes", id.len());
+    }
     assert_eq!(parsed(&split), expected, "in pieces at {cuts:?}");
     let bytewise: Vec<&[u8]> = input.chunks(1).collect();
     assert_eq!(parsed(&bytewise), expected, "byte by byte");

@@ -59,7 +59,8 @@ fn interpret(line: &[u8], buffers: &mut Buffers, stream: &mut Stream) {
             buffers.data.extend_from_slice(value);
             buffers.data.push(b'\n');
         }
-        b"id" if !value.contains(&0) => {
+        // The gateway's bound on what a stream makes it hold and send back upstream.
+        b"id" if !value.contains(&0) && value.len() <= sse::MAX_ID_BYTES => {
             buffers.id = String::from_utf8_lossy(value).into_owned();
         }
         b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {

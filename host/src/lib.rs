@@ -11,6 +11,7 @@
 pub mod config;
 pub mod connections;
 pub mod gate;
+pub mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugins;

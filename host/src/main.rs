@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use host::config::{self, Config};
+use host::connections::Connections;
 use host::gate::Limits;
+use host::listener;
 use host::pipeline::Pipeline;
 use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
 use host::protect::Guard;
@@ -213,38 +216,63 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
     tracing::info!("Starting host version {}", env!("CARGO_PKG_VERSION"));
     let plugins = Arc::new(inject_plugins(&config).0);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let static_files = config
+        .static_files
+        .as_ref()
+        .map(|files| {
+            StaticFiles::new(files).with_context(|| {
+                format!(
+                    "extra_config.plugin/http-server.{}.path: {}",
+                    config::STATIC_FILESYSTEM,
+                    files.path.display()
+                )
+            })
+        })
+        .transpose()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((config.listen_ip.as_str(), config.port))
+        let backlog = config
+            .backlog
+            .map_or_else(listener::system_backlog, NonZeroU32::get);
+        let listener = listener::listen((config.listen_ip.as_str(), config.port), backlog)
             .await
             .with_context(|| format!("listening on {}:{}", config.listen_ip, config.port))?;
+        let max_connections = config
+            .max_connections
+            .map_or_else(Connections::default_limit, NonZeroUsize::get);
+        tracing::info!(
+            "[SERVICE: HTTP Server] max_connections {max_connections}, accept backlog {backlog}"
+        );
+        let connections = Arc::new(Connections::new(max_connections));
         tracing::info!(
             "[SERVICE: HTTP Server] Listening on {}",
             listener.local_addr()?
         );
         let gateway = Arc::new(Gateway {
             plugins,
-            connections: Arc::default(),
+            connections: connections.clone(),
             guard: Guard::new(&config),
             metrics: Arc::default(),
             debug,
             pipeline: Pipeline::new(&config),
-            static_files: config.static_files.as_ref().map(StaticFiles::new),
+            static_files,
             limits: Limits {
                 max_head_bytes: config.max_header_bytes,
                 read_header_timeout: config.read_header_timeout,
                 idle_timeout: config.idle_timeout,
+                read_timeout: config.read_timeout,
                 send_buffer: config.client_send_buffer,
             },
         });
         host::protect::jwks::load(&gateway.guard).await;
         if let Some(address) = &config.metrics_address {
-            let metrics = tokio::net::TcpListener::bind(address.as_str())
+            let metrics = listener::listen(address.as_str(), backlog)
                 .await
                 .with_context(|| format!("listening for metrics on {address}"))?;
             tracing::info!("[SERVICE: Metrics] Listening on {}", metrics.local_addr()?);
             tokio::spawn(server::serve_metrics(metrics, gateway.clone()));
         }
-        server::run(listener, gateway.clone(), shutdown_signal()).await;
+        let acceptor = listener::Acceptor::new(listener, connections, "HTTP Server");
+        server::run(acceptor, gateway.clone(), shutdown_signal()).await;
         drain(&gateway.plugins, config.shutdown_timeout).await;
         Ok(())
     })

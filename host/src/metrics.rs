@@ -1,7 +1,7 @@
 //! Prometheus metrics, served when the root `extra_config."telemetry/metrics"` is present
 //! (`listen_address`, default `:8090`) at `GET /metrics` on their own listener: request
-//! counts and latency histograms per endpoint, method and status, and every plugin's
-//! numeric stream counters from its `stats()`.
+//! counts and latency histograms per endpoint, method and status, the client connections
+//! open and refused, and every plugin's numeric stream counters from its `stats()`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::connections::Connections;
 
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 11] = [
@@ -45,9 +47,11 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition, with `plugins` (from `ServerPlugins::stats`).
-    pub fn render(&self, plugins: &Value) -> String {
+    /// The Prometheus text exposition, with the client `connections` and `plugins` (from
+    /// `ServerPlugins::stats`).
+    pub fn render(&self, plugins: &Value, connections: &Connections) -> String {
         let mut out = String::new();
+        render_connections(&mut out, connections);
         out.push_str("# TYPE krakend_requests_total counter\n");
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         for ((endpoint, method, status), s) in series.iter() {
@@ -91,6 +95,24 @@ impl Metrics {
         render_plugins(&mut out, plugins);
         out
     }
+}
+
+fn render_connections(out: &mut String, connections: &Connections) {
+    let _ = writeln!(
+        out,
+        "# TYPE krakend_connections_open gauge\nkrakend_connections_open {}",
+        connections.count()
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE krakend_connections_max gauge\nkrakend_connections_max {}",
+        connections.limit()
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE krakend_connections_refused_total counter\nkrakend_connections_refused_total {}",
+        connections.refused()
+    );
 }
 
 /// Each plugin's numbers as `krakend_plugin_<name>{plugin=...}`; the numbers of its
@@ -152,11 +174,18 @@ mod tests {
     #[test]
     fn renders_requests_and_plugin_counters() {
         let metrics = Metrics::default();
+        let connections = std::sync::Arc::new(Connections::new(1));
+        let _open = connections.try_open();
+        let refused = connections.try_open();
+        assert!(refused.is_none());
         metrics.record("/api/{id}", "GET", 200, Duration::from_millis(20));
         metrics.record("/api/{id}", "GET", 200, Duration::from_millis(700));
-        let text = metrics.render(&json!({"plugins": {"streaming": {"active": 3, "routes": [
-            {"endpoint": "/sse/{id}", "events": 42, "drops": {"client_stalled": 1}, "hosts": []}
-        ]}}}));
+        let text = metrics.render(
+            &json!({"plugins": {"streaming": {"active": 3, "routes": [
+                {"endpoint": "/sse/{id}", "events": 42, "drops": {"client_stalled": 1}, "hosts": []}
+            ]}}}),
+            &connections,
+        );
         let labels = r#"endpoint="/api/{id}",method="GET",status="200""#;
         for line in [
             format!("krakend_requests_total{{{labels}}} 2"),
@@ -166,6 +195,9 @@ mod tests {
             r#"krakend_plugin_active{plugin="streaming"} 3"#.to_owned(),
             r#"krakend_plugin_events{plugin="streaming",route="/sse/{id}"} 42"#.to_owned(),
             r#"krakend_plugin_drops{plugin="streaming",route="/sse/{id}",reason="client_stalled"} 1"#.to_owned(),
+            "krakend_connections_open 1".to_owned(),
+            "krakend_connections_max 1".to_owned(),
+            "krakend_connections_refused_total 1".to_owned(),
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\nnot in\n{text}");
         }

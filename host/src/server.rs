@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::connections::{Connections, Slot};
 use crate::gate::{Gate, Limits, Rejection, Stop};
+use crate::listener::Acceptor;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline};
 use crate::plugins::ServerPlugins;
@@ -43,20 +44,31 @@ pub const DEBUG_PREFIX: &str = "/__debug/";
 /// Answers 200 while the gateway serves, for load balancers and orchestrators.
 pub const HEALTH_PATH: &str = "/__health";
 
-/// Serves `GET /metrics` (Prometheus text) from `listener` until the process ends.
+/// Connections the metrics listener serves at once: a few scrapers, and never the
+/// descriptors client connections need.
+pub const MAX_METRICS_CONNECTIONS: usize = 16;
+/// How long a metrics connection may stay open: a scrape takes milliseconds, and a
+/// silent connection must not hold one of the few places.
+const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `GET /metrics` (Prometheus text) from `listener` until the process ends, to at
+/// most [`MAX_METRICS_CONNECTIONS`] at once, so that it answers when clients have taken
+/// every connection they may.
 pub async fn serve_metrics(listener: TcpListener, gateway: Arc<Gateway>) {
+    let places = Arc::new(Connections::new(MAX_METRICS_CONNECTIONS));
+    let mut acceptor = Acceptor::new(listener, places, "Metrics");
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
+        let (stream, _, slot) = acceptor.accept().await;
         let gateway = gateway.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
                 async move {
                     let response = if request.uri().path() == "/metrics" {
-                        let text = gateway.metrics.render(&gateway.plugins.stats());
+                        let text = gateway
+                            .metrics
+                            .render(&gateway.plugins.stats(), &gateway.connections);
                         let mut response = http::Response::new(pipeline::full_text(text));
                         response.headers_mut().insert(
                             http::header::CONTENT_TYPE,
@@ -69,9 +81,8 @@ pub async fn serve_metrics(listener: TcpListener, gateway: Arc<Gateway>) {
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(METRICS_CONNECTION_TIMEOUT, connection).await;
         });
     }
 }
@@ -82,22 +93,18 @@ pub async fn serve_metrics(listener: TcpListener, gateway: Arc<Gateway>) {
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 64 * 1024;
 
-/// Serves connections from `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+/// Serves the connections `acceptor` admits until `shutdown` completes.
+pub async fn run(
+    mut acceptor: Acceptor,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let slot = gateway.connections.open();
-                    tokio::spawn(serve_connection(stream, peer, slot, gateway.clone()));
-                }
-                // Out of descriptors or a connection reset before accept: keep serving.
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
+            (stream, peer, slot) = acceptor.accept() => {
+                tokio::spawn(serve_connection(stream, peer, slot, gateway.clone()));
+            }
             () = &mut shutdown => return,
         }
     }

@@ -1,9 +1,11 @@
 //! The built-in `static-filesystem` server plugin (KrakenD Enterprise's name and keys):
 //! `GET` and `HEAD` under `prefix` serve the files under `path`, `index.html` for a
-//! directory. Paths that climb out of `path` (`..`, backslashes, NUL) are refused with 404,
-//! so nothing outside the folder is reachable.
+//! directory. Only regular files inside the folder are served, everything else is 404:
+//! a request path that climbs (`..`, backslashes, NUL) or names a dotfile or dot-directory
+//! (`.env`, `.git/config`) is refused as it is read, and the file it names is resolved
+//! (symlinks followed) and served only if it is still inside the folder, by the same rules.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
@@ -16,15 +18,17 @@ const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct StaticFiles {
     prefix: String,
+    /// The folder, resolved once: where every served file must really be.
     root: PathBuf,
 }
 
 impl StaticFiles {
-    pub fn new(config: &config::StaticFiles) -> Self {
-        Self {
+    /// Fails when the folder cannot be resolved (it does not exist, say).
+    pub fn new(config: &config::StaticFiles) -> std::io::Result<Self> {
+        Ok(Self {
             prefix: config.prefix.clone(),
-            root: config.path.clone(),
-        }
+            root: std::fs::canonicalize(&config.path)?,
+        })
     }
 
     /// The response for `path`, or `None` when it is not under the prefix.
@@ -41,6 +45,10 @@ impl StaticFiles {
         }
         let not_found = || pipeline::text(StatusCode::NOT_FOUND, "404 page not found\n");
         let Some(file) = self.file_for(rest) else {
+            return Some(not_found());
+        };
+        // Read where it really is, so a symlink swapped in meanwhile is not followed.
+        let Some(file) = self.resolve(&file).await else {
             return Some(not_found());
         };
         let fits = tokio::fs::metadata(&file)
@@ -67,11 +75,12 @@ impl StaticFiles {
         Some(response)
     }
 
-    /// The file a request path names, if it stays inside the root.
+    /// The file a request path names, if it stays inside the root and names no dotfile.
     fn file_for(&self, rest: &str) -> Option<PathBuf> {
         let mut file = self.root.clone();
         for segment in rest.split('/').filter(|s| !s.is_empty()) {
-            if segment == "." || segment == ".." || segment.contains(['\\', '\0']) {
+            // A leading dot covers `.` and `..` too.
+            if segment.starts_with('.') || segment.contains(['\\', '\0']) {
                 return None;
             }
             file.push(segment);
@@ -80,6 +89,22 @@ impl StaticFiles {
             file.push("index.html");
         }
         Some(file)
+    }
+
+    /// Where `file` really is, symlinks followed, if that is inside the root too.
+    async fn resolve(&self, file: &Path) -> Option<PathBuf> {
+        let real = tokio::fs::canonicalize(file).await.ok()?;
+        self.holds(&real).then_some(real)
+    }
+
+    /// Whether a resolved path lies inside the root with no dot-name on the way.
+    fn holds(&self, real: &Path) -> bool {
+        real.strip_prefix(&self.root).is_ok_and(|inside| {
+            inside.components().all(|part| match part {
+                Component::Normal(name) => !name.as_encoded_bytes().starts_with(b"."),
+                _ => false,
+            })
+        })
     }
 }
 
@@ -102,11 +127,12 @@ fn content_type(file: &std::path::Path) -> HeaderValue {
 mod tests {
     use super::*;
 
+    /// Rooted at `/srv/www`, which need not exist for the pure checks.
     fn files() -> StaticFiles {
-        StaticFiles::new(&config::StaticFiles {
+        StaticFiles {
             prefix: "/www/".into(),
-            path: "/srv/www".into(),
-        })
+            root: "/srv/www".into(),
+        }
     }
 
     #[test]
@@ -115,8 +141,33 @@ mod tests {
         assert_eq!(files.file_for(""), Some("/srv/www/index.html".into()));
         assert_eq!(files.file_for("/"), Some("/srv/www/index.html".into()));
         assert_eq!(files.file_for("/a/b.js"), Some("/srv/www/a/b.js".into()));
-        for escape in ["/../etc/passwd", "/a/../../x", "/a\\..\\x", "/./x"] {
-            assert_eq!(files.file_for(escape), None, "{escape}");
+        assert_eq!(files.file_for("/a.b/c.d"), Some("/srv/www/a.b/c.d".into()));
+        for refused in [
+            "/../etc/passwd",
+            "/a/../../x",
+            "/a\\..\\x",
+            "/./x",
+            "/.env",
+            "/.git/config",
+            "/a/.hidden/x",
+            "/x\0",
+        ] {
+            assert_eq!(files.file_for(refused), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_resolved_path_must_lie_inside_the_root_with_no_dot_names() {
+        let files = files();
+        assert!(files.holds(Path::new("/srv/www/index.html")));
+        assert!(files.holds(Path::new("/srv/www/a/b.js")));
+        for outside in [
+            "/srv/www-other/x",
+            "/etc/passwd",
+            "/srv/www/.env",
+            "/srv/www/a/.git/config",
+        ] {
+            assert!(!files.holds(Path::new(outside)), "{outside}");
         }
     }
 }

@@ -1,7 +1,5 @@
 //! Metrics scraped after real traffic, and the access log.
 
-use std::net::SocketAddr;
-
 use serde_json::json;
 use testkit::{body_of, gateway, json_backend, origin, RawClient};
 
@@ -22,21 +20,7 @@ async fn metrics_count_requests_and_streams_after_traffic() {
     // Event 3 is counted before event 4 is written (one task does both, in order).
     stream.read_until(b"id: 4\n").await;
 
-    let marker = "[SERVICE: Metrics] Listening on ";
-    gateway.process.wait_for_log(marker);
-    let log = gateway.process.log();
-    let address: SocketAddr = log
-        .split(marker)
-        .nth(1)
-        .and_then(|rest| rest.lines().next())
-        .and_then(|a| a.trim().parse().ok())
-        .expect("the metrics address in the log");
-    let response = RawClient::exchange(
-        address,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let text = String::from_utf8_lossy(body_of(&response)).into_owned();
+    let text = gateway.metrics().await;
     for line in [
         r#"krakend_requests_total{endpoint="/api/{id}",method="GET",status="200"} 2"#,
         r#"krakend_requests_total{endpoint="unmatched",method="GET",status="404"} 1"#,

@@ -32,6 +32,11 @@ pub use fanout::{Fanout, Kafka, StartFrom};
 /// upstream's response head, small enough to keep idle streams cheap.
 pub const DEFAULT_READ_BUFFER_BYTES: usize = 8 * 1024;
 const MIN_READ_BUFFER_BYTES: usize = 1024;
+/// The most a fan-out source holds of one event before it is complete, and so the largest
+/// event its ring keeps: fan-out carries messages (prices, scores, notifications), and
+/// 64 KiB holds any a page renders at once while 10,000 sources each caught in the middle
+/// of an endless event hold 640 MiB at most.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Free read buffers kept for reuse (1 MiB at the default buffer size).
 pub const DEFAULT_MAX_POOLED_BUFFERS: usize = 128;
 /// Concurrent streams for the whole block: each holds two descriptors, and 20,000 is a
@@ -48,6 +53,8 @@ pub struct Block {
     pub routes: Vec<Route>,
     pub max_streams: usize,
     pub read_buffer_bytes: usize,
+    /// The largest event a fan-out source holds; a larger one is dropped, with a comment.
+    pub max_event_bytes: usize,
     pub max_pooled_buffers: usize,
     /// Consecutive failures after which a backend host is skipped for `eject_for`.
     pub eject_after: u32,
@@ -155,6 +162,7 @@ enum OneOrMany {
 struct RawBlock {
     routes: Option<Vec<Value>>,
     read_buffer_bytes: Option<usize>,
+    max_event_bytes: Option<usize>,
     max_pooled_buffers: Option<usize>,
     eject_after: Option<u32>,
     eject_for: Option<String>,
@@ -162,9 +170,10 @@ struct RawBlock {
     shutdown_event: Option<String>,
 }
 
-const BLOCK_KEYS: [&str; 7] = [
+const BLOCK_KEYS: [&str; 8] = [
     "routes",
     "read_buffer_bytes",
+    "max_event_bytes",
     "max_pooled_buffers",
     "eject_after",
     "eject_for",
@@ -182,6 +191,10 @@ pub fn parse(json: &str) -> Result<Block, String> {
     let read_buffer_bytes = raw.read_buffer_bytes.unwrap_or(DEFAULT_READ_BUFFER_BYTES);
     if read_buffer_bytes < MIN_READ_BUFFER_BYTES {
         return Err(format!("read_buffer_bytes: {read_buffer_bytes} is below the minimum of {MIN_READ_BUFFER_BYTES}"));
+    }
+    let max_event_bytes = raw.max_event_bytes.unwrap_or(DEFAULT_MAX_EVENT_BYTES);
+    if max_event_bytes == 0 {
+        return Err("max_event_bytes: must be at least 1".into());
     }
     let eject_for = duration("eject_for", raw.eject_for, "10s")?;
     let retry_after = duration("retry_after", raw.retry_after, "5s")?;
@@ -233,6 +246,7 @@ pub fn parse(json: &str) -> Result<Block, String> {
         routes,
         max_streams,
         read_buffer_bytes,
+        max_event_bytes,
         max_pooled_buffers: raw.max_pooled_buffers.unwrap_or(DEFAULT_MAX_POOLED_BUFFERS),
         eject_after: raw.eject_after.unwrap_or(3).max(1),
         eject_for,

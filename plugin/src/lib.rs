@@ -156,9 +156,11 @@ impl ServerPlugin for StreamingPlugin {
             route,
             head,
             response_headers,
+            token_expires_at,
             slot,
             ..
         } = claimed;
+        let token_expires_at = token_expires_at.map(tokio::time::Instant::from_std);
         if route >= self.shared.routes.len() {
             return Err(format!("no route {route}"));
         }
@@ -171,11 +173,13 @@ impl ServerPlugin for StreamingPlugin {
             let _slot = slot;
             match tokio::net::TcpStream::from_std(stream) {
                 Ok(client) if shared.routes[route].config.fanout.is_some() => {
-                    fanout::serve(client, head, &response_headers, &shared, route).await
+                    let (headers, expires) = (&response_headers, token_expires_at);
+                    fanout::serve(client, head, headers, expires, &shared, route).await
                 }
                 Ok(client) => {
                     let route = &shared.routes[route];
-                    relay::serve(client, head, &response_headers, &shared, route).await
+                    let (headers, expires) = (&response_headers, token_expires_at);
+                    relay::serve(client, head, headers, expires, &shared, route).await
                 }
                 Err(e) => shared
                     .logger
@@ -221,6 +225,9 @@ impl ServerPlugin for StreamingPlugin {
     }
 }
 #[cfg(test)]
+mod handoff_tests;
+
+#[cfg(test)]
 mod tests {
     /// Every open stream is one task holding this future for hours: its size is most of
     /// what an idle stream costs (see the benchmark's S3), so growth should be a decision.
@@ -244,7 +251,7 @@ mod tests {
             peer: "127.0.0.1:1".into(),
         };
         let shared = &plugin.shared;
-        let task = super::relay::serve(client, head, &[], shared, &shared.routes[0]);
+        let task = super::relay::serve(client, head, &[], None, shared, &shared.routes[0]);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2304, "a stream's future is {size} bytes");
     }

@@ -8,8 +8,8 @@
 //! the client is always between events when the upstream fails, a keepalive comment is
 //! due or the gateway drains: a stream can resume on another connection with nothing lost
 //! or doubled. Idle streams hold no buffer; nothing is allocated per event; one timer per
-//! stream serves both the keepalive and the upstream idle timeout, re-armed only when it
-//! fires.
+//! stream serves the keepalive, the upstream idle timeout and the end of the client's
+//! token, re-armed only when it fires.
 
 use std::io::IoSlice;
 use std::ops::Range;
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use wire::framing::Framing;
 
 use crate::pool::{Buffer, BufferPool};
-use crate::stats::RouteStats;
+use crate::stats::{Drop, RouteStats};
 use crate::upstream::{self, within, Upstream};
 use crate::RouteState;
 
@@ -44,7 +44,49 @@ pub enum Ended {
     ClientGone,
     /// The client took nothing for `client_write_timeout`.
     ClientStalled,
+    CutOff(CutOff),
+}
+
+/// Why the gateway ends a stream that could go on. It ends at an event boundary, after
+/// the block's `shutdown_event` if one is set, so the browser reconnects at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutOff {
+    /// The gateway drains.
     Shutdown,
+    /// The JWT that authorised the stream expired (`exp` plus the leeway): the browser
+    /// comes back with a fresh one, or gets 401.
+    TokenExpired,
+}
+
+impl CutOff {
+    pub fn drop_reason(self) -> Drop {
+        match self {
+            CutOff::Shutdown => Drop::Shutdown,
+            CutOff::TokenExpired => Drop::TokenExpired,
+        }
+    }
+
+    /// For the stream's access-log line.
+    pub fn why(self) -> &'static str {
+        match self {
+            CutOff::Shutdown => "the gateway drained",
+            CutOff::TokenExpired => "the token expired",
+        }
+    }
+}
+
+/// Completes at the stream's next cut-off: the drain, or `expires_at`.
+pub async fn next_cut_off(shutdown: &CancellationToken, expires_at: Option<Instant>) -> CutOff {
+    let expiry = async {
+        match expires_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = shutdown.cancelled() => CutOff::Shutdown,
+        () = expiry => CutOff::TokenExpired,
+    }
 }
 
 /// What a client's stream carries from one upstream connection to the next.
@@ -57,6 +99,8 @@ pub struct ClientStream {
     /// Events and bytes written to the client, for its access-log line.
     pub events: u64,
     pub bytes: u64,
+    /// When the client's token expires, if a JWT authorised the stream.
+    pub expires_at: Option<Instant>,
     /// The start of an event, moved to the buffer's front, waiting for its end.
     carry: Option<(Buffer, usize)>,
     /// Payload ranges of the current read, and of the part kept back; reused.
@@ -66,16 +110,28 @@ pub struct ClientStream {
 }
 
 impl ClientStream {
-    pub fn new(scanner: Option<Scanner>) -> Self {
+    pub fn new(scanner: Option<Scanner>, expires_at: Option<Instant>) -> Self {
         Self {
             scanner,
             mid_event: false,
             events: 0,
             bytes: 0,
+            expires_at,
             carry: None,
             ranges: Vec::new(),
             tail: Vec::new(),
             last_write: Instant::now(),
+        }
+    }
+
+    /// The cut-off due now, if any: for loops that write without waiting in between.
+    pub fn cut_off_due(&self, shutdown: &CancellationToken) -> Option<CutOff> {
+        if shutdown.is_cancelled() {
+            Some(CutOff::Shutdown)
+        } else if self.expires_at.is_some_and(|at| Instant::now() >= at) {
+            Some(CutOff::TokenExpired)
+        } else {
+            None
         }
     }
 
@@ -143,9 +199,7 @@ pub async fn pump(
     let (mut client_reader, mut client_writer) = client.split();
     let mut last_read = Instant::now();
     let timer = pin!(tokio::time::sleep_until(next_deadline(
-        route,
-        last_read,
-        stream.last_write
+        route, last_read, stream
     )));
     let mut timer = timer;
     let cancelled = pin!(shutdown.cancelled());
@@ -174,7 +228,7 @@ pub async fn pump(
         // futures are gone before any other await and the task reserves room for one set.
         let timer_fired = tokio::select! {
             biased;
-            () = &mut cancelled => return Ended::Shutdown,
+            () = &mut cancelled => return Ended::CutOff(CutOff::Shutdown),
             ready = upstream.stream.readable() => match ready {
                 Ok(()) => false,
                 Err(e) => return Ended::UpstreamBroke(e.to_string()),
@@ -185,6 +239,9 @@ pub async fn pump(
         };
         if timer_fired {
             let now = Instant::now();
+            if stream.expires_at.is_some_and(|at| now >= at) {
+                return Ended::CutOff(CutOff::TokenExpired);
+            }
             if route
                 .config
                 .upstream_idle_timeout
@@ -203,7 +260,7 @@ pub async fn pump(
             }
             timer
                 .as_mut()
-                .reset(next_deadline(route, last_read, stream.last_write));
+                .reset(next_deadline(route, last_read, stream));
             continue;
         }
         let (mut buf, kept) = stream.carry.take().unwrap_or_else(|| (pool.take(), 0));
@@ -239,17 +296,17 @@ fn read_ready(upstream: &mut TcpStream, buf: &mut [u8]) -> Option<std::io::Resul
     }
 }
 
-/// When the stream's one timer should next fire: the earlier of the keepalive and the
-/// upstream idle deadline (far away when both are off).
-fn next_deadline(route: &RouteState, last_read: Instant, last_write: Instant) -> Instant {
+/// When the stream's one timer should next fire: the earliest of the keepalive, the
+/// upstream idle deadline and the token's expiry (far away when all are off).
+fn next_deadline(route: &RouteState, last_read: Instant, stream: &ClientStream) -> Instant {
     let config = &route.config;
     let idle = config.upstream_idle_timeout.map(|t| last_read + t);
-    let keepalive = config.keepalive.map(|t| last_write + t);
-    match (idle, keepalive) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(t), None) | (None, Some(t)) => t,
-        (None, None) => last_read + std::time::Duration::from_secs(365 * 24 * 3600),
-    }
+    let keepalive = config.keepalive.map(|t| stream.last_write + t);
+    [idle, keepalive, stream.expires_at]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| last_read + std::time::Duration::from_secs(365 * 24 * 3600))
 }
 
 /// Writes the complete events of one read: the kept-back start of an event (`buf[..kept]`)

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use serde_json::{json, Value};
 
-/// Why the plugin ended a stream (a client that leaves is not a drop).
-#[derive(Debug, Clone, Copy)]
+/// Why the plugin ended a stream, or refused one (a client that leaves is not a drop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drop {
     /// Refused with 503: a `max_streams` limit was reached.
     OverLimit,
@@ -20,16 +20,43 @@ pub enum Drop {
     Shutdown,
     /// A fan-out client fell more than `client_queue` events behind its source.
     ClientLagged,
+    /// Refused with 400: a value the client sent may not go upstream (`wire::clean`).
+    BadRequest,
+    /// The JWT that authorised the stream expired (its `exp` plus the leeway).
+    TokenExpired,
+    /// Refused with 503: this process could not open a connection upstream (descriptors,
+    /// buffers or local ports ran out), which is not the origin's failure.
+    LocalResources,
 }
 
-const DROP_NAMES: [&str; 6] = [
-    "over_limit",
-    "upstream_unavailable",
-    "reconnects_exhausted",
-    "client_stalled",
-    "shutdown",
-    "client_lagged",
-];
+impl Drop {
+    const ALL: [Drop; 9] = [
+        Drop::OverLimit,
+        Drop::UpstreamUnavailable,
+        Drop::ReconnectsExhausted,
+        Drop::ClientStalled,
+        Drop::Shutdown,
+        Drop::ClientLagged,
+        Drop::BadRequest,
+        Drop::TokenExpired,
+        Drop::LocalResources,
+    ];
+
+    /// The name in `/__stats`, the metrics' `reason` label and README.
+    pub fn name(self) -> &'static str {
+        match self {
+            Drop::OverLimit => "over_limit",
+            Drop::UpstreamUnavailable => "upstream_unavailable",
+            Drop::ReconnectsExhausted => "reconnects_exhausted",
+            Drop::ClientStalled => "client_stalled",
+            Drop::Shutdown => "shutdown",
+            Drop::ClientLagged => "client_lagged",
+            Drop::BadRequest => "bad_request",
+            Drop::TokenExpired => "token_expired",
+            Drop::LocalResources => "local_resources",
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct RouteStats {
@@ -40,7 +67,9 @@ pub struct RouteStats {
     pub bytes: AtomicU64,
     pub reconnects: AtomicU64,
     pub failovers: AtomicU64,
-    drops: [AtomicU64; 6],
+    /// Events a fan-out source dropped for being over `max_event_bytes`.
+    pub oversized_events: AtomicU64,
+    drops: [AtomicU64; Drop::ALL.len()],
 }
 
 impl RouteStats {
@@ -53,10 +82,10 @@ impl RouteStats {
     }
 
     pub fn to_json(&self) -> Value {
-        let drops: serde_json::Map<String, Value> = DROP_NAMES
+        let drops: serde_json::Map<String, Value> = Drop::ALL
             .iter()
             .zip(&self.drops)
-            .map(|(name, n)| ((*name).to_owned(), n.load(Relaxed).into()))
+            .map(|(why, n)| (why.name().to_owned(), n.load(Relaxed).into()))
             .collect();
         json!({
             "active": self.active.load(Relaxed),
@@ -65,7 +94,31 @@ impl RouteStats {
             "bytes": self.bytes.load(Relaxed),
             "reconnects": self.reconnects.load(Relaxed),
             "failovers": self.failovers.load(Relaxed),
+            "oversized_events": self.oversized_events.load(Relaxed),
             "drops": drops,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_drop_counts_under_its_own_name() {
+        let stats = RouteStats::default();
+        for (i, why) in Drop::ALL.into_iter().enumerate() {
+            assert_eq!(
+                why as usize, i,
+                "ALL lists the reasons in declaration order"
+            );
+            for _ in 0..=i {
+                stats.dropped(why);
+            }
+        }
+        let drops = &stats.to_json()["drops"];
+        for (i, why) in Drop::ALL.into_iter().enumerate() {
+            assert_eq!(drops[why.name()], i + 1, "{drops}");
+        }
     }
 }

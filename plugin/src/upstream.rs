@@ -1,15 +1,24 @@
 //! Opening a stream's upstream: dial a backend host (failing over along the balancer's
 //! order), send the request and read the response head; `wire::response_head` parses it
 //! and decides the body's framing under the rules the gate applies to clients.
+//!
+//! Every value a client sends that goes upstream (forwarded header values, its
+//! `Last-Event-ID`, the query string, the captured path parameters) passes `wire::clean`
+//! when its [`Request`] is made, before anything is dialled; [`request_bytes`] is the one
+//! writer of an upstream request head. A dial that fails because this process ran short
+//! (descriptors, buffers, local ports) blames no host: no failover, no ejection.
 
+use std::io;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
 use abi::RequestHead;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Timeout;
+use wire::clean::{self, Unclean};
 use wire::framing::Framing;
 use wire::response_head::{self, HeadError, Parsed, ResponseHead};
 
@@ -32,8 +41,59 @@ pub struct Upstream {
 #[derive(Debug)]
 pub struct Unavailable {
     pub reason: String,
-    /// The last host timed out (504) rather than failed (502).
-    pub timed_out: bool,
+    pub cause: Cause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The last host tried failed (502).
+    Failed,
+    /// The last host tried timed out (504).
+    TimedOut,
+    /// This process could not open a connection (503 with `Retry-After`); no host blamed.
+    LocalResources,
+}
+
+/// Why one host gave no response head.
+enum Failure {
+    /// The host's failure, or the network's: counted against it (failover, ejection).
+    Host { reason: String, timed_out: bool },
+    /// This process is short of descriptors, kernel buffers or local ports: another host
+    /// would fare no better, and this one is not to blame.
+    Local(io::Error),
+}
+
+impl Failure {
+    fn of(what: &str, e: io::Error) -> Self {
+        if is_local(&e) {
+            Failure::Local(e)
+        } else {
+            Failure::Host {
+                reason: format!("{what}: {e}"),
+                timed_out: false,
+            }
+        }
+    }
+}
+
+/// Errors that say this process ran short, not the host: descriptors (EMFILE, ENFILE),
+/// kernel memory and buffers (ENOBUFS, ENOMEM), local ports (EADDRNOTAVAIL).
+fn is_local(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
+/// A request the plugin will not forward: answered 400 before any upstream is dialled or
+/// any fan-out source joined. The reason is logged; the client gets a general one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    Unclean(#[from] Unclean),
+    /// Named here: forwarded headers come from the config, `Unclean` names static ones.
+    #[error("a control character in the forwarded header {0}")]
+    ForwardedHeader(String),
 }
 
 /// Adds the payload ranges of `body`'s bytes in `buf[filled]` to `ranges` (as ranges of
@@ -52,8 +112,6 @@ pub fn payload(
 /// What to ask every host for: taken from the client's request head, which is then
 /// dropped (a stream lives for hours and needs only this).
 pub struct Request {
-    /// `METHOD /path` of the client's request, for logs.
-    pub label: String,
     /// The upstream path and query.
     pub target: String,
     /// The forwarded header lines (`Name: value\r\n`), without `Last-Event-ID`.
@@ -62,17 +120,12 @@ pub struct Request {
     /// last event the client received on a resumption.
     pub last_event_id: Option<String>,
     pub sticky_key: Option<Vec<u8>>,
-    /// Header lines the host asked to add to the client's response; emptied once the
-    /// response head is written.
-    pub extra_head: Vec<u8>,
 }
 
 impl Request {
-    pub fn new(route: &Route, head: &RequestHead, response_headers: &[abi::Header]) -> Self {
-        let mut extra_head = Vec::new();
-        for h in response_headers {
-            wire::header_line(&mut extra_head, &h.name, &h.value);
-        }
+    /// The request `head` makes of the route's hosts, once every value copied from it is
+    /// clean.
+    pub fn new(route: &Route, head: &RequestHead) -> Result<Self, Refused> {
         let mut headers = Vec::new();
         let mut last_event_id = None;
         for name in &route.forward_headers {
@@ -82,33 +135,47 @@ impl Request {
                 .filter(|h| h.name.eq_ignore_ascii_case(name))
             {
                 if name.eq_ignore_ascii_case("last-event-id") {
-                    last_event_id = Some(String::from_utf8_lossy(&h.value).into_owned());
+                    last_event_id = Some(client_last_event_id(&h.value)?);
                     continue;
                 }
+                clean::header_value("forwarded", &h.value)
+                    .map_err(|_| Refused::ForwardedHeader(name.clone()))?;
                 wire::header_line(&mut headers, name, &h.value);
             }
         }
-        Self {
-            label: format!("{} {}", head.method, head.path),
-            target: target(route, &head.path, &head.query),
+        Ok(Self {
+            target: target(route, &head.path, &head.query)?,
             headers,
             last_event_id,
             sticky_key: sticky_key(route, head),
-            extra_head,
-        }
+        })
     }
 }
 
+/// A client's `Last-Event-ID` header value, if it is clean.
+pub fn client_last_event_id(value: &[u8]) -> Result<String, Unclean> {
+    let id = String::from_utf8_lossy(value).into_owned();
+    clean::last_event_id(&id)?;
+    Ok(id)
+}
+
 /// The upstream path and query: the route's pattern with the captured params, plus the
-/// client's query string.
-pub fn target(route: &Route, path: &str, query: &str) -> String {
+/// client's query string; refused if any of them is not clean.
+pub fn target(route: &Route, path: &str, query: &str) -> Result<String, Unclean> {
     let params = route.template.matches(path).unwrap_or_default();
+    for (_, value) in &params {
+        // A trailing `/*` captures several segments: each must stay one.
+        for segment in value.split('/') {
+            clean::path_param(segment)?;
+        }
+    }
+    clean::query(query)?;
     let mut target = path_template::substitute(&route.backend_url_pattern, &params);
     if !query.is_empty() {
         target.push(if target.contains('?') { '&' } else { '?' });
         target.push_str(query);
     }
-    target
+    Ok(target)
 }
 
 /// The key a sticky route hashes; `None` (round robin) when the request lacks it.
@@ -140,7 +207,7 @@ pub async fn open(
 ) -> Result<Upstream, Unavailable> {
     let mut last = Unavailable {
         reason: "no backend host".into(),
-        timed_out: false,
+        cause: Cause::Failed,
     };
     for (attempt, i) in route
         .balancer
@@ -157,11 +224,24 @@ pub async fn open(
                 route.balancer.succeeded(i);
                 return Ok(upstream);
             }
-            Err((reason, timed_out)) => {
+            Err(Failure::Local(e)) => {
+                return Err(Unavailable {
+                    reason: format!(
+                        "upstream {}{}: no local resources to dial: {e}",
+                        backend.base, request.target
+                    ),
+                    cause: Cause::LocalResources,
+                })
+            }
+            Err(Failure::Host { reason, timed_out }) => {
                 route.balancer.failed(i);
                 last = Unavailable {
                     reason: format!("upstream {}{}: {reason}", backend.base, request.target),
-                    timed_out,
+                    cause: if timed_out {
+                        Cause::TimedOut
+                    } else {
+                        Cause::Failed
+                    },
                 };
             }
         }
@@ -169,22 +249,22 @@ pub async fn open(
     Err(last)
 }
 
-/// One host; the error says why and whether it was a timeout.
+/// One host.
 async fn open_one(
     route: &RouteState,
     i: usize,
     request: &Request,
     pool: &std::sync::Arc<BufferPool>,
-) -> Result<Upstream, (String, bool)> {
+) -> Result<Upstream, Failure> {
     let config = &route.config;
     let backend = &config.backends[i];
-    let mut stream = within(
-        config.dial_timeout,
-        TcpStream::connect(backend.addr.as_str()),
-    )
-    .await
-    .map_err(|_| ("dial timed out".to_owned(), true))?
-    .map_err(|e| (format!("unreachable: {e}"), false))?;
+    let timed_out = |reason: &str| Failure::Host {
+        reason: reason.to_owned(),
+        timed_out: true,
+    };
+    let mut stream = within(config.dial_timeout, dial(&backend.addr))
+        .await
+        .map_err(|_| timed_out("dial timed out"))??;
     let _ = stream.set_nodelay(true);
     let bytes = request_bytes(&backend.authority, request);
     let mut buf = pool.take();
@@ -193,8 +273,11 @@ async fn open_one(
         exchange(&mut stream, &bytes, &mut buf),
     )
     .await
-    .map_err(|_| ("no response head in time".to_owned(), true))?
-    .map_err(|e| (e.to_string(), false))?;
+    .map_err(|_| timed_out("no response head in time"))?
+    .map_err(|e| Failure::Host {
+        reason: e.to_string(),
+        timed_out: false,
+    })?;
     Ok(Upstream {
         stream,
         status: head.status,
@@ -202,6 +285,40 @@ async fn open_one(
         body: head.framing,
         first: Some((buf, head.len..filled)),
     })
+}
+
+/// Connects to `addr` (`host:port`) as `TcpStream::connect` does, trying each address it
+/// resolves to, but telling a local shortage (when resolving, making the socket or
+/// connecting) from the host's failure.
+async fn dial(addr: &str) -> Result<TcpStream, Failure> {
+    let addresses = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| Failure::of("cannot resolve", e))?;
+    let mut last = Failure::Host {
+        reason: "resolves to no address".into(),
+        timed_out: false,
+    };
+    for address in addresses {
+        let socket = match address {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        };
+        let socket = match socket {
+            Ok(socket) => socket,
+            Err(e) if is_local(&e) => return Err(Failure::Local(e)),
+            // No IPv6 here, say: the next address may do.
+            Err(e) => {
+                last = Failure::of("cannot make a socket", e);
+                continue;
+            }
+        };
+        match socket.connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if is_local(&e) => return Err(Failure::Local(e)),
+            Err(e) => last = Failure::of("unreachable", e),
+        }
+    }
+    Err(last)
 }
 
 /// Runs `future` within `limit`, if there is one. Without one the deadline is a century
@@ -273,5 +390,87 @@ async fn exchange(
         if let Parsed::Complete(head) = response_head::parse(&buf[..filled], &METHOD)? {
             return Ok((head, filled));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(block: &str) -> Route {
+        crate::config::parse(block).unwrap().routes.remove(0)
+    }
+
+    fn head(path: &str, query: &str, headers: &[(&str, &[u8])]) -> RequestHead {
+        RequestHead {
+            method: "GET".into(),
+            path: path.into(),
+            query: query.into(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| abi::Header {
+                    name: (*name).into(),
+                    value: value.to_vec().into(),
+                })
+                .collect(),
+            peer: "127.0.0.1:1".into(),
+        }
+    }
+
+    #[test]
+    fn every_value_copied_upstream_is_checked_when_the_request_is_made() {
+        let route = route(
+            r#"{"endpoint": "/s/{id}", "backend_url_pattern": "/e/{id}", "backend_host": "http://h",
+                "forward_headers": ["Last-Event-ID", "X-Trace"]}"#,
+        );
+        let made = |path, query, headers: &[(&str, &[u8])]| {
+            Request::new(&route, &head(path, query, headers)).map(|r| {
+                let bytes = request_bytes("h", &r);
+                String::from_utf8(bytes).unwrap()
+            })
+        };
+        assert_eq!(
+            made("/s/a", "x=1", &[("x-trace", b"t\t1"), ("last-event-id", b"4")]).unwrap(),
+            "GET /e/a?x=1 HTTP/1.1\r\nHost: h\r\nX-Trace: t\t1\r\nLast-Event-ID: 4\r\nConnection: close\r\n\r\n"
+        );
+        for (headers, why) in [
+            (
+                &[("x-trace", &b"a\r\nInjected: 1"[..])][..],
+                Refused::ForwardedHeader("X-Trace".into()),
+            ),
+            (
+                &[("X-TRACE", b"\0")],
+                Refused::ForwardedHeader("X-Trace".into()),
+            ),
+            (&[("last-event-id", b"7\n")], Unclean::LastEventId.into()),
+            (&[("last-event-id", b"7\x1b")], Unclean::LastEventId.into()),
+        ] {
+            assert_eq!(made("/s/a", "", headers).err(), Some(why), "{headers:?}");
+        }
+        assert_eq!(
+            made("/s/a", "x=%0d%0aGET%20/", &[]).err(),
+            Some(Unclean::Query.into())
+        );
+        assert_eq!(
+            made("/s/..", "", &[]).err(),
+            Some(Unclean::PathParamDots.into())
+        );
+        assert_eq!(
+            made("/s/a%2F..", "", &[]).err(),
+            Some(Unclean::PathParamSeparator.into())
+        );
+    }
+
+    #[test]
+    fn each_segment_a_wildcard_captures_is_checked() {
+        let route = route(
+            r#"{"endpoint": "/n/*", "backend_url_pattern": "/feed/{*}", "backend_host": "http://h"}"#,
+        );
+        assert_eq!(
+            target(&route, "/n/a/b.c/...", "").unwrap(),
+            "/feed/a/b.c/..."
+        );
+        assert_eq!(target(&route, "/n/a/../b", ""), Err(Unclean::PathParamDots));
+        assert_eq!(target(&route, "/n/a/./b", ""), Err(Unclean::PathParamDots));
     }
 }

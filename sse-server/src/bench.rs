@@ -15,7 +15,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::StreamBody;
 use hyper::body::{Body, Frame};
 use sse::stamp::{monotonic_ns, write_stamped_event};
 use tokio::sync::broadcast;
@@ -96,13 +96,12 @@ impl BenchStream {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             ticks
         });
-        StampedStream {
+        crate::boxed(StampedStream {
             params: self,
             next_id: 1,
             ticks,
             _open: open,
-        }
-        .boxed_unsync()
+        })
     }
 }
 
@@ -184,13 +183,14 @@ impl Broadcast {
                 let _held = &open;
                 Ok(Frame::data(bytes))
             });
-        StreamBody::new(events).boxed_unsync()
+        crate::boxed(StreamBody::new(events))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     #[test]
     fn reads_the_query() {

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 
 use crate::bench::OpenStream;
-use crate::{event_stream, plain, ResponseBody, Settings};
+use crate::{boxed, event_stream, plain, ResponseBody, Settings};
 
 pub fn respond<B>(
     request: &Request<B>,
@@ -46,7 +45,12 @@ pub fn respond<B>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    event_stream(EventStream::new(stream_id.to_owned(), last_id + 1, settings, open).boxed_unsync())
+    event_stream(boxed(EventStream::new(
+        stream_id.to_owned(),
+        last_id + 1,
+        settings,
+        open,
+    )))
 }
 
 /// The body of one stream: the next event each time the interval ticks.

@@ -20,5 +20,5 @@ mod writer;
 
 pub use lines::Lines;
 pub use parser::{Event, Parser};
-pub use scanner::{Field, Piece, Scanner};
+pub use scanner::{Field, Piece, Scanner, MAX_ID_BYTES};
 pub use writer::{write_event, write_retry};

@@ -5,11 +5,17 @@
 //! input (a value split across chunks comes out in pieces), and only what every user needs
 //! is stored: the `id` being read, the last event ID, and the `retry` time. A relay can
 //! therefore scan a multi-megabyte stream with a few bytes of state, and learn where each
-//! event ends in the chunk it is about to forward.
+//! event ends in the chunk it is about to forward. An `id` longer than [`MAX_ID_BYTES`] is
+//! ignored as it arrives, so no stream makes the scanner hold more than that.
 
 const BOM: &[u8] = "\u{feff}".as_bytes();
 /// The longest field name the scanner tells apart (`retry`); longer names are ignored.
 const NAME_CAPACITY: usize = 5;
+/// The longest `id` kept; a longer one is ignored, as one holding a NUL is. An id travels
+/// back to the origin as a `Last-Event-ID` header, and 4 KiB fits in the header limits of
+/// common servers (8 KiB) while holding any id in use (a UUID, an offset, the plugin's
+/// Kafka position of a few hundred partitions).
+pub const MAX_ID_BYTES: usize = 4096;
 
 /// A field whose value the scanner hands to its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +74,8 @@ pub struct Scanner {
     in_event: bool,
     /// The value of the `id` line being read.
     id_value: Vec<u8>,
+    /// That value went past [`MAX_ID_BYTES`]: the line is ignored.
+    id_too_long: bool,
     /// The spec's "last event ID buffer", set by `id` lines.
     id_buffer: String,
     /// Committed from `id_buffer` at each blank line.
@@ -93,6 +101,7 @@ impl Scanner {
             line: Line::Start,
             in_event: false,
             id_value: Vec::new(),
+            id_too_long: false,
             id_buffer: last_event_id.into(),
             last_event_id: last_event_id.into(),
             retry_value: None,
@@ -235,7 +244,10 @@ impl Scanner {
 
     fn begin_value(&mut self, kind: Kind) {
         match kind {
-            Kind::Id => self.id_value.clear(),
+            Kind::Id => {
+                self.id_value.clear();
+                self.id_too_long = false;
+            }
             Kind::Retry => (self.retry_value, self.retry_digits) = (Some(0), 0),
             _ => {}
         }
@@ -245,7 +257,11 @@ impl Scanner {
         match kind {
             Kind::Data if !part.is_empty() => on(Piece::Value(Field::Data, part)),
             Kind::Event if !part.is_empty() => on(Piece::Value(Field::Event, part)),
-            Kind::Id => self.id_value.extend_from_slice(part),
+            Kind::Id if self.id_value.len() + part.len() > MAX_ID_BYTES => {
+                self.id_too_long = true;
+                self.id_value = Vec::new();
+            }
+            Kind::Id if !self.id_too_long => self.id_value.extend_from_slice(part),
             Kind::Retry => {
                 self.retry_digits += part.len();
                 for &b in part {
@@ -263,7 +279,7 @@ impl Scanner {
         match kind {
             Kind::Data => on(Piece::LineEnd(Field::Data)),
             Kind::Event => on(Piece::LineEnd(Field::Event)),
-            Kind::Id if !self.id_value.contains(&0) => {
+            Kind::Id if !self.id_too_long && !self.id_value.contains(&0) => {
                 // Reuses the buffer: an `id` on every event costs no allocation.
                 self.id_buffer.clear();
                 self.id_buffer
@@ -326,6 +342,27 @@ mod tests {
             boundaries(input, &[]),
             [(4, None), (29, Some("1".into())), (34, None)]
         );
+    }
+
+    #[test]
+    fn an_id_longer_than_the_limit_is_ignored_without_being_held() {
+        let mut scanner = Scanner::resuming("7");
+        let mut ids = Vec::new();
+        let mut record = |piece: Piece<'_>| {
+            if let Piece::EventEnd { last_event_id, .. } = piece {
+                ids.push(last_event_id.to_owned());
+            }
+        };
+        let longest = "x".repeat(MAX_ID_BYTES);
+        scanner.feed(format!("id: {longest}\n\n").as_bytes(), &mut record);
+        // An endless id line, a chunk at a time: what is kept never grows past the limit.
+        scanner.feed(b"id: ", &mut record);
+        for _ in 0..100 {
+            scanner.feed(&[b'y'; 1000], &mut record);
+            assert!(scanner.id_value.capacity() <= MAX_ID_BYTES);
+        }
+        scanner.feed(b"\ndata: after\n\nid: 8\n\n", &mut record);
+        assert_eq!(ids, [longest.clone(), longest, "8".to_owned()]);
     }
 
     #[test]

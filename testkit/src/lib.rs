@@ -1,4 +1,5 @@
-//! End-to-end test helpers: the real binaries on 127.0.0.1:0, scripted origins, raw clients.
+//! End-to-end test helpers: the real binaries on 127.0.0.1:0, scripted origins, raw clients,
+//! and the real LLM clients (the OpenAI SDK, fetch-event-source in Chromium).
 //!
 //! ```text
 //! let origin = origin().count(3).run();                    // target/release/sse-server
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod kafka;
+mod llm;
 mod page;
 mod process;
 mod raw;
@@ -18,13 +20,14 @@ mod scripted;
 mod temp;
 
 pub use kafka::{broker, Broker};
+pub use llm::{fetch_event_source, mock_release, mock_requests, openai_chat, ClientReports};
 pub use page::PageWatcher;
 pub use process::{
     bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process,
 };
-pub use raw::{body_of, RawClient};
+pub use raw::{body_of, get_json, RawClient};
 pub use scripted::{json_backend, page_server, unused_port, OriginConn, ScriptedOrigin};
-pub use temp::TempPath;
+pub use temp::{TempDir, TempPath};
 
 /// How long any single step of a test may wait before it fails instead of hanging.
 pub const STEP: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,5 +1,5 @@
 //! `www/index.html` in headless Chromium, driven by `host/tests/browser/watch-page.cjs`
-//! (playwright-core, which `.ci/run` installs into `~/.cache/playwright-core`).
+//! (playwright-core, which `scripts/test-deps.sh` installs into `~/.cache/playwright-core`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -7,6 +7,17 @@ use std::process::Stdio;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// `$NODE_PATH`, else `~/.cache/playwright-core/node_modules`, where `scripts/test-deps.sh`
+/// installs playwright-core and @microsoft/fetch-event-source.
+pub(crate) fn node_path() -> std::ffi::OsString {
+    std::env::var_os("NODE_PATH").unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").unwrap_or_default();
+        PathBuf::from(home)
+            .join(".cache/playwright-core/node_modules")
+            .into()
+    })
+}
 
 /// A browser tab showing the page.
 pub struct PageWatcher {
@@ -20,16 +31,10 @@ impl PageWatcher {
     pub fn open(url: &str) -> Self {
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../host/tests/browser/watch-page.cjs");
-        let node_path = std::env::var_os("NODE_PATH").unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            PathBuf::from(home)
-                .join(".cache/playwright-core/node_modules")
-                .into()
-        });
         let mut child = Command::new("node")
             .arg(script)
             .arg(url)
-            .env("NODE_PATH", node_path)
+            .env("NODE_PATH", node_path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -77,6 +77,11 @@ impl Process {
         format!("http://{}", self.addr)
     }
 
+    /// The process id, for `/proc/<pid>` and `prlimit --pid`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the process printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -166,6 +171,19 @@ impl OriginBuilder {
         self
     }
 
+    /// Answers the mock endpoints with `status` (`--fail-status`).
+    pub fn fail_status(mut self, status: u16) -> Self {
+        self.args
+            .extend(["--fail-status".into(), status.to_string()]);
+        self
+    }
+
+    /// Only the first `n` mock requests fail (`--fail-count`).
+    pub fn fail_count(mut self, n: u64) -> Self {
+        self.args.extend(["--fail-count".into(), n.to_string()]);
+        self
+    }
+
     pub fn interval_ms(mut self, ms: u64) -> Self {
         self.args.extend(["--interval-ms".into(), ms.to_string()]);
         self
@@ -204,17 +222,30 @@ pub struct Gateway {
 impl Gateway {
     /// The plugins' counters from `/__stats`.
     pub async fn stats(&self) -> Value {
-        let mut client = crate::RawClient::connect(self.addr).await;
-        client
-            .send(b"GET /__stats HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            .await;
-        let response = client.read_to_end().await;
-        serde_json::from_slice(crate::body_of(&response)).unwrap_or_else(|e| {
-            panic!(
-                "/__stats is not JSON ({e}): {}",
-                String::from_utf8_lossy(&response)
-            )
-        })
+        crate::get_json(self.addr, "/__stats").await
+    }
+
+    /// Where the metrics listener (`telemetry/metrics`) listens, once it said so.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let marker = "[SERVICE: Metrics] Listening on ";
+        self.process.wait_for_log(marker);
+        self.process
+            .log()
+            .split(marker)
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .and_then(|a| a.trim().parse().ok())
+            .expect("the metrics address in the log")
+    }
+
+    /// The Prometheus text at `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = crate::RawClient::exchange(
+            self.metrics_addr(),
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        String::from_utf8_lossy(crate::body_of(&response)).into_owned()
     }
 
     /// The streaming plugin's counters for its route `endpoint`.

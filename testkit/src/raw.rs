@@ -102,6 +102,19 @@ impl RawClient {
     }
 }
 
+/// `GET path` on a new connection, its body parsed as JSON; panics with the response when
+/// it is not JSON.
+pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let response = RawClient::exchange(addr, request).await;
+    serde_json::from_slice(body_of(&response)).unwrap_or_else(|e| {
+        panic!(
+            "{path} is not JSON ({e}): {}",
+            String::from_utf8_lossy(&response)
+        )
+    })
+}
+
 /// The part of a response after its head.
 pub fn body_of(response: &[u8]) -> &[u8] {
     let end = response

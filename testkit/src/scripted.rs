@@ -105,6 +105,13 @@ impl OriginConn {
         .await;
     }
 
+    /// Whether nothing more arrives from the peer within `limit` (the connection stays
+    /// open and silent): nothing was smuggled behind the request head, say.
+    pub async fn nothing_more_within(&mut self, limit: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        timeout(limit, self.stream.read(&mut byte)).await.is_err()
+    }
+
     /// Whether the peer closes the connection within `limit`.
     pub async fn closed_within(&mut self, limit: Duration) -> bool {
         let mut buf = [0u8; 1024];

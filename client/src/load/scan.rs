@@ -95,7 +95,8 @@ impl EventScanner {
                 }
             }
             b"data" => {}
-            b"id" if !value.contains(&0) => {
+            // As `sse::Scanner` reads them: an id with a NUL or over its bound is ignored.
+            b"id" if !value.contains(&0) && value.len() <= sse::MAX_ID_BYTES => {
                 self.id_buffer = String::from_utf8_lossy(value).into_owned();
                 self.id = self.id_buffer.parse().ok();
             }

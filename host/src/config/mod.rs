@@ -5,6 +5,7 @@
 //! Unknown keys are ignored, as KrakenD does.
 
 use std::collections::HashMap;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,9 +52,16 @@ pub struct Config {
     /// How long a drain (SIGTERM/SIGINT) may take before the host exits anyway.
     pub shutdown_timeout: Duration,
     pub max_backend_response_bytes: usize,
+    /// The whole request, head and body, from its first byte (`None`: no limit).
+    pub read_timeout: Option<Duration>,
     /// Each client socket's kernel send buffer (`SO_SNDBUF`); `None` leaves the kernel's
     /// autotuning.
     pub client_send_buffer: Option<usize>,
+    /// The listeners' accept backlog; `None`: `net.core.somaxconn`.
+    pub backlog: Option<NonZeroU32>,
+    /// Client connections open at once, handed-over ones included; `None`: from the
+    /// descriptor limit (`Connections::default_limit`).
+    pub max_connections: Option<NonZeroUsize>,
     pub plugin: Option<PluginFolder>,
     /// Server plugins to inject, in `plugin/http-server.name` order, with their config blocks.
     pub server_plugins: Vec<ServerPluginConfig>,
@@ -107,6 +115,8 @@ pub struct Endpoint {
     pub template: Template,
     pub method: http::Method,
     pub timeout: Duration,
+    /// A larger request body gets 413 (the root `max_body_bytes` unless the endpoint sets it).
+    pub max_body_bytes: u64,
     pub output_encoding: OutputEncoding,
     /// Called concurrently and merged (`json`); exactly one for `no-op`.
     pub backends: Vec<Backend>,
@@ -200,6 +210,13 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest backend body the `json` encoding reads into memory.
 const DEFAULT_MAX_BACKEND_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// nginx's `client_max_body_size`: far above what JSON APIs are sent, and what a `json`
+/// endpoint holds in memory per request while its backends answer. An endpoint that takes
+/// uploads sets its own.
+const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// A 1 MiB body (the default `max_body_bytes`) at 300 kbit/s, a poor mobile link, takes
+/// 28 s; a client slower than that holds a connection for nothing.
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client socket's send buffer. Left to autotuning, Linux lets one socket's buffer grow
 /// to `tcp_wmem`'s maximum (4 MiB here, 2.1 MiB measured) before a write blocks, so a
 /// client that stops reading costs megabytes and is noticed by `client_write_timeout`
@@ -223,7 +240,12 @@ struct RawConfig {
     #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     shutdown_timeout: Option<Duration>,
     max_backend_response_bytes: Option<usize>,
+    max_body_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
+    read_timeout: Option<Duration>,
     client_send_buffer: Option<usize>,
+    backlog: Option<NonZeroU32>,
+    max_connections: Option<NonZeroUsize>,
     plugin: Option<PluginFolder>,
     #[serde(default)]
     endpoints: Vec<RawEndpoint>,
@@ -279,6 +301,7 @@ struct RawEndpoint {
     method: Option<String>,
     #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     timeout: Option<Duration>,
+    max_body_bytes: Option<u64>,
     output_encoding: Option<OutputEncoding>,
     input_headers: Option<Vec<String>>,
     input_query_strings: Option<Vec<String>>,
@@ -346,12 +369,13 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         ));
     }
     let default_timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     let endpoints = raw
         .endpoints
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            endpoint(e, default_timeout)
+            endpoint(e, default_timeout, max_body_bytes)
                 .map_err(|(path, m)| invalid(format!("endpoints[{i}]{path}"), m))
         })
         .collect::<Result<_, _>>()?;
@@ -431,11 +455,16 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         max_backend_response_bytes: raw
             .max_backend_response_bytes
             .unwrap_or(DEFAULT_MAX_BACKEND_RESPONSE_BYTES),
+        // KrakenD's (and Go's) `0`: no limit.
+        read_timeout: Some(raw.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT))
+            .filter(|timeout| !timeout.is_zero()),
         client_send_buffer: match raw.client_send_buffer {
             None => Some(DEFAULT_CLIENT_SEND_BUFFER),
             Some(0) => None,
             Some(bytes) => Some(bytes),
         },
+        backlog: raw.backlog,
+        max_connections: raw.max_connections,
         plugin: raw.plugin,
         server_plugins,
         static_files,
@@ -453,7 +482,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Validates one endpoint; errors carry the path below `endpoints[i]`.
-fn endpoint(raw: RawEndpoint, default_timeout: Duration) -> Result<Endpoint, (String, String)> {
+fn endpoint(
+    raw: RawEndpoint,
+    default_timeout: Duration,
+    default_max_body_bytes: u64,
+) -> Result<Endpoint, (String, String)> {
     let template =
         Template::parse(&raw.endpoint).map_err(|e| (".endpoint".into(), e.to_string()))?;
     let endpoint_method =
@@ -495,6 +528,7 @@ fn endpoint(raw: RawEndpoint, default_timeout: Duration) -> Result<Endpoint, (St
         template,
         method: endpoint_method,
         timeout: raw.timeout.unwrap_or(default_timeout),
+        max_body_bytes: raw.max_body_bytes.unwrap_or(default_max_body_bytes),
         output_encoding,
         backends,
         input_headers: Forward::new(raw.input_headers),
@@ -588,6 +622,7 @@ mod tests {
         assert_eq!(config.read_header_timeout, Duration::from_secs(10));
         assert_eq!(config.idle_timeout, Duration::from_secs(75));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(config.read_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.server_plugins[0].name, "p1");
         assert_eq!(
             config.server_plugins[0].config_json,
@@ -596,6 +631,7 @@ mod tests {
         assert_eq!(config.server_plugins[1].config_json, "{}");
         assert_eq!(config.endpoints[0].timeout, Duration::from_secs(3));
         assert_eq!(config.endpoints[0].output_encoding, OutputEncoding::Json);
+        assert_eq!(config.endpoints[0].max_body_bytes, 1024 * 1024);
         assert_eq!(config.endpoints[1].method, http::Method::POST);
         assert_eq!(config.endpoints[1].timeout, Duration::from_millis(500));
         assert_eq!(config.endpoints[1].backends[0].hosts.len(), 2);
@@ -603,6 +639,23 @@ mod tests {
             config.endpoints[1].backends[0].method,
             Some(http::Method::PUT)
         );
+    }
+
+    #[test]
+    fn body_limits_come_from_the_root_or_the_endpoint() {
+        let backend = r#""backend": [{"host": ["http://h:1"], "url_pattern": "/x"}]"#;
+        let config = parse(
+            "krakend.json",
+            &format!(
+                r#"{{"version": 3, "max_body_bytes": 100, "read_timeout": "0",
+                    "endpoints": [{{"endpoint": "/a", {backend}}},
+                                  {{"endpoint": "/b", "max_body_bytes": 0, {backend}}}]}}"#
+            ),
+        )
+        .unwrap();
+        assert_eq!(config.endpoints[0].max_body_bytes, 100);
+        assert_eq!(config.endpoints[1].max_body_bytes, 0);
+        assert_eq!(config.read_timeout, None, "0 turns it off, as in KrakenD");
     }
 
     #[test]
@@ -619,6 +672,9 @@ mod tests {
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "output_encoding": "no-op", "backend": [{"host": ["http://h"], "url_pattern": "/x"}, {"host": ["http://h"], "url_pattern": "/y"}]}]}"#.into(), "endpoints[0].backend: a no-op endpoint takes exactly one backend, found 2"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/x"}, {"host": ["http://h"], "url_pattern": "/y", "encoding": "xml"}]}]}"#.into(), "endpoints[0].backend[1].encoding: \"xml\" is not supported"),
             (r#"{"version": 3, "timeout": "2 seconds", "endpoints": []}"#.into(), "timeout: invalid duration"),
+            (r#"{"version": 3, "max_connections": 0}"#.into(), "max_connections: invalid value: integer `0`, expected a nonzero"),
+            (r#"{"version": 3, "backlog": -1}"#.into(), "backlog: invalid value: integer `-1`"),
+            (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", "max_body_bytes": "1MB", {backend}}}]}}"#), "endpoints[0].max_body_bytes: invalid type"),
             (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", "output_encoding": "xml", {backend}}}]}}"#), "endpoints[0].output_encoding: unknown variant `xml`"),
             (r#"{"version": 3, "extra_config": {"plugin/http-server": {"name": "p"}}}"#.into(), "extra_config.plugin/http-server"),
         ];

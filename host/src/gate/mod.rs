@@ -10,6 +10,11 @@
 //!   request and for any later one on a keep-alive connection, pipelined or not;
 //! * a bad head: the gate reports EOF the same way and the host answers 400 or 431 itself,
 //!   so a malformed request never reaches hyper half-parsed and never affects other clients.
+//!
+//! It also keeps each request's clock, since only it sees when bytes arrive: a head is due
+//! within `read_header_timeout`, and the whole request, body included, within
+//! `read_timeout`; a body that misses it ends in [`RequestTimedOut`], which the pipeline
+//! answers with 408.
 
 use std::future::Future;
 use std::io;
@@ -53,13 +58,44 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// The error a request body's read ends in when the request misses `read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request was not received within read_timeout")]
+pub struct RequestTimedOut;
+
+impl RequestTimedOut {
+    /// Whether `error`, or an error it wraps, is the gate's timeout (hyper wraps the
+    /// gate's `io::Error` in its own).
+    pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            let inner = error
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::get_ref);
+            if inner.is_some_and(|inner| inner.is::<RequestTimedOut>()) {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+}
+
 /// Headers per request head; more is answered with 431 like an oversized head.
 const MAX_HEADERS: usize = 128;
 const READ_CHUNK: usize = 8 * 1024;
 
 enum State {
-    AwaitHead,
-    Forward { head_left: usize, body: Framing },
+    /// Waiting for a head. `started` is when its clock started: the accept for the
+    /// connection's first request, the first byte for a later one; `None` while a
+    /// keep-alive connection idles between requests.
+    AwaitHead {
+        started: Option<Instant>,
+    },
+    Forward {
+        head_left: usize,
+        body: Framing,
+    },
     Stopped(Stop),
 }
 
@@ -68,12 +104,25 @@ enum State {
 pub struct Limits {
     /// A larger head gets 431.
     pub max_head_bytes: usize,
-    /// From a head's first byte to its end; slower gets 408 (slow-loris clients).
+    /// From a head's first byte to its end (from the accept for a connection's first
+    /// head); slower gets 408, and a new connection that sends nothing is closed.
     pub read_header_timeout: Duration,
     /// With no request started, a connection is closed after this long.
     pub idle_timeout: Duration,
+    /// From a request's first byte (from the accept for the first request) to the end of
+    /// its body; `None`: no limit.
+    pub read_timeout: Option<Duration>,
     /// The client socket's kernel send buffer (`None`: the kernel's autotuning).
     pub send_buffer: Option<usize>,
+}
+
+impl Limits {
+    /// How long a head may take: `read_header_timeout`, or `read_timeout` when shorter
+    /// (it bounds the whole request).
+    fn head_timeout(&self) -> Duration {
+        let whole = self.read_timeout.unwrap_or(Duration::MAX);
+        self.read_header_timeout.min(whole)
+    }
 }
 
 pub struct Gate {
@@ -83,37 +132,41 @@ pub struct Gate {
     buf: BytesMut,
     state: State,
     limits: Limits,
-    /// When waiting for the current head ends: the idle or the read-header deadline.
+    /// When waiting for the current head or body ends: the idle, read-header or read
+    /// deadline.
     deadline: Pin<Box<Sleep>>,
-    /// Whether bytes of the awaited head have arrived (the read-header deadline is armed).
-    head_started: bool,
     claim: Arc<dyn Claim>,
 }
 
 impl Gate {
+    /// A gate for a connection accepted just now: its first head is due within
+    /// `read_header_timeout` (a client that connects and says nothing costs no more).
     pub fn new(stream: TcpStream, peer: SocketAddr, limits: Limits, claim: Arc<dyn Claim>) -> Self {
+        let accepted = Instant::now();
         Self {
             stream,
             peer,
             buf: BytesMut::new(),
-            state: State::AwaitHead,
+            state: State::AwaitHead {
+                started: Some(accepted),
+            },
             limits,
-            deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
-            head_started: false,
+            deadline: Box::pin(tokio::time::sleep_until(accepted + limits.head_timeout())),
             claim,
         }
     }
 
-    /// Waits for the next head: idle time until its first byte, then the header timeout.
+    /// Waits for the next head on a keep-alive connection: idle time until its first
+    /// byte, then the header timeout.
     fn await_head(&mut self) {
-        self.state = State::AwaitHead;
-        self.head_started = !self.buf.is_empty();
-        let limit = if self.head_started {
-            self.limits.read_header_timeout
-        } else {
-            self.limits.idle_timeout
+        let now = Instant::now();
+        let started = (!self.buf.is_empty()).then_some(now);
+        let limit = match started {
+            Some(_) => self.limits.head_timeout(),
+            None => self.limits.idle_timeout,
         };
-        self.deadline.as_mut().reset(Instant::now() + limit);
+        self.state = State::AwaitHead { started };
+        self.deadline.as_mut().reset(now + limit);
     }
 
     /// Ends the gate: why it stopped, the socket, and the bytes read but not consumed.
@@ -121,7 +174,7 @@ impl Gate {
         let stop = match self.state {
             State::Stopped(stop) => stop,
             // hyper closed first (an error, or `Connection: close`): nothing more to do.
-            State::AwaitHead | State::Forward { .. } => Stop::Eof,
+            State::AwaitHead { .. } | State::Forward { .. } => Stop::Eof,
         };
         (stop, self.stream, self.buf)
     }
@@ -133,8 +186,9 @@ impl Gate {
         }));
     }
 
-    /// Looks at the buffered bytes for a complete head; `false` when more bytes are needed.
-    fn inspect_head(&mut self) -> bool {
+    /// Looks at the buffered bytes for a complete head of a request whose clock started
+    /// at `started`; `false` when more bytes are needed.
+    fn inspect_head(&mut self, started: Instant) -> bool {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         let head_len = match request.parse(&self.buf) {
@@ -202,10 +256,15 @@ impl Gate {
                     head,
                 })
             }
-            None => State::Forward {
-                head_left: head_len,
-                body,
-            },
+            None => {
+                if let Some(limit) = self.limits.read_timeout {
+                    self.deadline.as_mut().reset(started + limit);
+                }
+                State::Forward {
+                    head_left: head_len,
+                    body,
+                }
+            }
         };
         true
     }
@@ -229,39 +288,55 @@ impl AsyncRead for Gate {
         loop {
             match &mut this.state {
                 State::Stopped(_) => return Poll::Ready(Ok(())),
-                State::AwaitHead => {
-                    if !this.buf.is_empty() && this.inspect_head() {
-                        continue;
+                State::AwaitHead { started } => {
+                    let started = *started;
+                    // Bytes of a head are buffered only once its clock started.
+                    if let (Some(started), false) = (started, this.buf.is_empty()) {
+                        if this.inspect_head(started) {
+                            continue;
+                        }
                     }
                     match this.poll_fill(cx) {
                         Poll::Ready(Ok(0)) => this.state = State::Stopped(Stop::Eof),
-                        Poll::Ready(Ok(_)) if !this.head_started => {
-                            this.head_started = true;
-                            let deadline = Instant::now() + this.limits.read_header_timeout;
+                        Poll::Ready(Ok(_)) if started.is_none() => {
+                            let now = Instant::now();
+                            this.state = State::AwaitHead { started: Some(now) };
+                            let deadline = now + this.limits.head_timeout();
                             this.deadline.as_mut().reset(deadline);
                         }
                         Poll::Ready(Ok(_)) => {}
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => {
                             ready!(this.deadline.as_mut().poll(cx));
-                            if this.head_started {
+                            if this.buf.is_empty() {
+                                // Idle, or a new connection that never said anything.
+                                this.state = State::Stopped(Stop::Eof);
+                            } else {
                                 this.reject(
                                     http::StatusCode::REQUEST_TIMEOUT,
                                     "request head not received in time",
                                 );
-                            } else {
-                                this.state = State::Stopped(Stop::Eof);
                             }
                         }
                     }
                 }
                 State::Forward { head_left, body } => {
                     if this.buf.is_empty() {
-                        if ready!(this.poll_fill(cx))? == 0 {
+                        match this.poll_fill(cx) {
                             // EOF inside a request: hyper sees the truncation and drops it.
-                            return Poll::Ready(Ok(()));
+                            Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                            Poll::Ready(Ok(_)) => continue,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Pending if this.limits.read_timeout.is_none() => {
+                                return Poll::Pending
+                            }
+                            Poll::Pending => {
+                                ready!(this.deadline.as_mut().poll(cx));
+                                let timed_out =
+                                    io::Error::new(io::ErrorKind::TimedOut, RequestTimedOut);
+                                return Poll::Ready(Err(timed_out));
+                            }
                         }
-                        continue;
                     }
                     let room = out.remaining().min(this.buf.len());
                     let n = if *head_left > 0 {

@@ -8,8 +8,11 @@
 //! `no-op` (one backend) passes the backend's status, headers and body through as they
 //! arrive, unbuffered, and the `timeout` bounds only the wait for the response head, so
 //! streams live on. Client headers and query parameters reach backends only when listed in
-//! `input_headers` / `input_query_strings` (`["*"]` for all), as in KrakenD.
+//! `input_headers` / `input_query_strings` (`["*"]` for all), as in KrakenD. Request bodies
+//! are bounded the same way for both ([`body`]: 413 over `max_body_bytes`, 408 past
+//! `read_timeout`).
 
+mod body;
 mod shape;
 
 use std::convert::Infallible;
@@ -25,6 +28,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::config::{Config, Endpoint, OutputEncoding};
+use body::{BodyError, RequestBody};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -47,7 +51,7 @@ pub struct Pipeline {
     /// Each endpoint with a round-robin counter per backend.
     endpoints: Vec<(Endpoint, Vec<AtomicUsize>)>,
     client: Client<HttpConnector, Full<Bytes>>,
-    stream_client: Client<HttpConnector, Incoming>,
+    stream_client: Client<HttpConnector, RequestBody>,
     max_backend_response_bytes: usize,
 }
 
@@ -132,6 +136,10 @@ impl Pipeline {
         peer: SocketAddr,
     ) -> Response<Body> {
         let backend = &endpoint.backends[0];
+        let (body, refused) = match RequestBody::new(body, endpoint.max_body_bytes) {
+            Ok(bounded) => bounded,
+            Err(refusal) => return refusal.response(),
+        };
         let request = match backend_request(endpoint, backend, url, &parts, peer).body(body) {
             Ok(r) => r,
             Err(e) => {
@@ -143,10 +151,13 @@ impl Pipeline {
                 )
             }
         };
-        match tokio::time::timeout(endpoint.timeout, self.stream_client.request(request)).await {
-            Ok(Ok(response)) => pass_through(response),
-            Ok(Err(e)) => failed(endpoint, url, StatusCode::BAD_GATEWAY, &e.to_string()),
-            Err(_) => timed_out(endpoint, url),
+        let answer = tokio::time::timeout(endpoint.timeout, self.stream_client.request(request));
+        match (answer.await, refused.get()) {
+            (Ok(Ok(response)), _) => pass_through(response),
+            // The client's body failed the call: the client is answered why.
+            (_, Some(refusal)) => refusal.response(),
+            (Ok(Err(e)), None) => failed(endpoint, url, StatusCode::BAD_GATEWAY, &e.to_string()),
+            (Err(_), None) => timed_out(endpoint, url),
         }
     }
 
@@ -160,18 +171,15 @@ impl Pipeline {
         peer: SocketAddr,
     ) -> Response<Body> {
         // Each backend gets the same body, so it is read once.
-        let body = match Limited::new(body, self.max_backend_response_bytes)
-            .collect()
-            .await
-        {
+        let body = match RequestBody::new(body, endpoint.max_body_bytes) {
+            Ok((body, _)) => body.collect().await,
+            Err(refusal) => return refusal.response(),
+        };
+        let body = match body {
             Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                return failed(
-                    endpoint,
-                    &urls[0],
-                    StatusCode::BAD_REQUEST,
-                    &format!("reading the request body: {e}"),
-                )
+            Err(BodyError::Refused(refusal)) => return refusal.response(),
+            Err(e @ BodyError::Client(_)) => {
+                return failed(endpoint, &urls[0], StatusCode::BAD_REQUEST, &e.to_string())
             }
         };
         let calls = endpoint.backends.iter().zip(urls).map(|(backend, url)| {

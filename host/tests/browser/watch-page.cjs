@@ -7,15 +7,11 @@
 //   wait N   waits (up to 20 s) until the page lists at least N events, then reports
 //   report   reports at once
 // A report is {"state": ..., "ids": [...], "data": [...], "reconnects": N}.
-const { chromium } = require("playwright-core");
 const readline = require("readline");
+const { launch } = require("./chromium.cjs");
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  const browser = await launch();
   const page = await browser.newPage();
   await page.goto(process.argv[2]);
   const report = () => page.evaluate(() => ({

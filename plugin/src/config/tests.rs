@@ -24,6 +24,7 @@ fn accepts_the_poc_block_with_defaults() {
     assert_eq!(route.max_reconnects, 5);
     assert_eq!(block.max_streams, DEFAULT_MAX_STREAMS);
     assert_eq!(block.read_buffer_bytes, DEFAULT_READ_BUFFER_BYTES);
+    assert_eq!(block.max_event_bytes, DEFAULT_MAX_EVENT_BYTES);
     assert!(route.template.matches("/sse/abc").is_some());
     let portless = parse(&POC.replace("localhost:9081", "origin.internal")).unwrap();
     assert_eq!(portless.routes[0].backends[0].addr, "origin.internal:80");
@@ -117,6 +118,7 @@ fn refuses_with_the_json_path_and_the_reason() {
             "\"/a/{x}\" and \"/a/{y}\" match the same requests",
         ),
         (r#"{"read_buffer_bytes": 10}"#.into(), "read_buffer_bytes: 10 is below"),
+        (r#"{"max_event_bytes": 0}"#.into(), "max_event_bytes: must be at least 1"),
         (route(r#", "replay": 10"#), "routes[0].replay: only for fan-out routes"),
         (
             route(r#", "fanout": true, "client_queue": 0"#),

@@ -4,7 +4,8 @@
 //! hub's lock, reference counts of up to [`IOV_BATCH`] events from its place on (those
 //! that pass its key filter), and writes them in one `writev` after the lock is released.
 //! It is dropped when it owes more than `client_queue` live events, or its place has left
-//! the ring: the others, and the source, never wait for it.
+//! the ring: the others, and the source, never wait for it. A drain or the expiry of the
+//! client's token ends it between two batches, that is between events.
 
 use std::pin::pin;
 
@@ -13,8 +14,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::hub::{Hub, Signal, Status};
-use crate::pump::{client_gone, write_parts, ClientStream, IOV_BATCH, KEEPALIVE};
-use crate::relay::drain;
+use crate::pump::{client_gone, next_cut_off, write_parts, ClientStream, IOV_BATCH, KEEPALIVE};
+use crate::relay::{cut_off, drop_slow_client};
 use crate::stats::{Drop, RouteStats};
 use crate::upstream::within;
 use crate::{RouteState, Shared};
@@ -29,7 +30,8 @@ pub struct Follow<'a> {
 
 impl Follow<'_> {
     /// Follows the ring from number `cursor` (after writing `note`) until the client
-    /// leaves or is dropped, the source ends, or the gateway drains. Says why it ended.
+    /// leaves or is dropped, the source ends, the gateway drains or the client's token
+    /// expires. Says why it ended.
     pub async fn run(
         &self,
         client: &mut TcpStream,
@@ -55,16 +57,16 @@ impl Follow<'_> {
         // Whether the last pass wrote: only then is a backlog the client's doing.
         let mut wrote = false;
         let (mut reader, mut writer) = client.split();
-        let mut cancelled = pin!(self.shared.shutdown.cancelled());
+        let mut next_cut = pin!(next_cut_off(&self.shared.shutdown, stream.expires_at));
         loop {
             let seen = *signal.borrow_and_update();
-            if self.shared.shutdown.is_cancelled() {
-                return drain(&mut writer, stream, self.shared, self.route).await;
+            if let Some(cut) = stream.cut_off_due(&self.shared.shutdown) {
+                return cut_off(&mut writer, stream, self.shared, self.route, cut).await;
             }
             let more = match self.take(&mut cursor, joined, wrote, &mut batch) {
                 Ok(more) => more,
                 Err(why) => {
-                    self.route.stats.dropped(Drop::ClientLagged);
+                    drop_slow_client(writer.as_ref(), self.route, Drop::ClientLagged);
                     return why;
                 }
             };
@@ -81,11 +83,10 @@ impl Follow<'_> {
                     loop {
                         tokio::select! {
                             biased;
-                            written = &mut write => break written,
+                            written = &mut write => break Some(written),
                             _ = signal.changed() => {
                                 if self.backlog(cursor, joined) > self.client_queue() {
-                                    self.route.stats.dropped(Drop::ClientLagged);
-                                    return "the client fell more than client_queue events behind";
+                                    break None;
                                 }
                             }
                         }
@@ -94,11 +95,15 @@ impl Follow<'_> {
                 let events = batch.len() as u64;
                 batch.clear();
                 match written {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return "the client left",
-                    Err(_) => {
-                        self.route.stats.dropped(Drop::ClientStalled);
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(_))) => return "the client left",
+                    Some(Err(_)) => {
+                        drop_slow_client(writer.as_ref(), self.route, Drop::ClientStalled);
                         return "the client stalled";
+                    }
+                    None => {
+                        drop_slow_client(writer.as_ref(), self.route, Drop::ClientLagged);
+                        return "the client fell more than client_queue events behind";
                     }
                 }
                 RouteStats::add(&self.route.stats.events, events);
@@ -124,7 +129,9 @@ impl Follow<'_> {
             }
             tokio::select! {
                 biased;
-                () = &mut cancelled => {}
+                cut = &mut next_cut => {
+                    return cut_off(&mut writer, stream, self.shared, self.route, cut).await;
+                }
                 changed = signal.changed() => if changed.is_err() {
                     return "the source ended";
                 },

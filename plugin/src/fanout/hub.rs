@@ -36,6 +36,9 @@ pub enum Status {
     Up,
     /// The last attempt to reach the source failed; it is being retried.
     Down,
+    /// The last attempt could not even dial: this process is short of descriptors,
+    /// buffers or local ports (no host is blamed); it is being retried.
+    NoResources,
     /// The source said it has no more events (an SSE origin's 204).
     Ended,
 }

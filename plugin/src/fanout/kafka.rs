@@ -28,11 +28,11 @@ use tokio::sync::watch;
 
 use super::follow::Follow;
 use super::hub::{Hub, Signal, Status};
-use super::{start, Client, Joined, Place};
+use super::{dropped_event, start, Client, Joined, Place};
 use crate::config::{Kafka, StartFrom};
-use crate::pump::ClientStream;
-use crate::relay::backoff;
-use crate::stats::RouteStats;
+use crate::pump::{next_cut_off, ClientStream, CutOff, Ended};
+use crate::relay::{backoff, cut_off, drop_slow_client};
+use crate::stats::{Drop, RouteStats};
 use crate::{Shared, PLUGIN_NAME};
 
 /// Metadata and watermark requests wait at most this long when `dial_timeout` is off.
@@ -123,8 +123,18 @@ fn assign(consumer: &StreamConsumer, topic: &str, from: &Offsets) -> Result<(), 
     consumer.assign(&list).map_err(|e| format!("assign: {e}"))
 }
 
-/// The serialized event for `message`, with `id` the place just past it.
-fn event_bytes(id: &str, message: &BorrowedMessage<'_>, event_header: Option<&str>) -> Vec<u8> {
+/// The serialized event for `message`, with `id` the place just past it; `None` when it
+/// would be over `max_event_bytes`.
+fn event_bytes(
+    id: &str,
+    message: &BorrowedMessage<'_>,
+    event_header: Option<&str>,
+    max_event_bytes: usize,
+) -> Option<Vec<u8>> {
+    let payload = message.payload().unwrap_or_default();
+    if payload.len() > max_event_bytes {
+        return None;
+    }
     let header = |name: &str| {
         let headers = message.headers()?;
         headers
@@ -138,11 +148,11 @@ fn event_bytes(id: &str, message: &BorrowedMessage<'_>, event_header: Option<&st
         event: event_header
             .and_then(header)
             .unwrap_or_else(|| "message".into()),
-        data: String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+        data: String::from_utf8_lossy(payload).into_owned(),
     };
     let mut out = Vec::with_capacity(event.data.len() + id.len() + 16);
     sse::write_event(&mut out, &event);
-    out
+    (out.len() <= max_event_bytes).then_some(out)
 }
 
 /// The hub's source: one consumer following the topic from its end.
@@ -196,7 +206,12 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
             Ok(message) => {
                 position.0.insert(message.partition(), message.offset() + 1);
                 let id = position.to_string();
-                let bytes = event_bytes(&id, &message, kafka.event_header.as_deref());
+                let max = shared.block.max_event_bytes;
+                let bytes = event_bytes(&id, &message, kafka.event_header.as_deref(), max)
+                    .unwrap_or_else(|| {
+                        RouteStats::add(&route.stats.oversized_events, 1);
+                        dropped_event(&id, max)
+                    });
                 let key = message.key().map(Bytes::copy_from_slice);
                 hub.publish(&id, key, Bytes::from(bytes));
             }
@@ -294,21 +309,34 @@ pub async fn catch_up_then_follow(
     stream: &mut ClientStream,
     signal: watch::Receiver<Signal>,
 ) -> &'static str {
-    let route = follow.route;
+    let (route, shared) = (follow.route, follow.shared);
     let kafka = route.config.kafka.as_ref().expect("a Kafka route");
-    let Ok(_turn) = route.catch_ups.acquire().await else {
-        return "the gateway drained";
+    let turn = tokio::select! {
+        turn = route.catch_ups.acquire() => turn,
+        cut = next_cut_off(&shared.shutdown, stream.expires_at) => {
+            return cut_off(client, stream, shared, route, cut).await;
+        }
     };
-    let read = tokio::select! {
-        read = read_missing(&catch_up, follow, kafka, client, stream) => read,
-        () = follow.shared.shutdown.cancelled() => Err("the gateway drained"),
+    // The semaphore is never closed.
+    let Ok(_turn) = turn else {
+        return "the catch-up could not start";
     };
-    if let Err(why) = read {
-        return why;
+    match read_missing(&catch_up, follow, kafka, client, stream).await {
+        Ok(()) => {
+            follow
+                .run(client, stream, signal, catch_up.cursor, None)
+                .await
+        }
+        Err(Stop::Ended(why)) => why,
+        Err(Stop::CutOff(cut)) => cut_off(client, stream, shared, route, cut).await,
     }
-    follow
-        .run(client, stream, signal, catch_up.cursor, None)
-        .await
+}
+
+/// Why a catch-up stopped before the client's place was reached.
+enum Stop {
+    Ended(&'static str),
+    /// Between two writes, so between events.
+    CutOff(CutOff),
 }
 
 async fn read_missing(
@@ -317,7 +345,7 @@ async fn read_missing(
     kafka: &Kafka,
     client: &mut TcpStream,
     stream: &mut ClientStream,
-) -> Result<(), &'static str> {
+) -> Result<(), Stop> {
     let log = |message: &str| {
         follow.shared.logger.warn(&format!(
             "[PLUGIN: {PLUGIN_NAME}] kafka topic {} catch-up: {message}",
@@ -331,19 +359,22 @@ async fn read_missing(
         .filter(|(p, to)| catch_up.from.0[p] < **to)
         .map(|(p, _)| *p)
         .collect();
-    let consumer = consumer(kafka, true).map_err(|e| {
+    let unavailable = |e: String| {
         log(&e);
-        "the broker is unavailable"
-    })?;
+        Stop::Ended("the broker is unavailable")
+    };
+    let consumer = consumer(kafka, true).map_err(unavailable)?;
     let pending = Offsets(behind.iter().map(|p| (*p, catch_up.from.0[p])).collect());
-    assign(&consumer, &kafka.topic, &pending).map_err(|e| {
-        log(&e);
-        "the broker is unavailable"
-    })?;
+    assign(&consumer, &kafka.topic, &pending).map_err(unavailable)?;
+    let shutdown = &follow.shared.shutdown;
     let mut position = catch_up.from.clone();
     let mut out = Vec::new();
     let mut events = 0;
     while !behind.is_empty() {
+        // Events not yet written are dropped: the client's place is the last one it got.
+        if let Some(cut) = stream.cut_off_due(shutdown) {
+            return Err(Stop::CutOff(cut));
+        }
         // Whatever is already fetched goes out in one write; the write waits for nothing else.
         let ready = tokio::select! {
             biased;
@@ -354,7 +385,10 @@ async fn read_missing(
             Some(received) => received,
             None => {
                 flush(follow, client, stream, &mut out, &mut events).await?;
-                consumer.recv().await
+                tokio::select! {
+                    received = consumer.recv() => received,
+                    cut = next_cut_off(shutdown, stream.expires_at) => return Err(Stop::CutOff(cut)),
+                }
             }
         };
         match received {
@@ -376,7 +410,10 @@ async fn read_missing(
                     } else {
                         position.to_string()
                     };
-                    out.extend(event_bytes(&id, &message, kafka.event_header.as_deref()));
+                    let max = follow.shared.block.max_event_bytes;
+                    let header = kafka.event_header.as_deref();
+                    let bytes = event_bytes(&id, &message, header, max);
+                    out.extend(bytes.unwrap_or_else(|| dropped_event(&id, max)));
                     events += 1;
                     if out.len() >= CATCH_UP_WRITE_BYTES {
                         flush(follow, client, stream, &mut out, &mut events).await?;
@@ -396,14 +433,18 @@ async fn flush(
     stream: &mut ClientStream,
     out: &mut Vec<u8>,
     events: &mut u64,
-) -> Result<(), &'static str> {
+) -> Result<(), Stop> {
     if out.is_empty() {
         return Ok(());
     }
-    stream
-        .write_own(client, follow.route, out)
-        .await
-        .map_err(|_| "the client left or stalled during its catch-up")?;
+    match stream.write_own(client, follow.route, out).await {
+        Ok(()) => {}
+        Err(Ended::ClientStalled) => {
+            drop_slow_client(client, follow.route, Drop::ClientStalled);
+            return Err(Stop::Ended("the client stalled during its catch-up"));
+        }
+        Err(_) => return Err(Stop::Ended("the client left during its catch-up")),
+    }
     RouteStats::add(&follow.route.stats.events, *events);
     RouteStats::add(&follow.route.stats.bytes, out.len() as u64);
     stream.events += *events;

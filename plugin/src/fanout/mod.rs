@@ -21,57 +21,62 @@ use abi::RequestHead;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::config::Route;
 use crate::pump::{client_gone, ClientStream};
-use crate::relay::{admit, end_stream, event_stream_head, unavailable};
+use crate::relay::{admit, end_stream, event_stream_head, refuse, unavailable, Reply};
 use crate::stats::Drop;
+use crate::upstream::{self, Refused};
 use crate::Shared;
 use follow::Follow;
 pub use hub::Hubs;
 use hub::{Hub, Status};
 
-/// What a fan-out client brings: its place in the stream and what to add to its head.
+/// What a fan-out client brings: its place in the stream and the source it wants.
 struct Client {
-    label: String,
     last_event_id: Option<String>,
-    /// The request's query without `lastEventId`.
-    query: String,
+    /// The upstream path and query (without `lastEventId`): the hub's key.
+    target: String,
     path: String,
-    extra_head: Vec<u8>,
 }
 
 impl Client {
-    fn new(head: &RequestHead, response_headers: &[abi::Header]) -> Self {
-        let mut extra_head = Vec::new();
-        for h in response_headers {
-            wire::header_line(&mut extra_head, &h.name, &h.value);
-        }
+    /// The client's request, once every value that may go upstream is clean: the query
+    /// and path parameters make the shared upstream's target, and its `Last-Event-ID` (the
+    /// header, or `?lastEventId=` decoded) may start that upstream.
+    fn new(route: &Route, head: &RequestHead) -> Result<Self, Refused> {
         let (query, from_query) = split_last_event_id(&head.query);
-        let last_event_id = head
-            .header("last-event-id")
-            .map(|id| String::from_utf8_lossy(id).into_owned())
-            .or(from_query);
-        Self {
-            label: format!("{} {}", head.method, head.path),
+        let last_event_id = match head.header("last-event-id") {
+            Some(id) => Some(upstream::client_last_event_id(id)?),
+            None => from_query
+                .map(|id| wire::clean::last_event_id(&id).map(|()| id))
+                .transpose()?,
+        };
+        Ok(Self {
             last_event_id,
-            query,
+            target: upstream::target(route, &head.path, &query)?,
             path: head.path.to_string(),
-            extra_head,
-        }
+        })
     }
 }
 
-/// Serves one client of a fan-out route.
+/// Serves one client of a fan-out route, until `token_expires_at` at the latest.
 pub async fn serve(
     mut client: TcpStream,
     head: RequestHead,
     response_headers: &[abi::Header],
+    token_expires_at: Option<Instant>,
     shared: &Arc<Shared>,
     route_index: usize,
 ) {
-    let request = Client::new(&head, response_headers);
-    drop(head);
     let route = &shared.routes[route_index];
-    let Some(_slot) = admit(&mut client, shared, route, &request.extra_head).await else {
+    let reply = Reply::new(&head, response_headers);
+    let request = Client::new(&route.config, &head);
+    drop(head);
+    let request = match request {
+        Ok(request) => request,
+        Err(why) => return refuse(&mut client, shared, route, &reply, &why).await,
+    };
+    let Some(_slot) = admit(&mut client, shared, route, &reply.extra_head).await else {
         return;
     };
     let started = Instant::now();
@@ -86,13 +91,21 @@ pub async fn serve(
         status = signal.wait_for(|s| s.status != Status::Connecting) => status.map(|s| s.status),
         () = client_gone(&mut client) => return,
     };
-    if !matches!(status, Ok(Status::Up)) {
-        route.stats.dropped(Drop::UpstreamUnavailable);
-        let reason = format!("the stream's source {} is unavailable", hub.key);
-        return unavailable(&mut client, shared, &reason, &request.extra_head).await;
+    match status {
+        Ok(Status::Up) => {}
+        Ok(Status::NoResources) => {
+            route.stats.dropped(Drop::LocalResources);
+            let reason = "the gateway is short of resources";
+            return unavailable(&mut client, shared, reason, &reply.extra_head).await;
+        }
+        _ => {
+            route.stats.dropped(Drop::UpstreamUnavailable);
+            let reason = format!("the stream's source {} is unavailable", hub.key);
+            return unavailable(&mut client, shared, &reason, &reply.extra_head).await;
+        }
     }
-    let mut stream = ClientStream::new(None);
-    let head = event_stream_head(&request.extra_head);
+    let mut stream = ClientStream::new(None, token_expires_at);
+    let head = event_stream_head(&reply.extra_head);
     if stream.write_own(&mut client, route, &head).await.is_err() {
         return;
     }
@@ -112,16 +125,7 @@ pub async fn serve(
             kafka::catch_up_then_follow(catch_up, &follow, &mut client, &mut stream, signal).await
         }
     };
-    end_stream(
-        &mut client,
-        shared,
-        &request.label,
-        why,
-        started,
-        &stream,
-        0,
-    )
-    .await;
+    end_stream(&mut client, shared, &reply.label, why, started, &stream, 0).await;
 }
 
 /// A client's hub, and how to find its place in it once the source is up.
@@ -142,9 +146,8 @@ enum Place {
 fn join_sse(request: &Client, shared: &Arc<Shared>, route_index: usize) -> Joined {
     let route = &shared.routes[route_index];
     let config = route.config.fanout.as_ref().expect("a fan-out route");
-    let target = crate::upstream::target(&route.config, &request.path, &request.query);
     let membership = route.hubs.join(
-        &target,
+        &request.target,
         config,
         || request.last_event_id.clone().unwrap_or_default(),
         |hub| start(hub, shared, route_index, sse_source::run),
@@ -183,6 +186,16 @@ fn start<F>(
         crate::workers::spawn(hub::keep_alive(hub.clone(), every));
     }
     crate::workers::spawn(source(hub, shared.clone(), route_index));
+}
+
+/// What a fan-out client gets in place of an event over `max_event_bytes`: a comment that
+/// says so, then the event's `id` alone, which moves the client's `Last-Event-ID` past it
+/// without dispatching anything (an event with no data fires nothing in a browser).
+fn dropped_event(id: &str, max_event_bytes: usize) -> Vec<u8> {
+    format!(
+        ": an event larger than max_event_bytes ({max_event_bytes}) was dropped here\nid: {id}\n\n"
+    )
+    .into_bytes()
 }
 
 /// Splits `lastEventId` (for clients that cannot set headers) off a query string: the

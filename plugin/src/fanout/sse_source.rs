@@ -4,6 +4,12 @@
 //! Each complete event is copied once into a `Bytes` and published; the upstream's own
 //! comments are not (the hub sends its own keepalives). The request carries no client's
 //! headers: the stream is shared, so no one client's credentials may shape it.
+//!
+//! An event is held until it is complete, up to `max_event_bytes`. One that grows past it
+//! is dropped as it arrives (its bytes are scanned, not kept), and when it ends the clients
+//! get a comment and its id in its place: memory stays bounded, no client ever gets part
+//! of an event, and the stream goes on (resuming the upstream instead would have the
+//! origin send the same event again).
 
 use std::sync::Arc;
 
@@ -13,10 +19,11 @@ use sse::{Piece, Scanner};
 use tokio::io::AsyncReadExt;
 use wire::framing::Framing;
 
+use super::dropped_event;
 use super::hub::{Hub, Status};
 use crate::relay::backoff;
 use crate::stats::RouteStats;
-use crate::upstream::{self, within, Request, Upstream};
+use crate::upstream::{self, within, Cause, Request, Upstream};
 use crate::{Shared, PLUGIN_NAME};
 
 pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
@@ -31,12 +38,10 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
     };
     loop {
         let request = Request {
-            label: format!("fan-out {}", hub.key),
             target: hub.key.clone(),
             headers: b"Accept: text/event-stream\r\n".to_vec(),
             last_event_id: Some(hub.lock().position.clone()),
             sticky_key: None,
-            extra_head: Vec::new(),
         };
         let opened = tokio::select! {
             opened = upstream::open(route, &request, &shared.pool) => opened,
@@ -51,7 +56,17 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
                 hub.set_status(Status::Up);
                 failed_in_a_row = 0;
                 let position = hub.lock().position.clone();
-                let mut reader = EventReader::new(&hub, &position);
+                let max_event_bytes = shared.block.max_event_bytes;
+                let oversized = |dropped| {
+                    RouteStats::add(&route.stats.oversized_events, 1);
+                    if dropped == 1 {
+                        log(format!(
+                            "dropped an event over max_event_bytes ({max_event_bytes}); \
+                             more on this connection are only counted"
+                        ));
+                    }
+                };
+                let mut reader = EventReader::new(&hub, &position, max_event_bytes, &oversized);
                 let ended = tokio::select! {
                     ended = reader.read(upstream, route.config.upstream_idle_timeout) => ended,
                     () = hub.stop.cancelled() => return,
@@ -67,7 +82,10 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
             }
             Err(unavailable) => {
                 log(unavailable.reason);
-                hub.set_status(Status::Down);
+                hub.set_status(match unavailable.cause {
+                    Cause::LocalResources => Status::NoResources,
+                    Cause::Failed | Cause::TimedOut => Status::Down,
+                });
             }
         }
         let delay = backoff(&route.config, retry_ms, failed_in_a_row);
@@ -84,16 +102,63 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
 struct EventReader<'a> {
     hub: &'a Hub,
     scanner: Scanner,
-    /// The bytes of the event being read.
-    event: Vec<u8>,
+    event: Pending,
+    /// Events dropped for their size on this connection.
+    oversized: u64,
+    /// Told of each, with the count so far.
+    on_oversized: &'a (dyn Fn(u64) + Sync),
+}
+
+/// The bytes of the event being read, up to `max` of them.
+struct Pending {
+    bytes: Vec<u8>,
+    max: usize,
+    /// The event went past `max`: the rest of it is skipped.
+    oversized: bool,
+}
+
+impl Pending {
+    fn hold(&mut self, part: &[u8]) {
+        if self.oversized {
+            return;
+        }
+        let len = self.bytes.len() + part.len();
+        if len > self.max {
+            self.oversized = true;
+            self.bytes = Vec::new();
+            return;
+        }
+        // Grown by doubling, but never past `max`.
+        if len > self.bytes.capacity() {
+            let capacity = len.next_power_of_two().min(self.max);
+            self.bytes.reserve_exact(capacity - self.bytes.len());
+        }
+        self.bytes.extend_from_slice(part);
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.oversized = false;
+    }
 }
 
 impl<'a> EventReader<'a> {
-    fn new(hub: &'a Hub, position: &str) -> Self {
+    fn new(
+        hub: &'a Hub,
+        position: &str,
+        max_event_bytes: usize,
+        on_oversized: &'a (dyn Fn(u64) + Sync),
+    ) -> Self {
         Self {
             hub,
             scanner: Scanner::resuming(position),
-            event: Vec::new(),
+            event: Pending {
+                bytes: Vec::new(),
+                max: max_event_bytes,
+                oversized: false,
+            },
+            oversized: 0,
+            on_oversized,
         }
     }
 
@@ -133,23 +198,86 @@ impl<'a> EventReader<'a> {
 
     fn scan(&mut self, chunk: &[u8]) {
         let mut from = 0;
-        let (hub, event) = (self.hub, &mut self.event);
+        let (hub, event, oversized) = (self.hub, &mut self.event, &mut self.oversized);
+        let on_oversized = self.on_oversized;
         self.scanner.feed(chunk, |piece| match piece {
             Piece::EventEnd { end, last_event_id } => {
-                event.extend_from_slice(&chunk[from..end]);
+                event.hold(&chunk[from..end]);
                 from = end;
-                // Blank lines alone dispatch nothing in a browser: not worth a publish.
-                if event.iter().any(|&b| b != b'\n' && b != b'\r') {
-                    hub.publish(last_event_id, None, Bytes::copy_from_slice(event));
+                if event.oversized {
+                    *oversized += 1;
+                    on_oversized(*oversized);
+                    let note = dropped_event(last_event_id, event.max);
+                    hub.publish(last_event_id, None, Bytes::from(note));
+                } else if event.bytes.iter().any(|&b| b != b'\n' && b != b'\r') {
+                    // Blank lines alone dispatch nothing in a browser: not worth a publish.
+                    hub.publish(last_event_id, None, Bytes::copy_from_slice(&event.bytes));
                 }
                 event.clear();
             }
+            // A comment line, however long, is not an event: nothing stands in for it.
             Piece::Comment { end } => {
                 from = end;
                 event.clear();
             }
             _ => {}
         });
-        self.event.extend_from_slice(&chunk[from..]);
+        self.event.hold(&chunk[from..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Fanout;
+    use crate::fanout::Hubs;
+
+    #[test]
+    fn an_event_over_max_event_bytes_is_dropped_as_it_arrives_and_noted_in_its_place() {
+        const MAX: usize = 24;
+        let hubs = Arc::new(Hubs::default());
+        let config = Fanout {
+            replay: 10,
+            replay_age: None,
+            client_queue: 10,
+            linger: Duration::ZERO,
+        };
+        let membership = hubs.join("/events", &config, || "0".into(), |_| {});
+        let hub = &membership.hub;
+        let told = std::sync::Mutex::new(Vec::new());
+        let on_oversized = |n| told.lock().unwrap().push(n);
+        let mut reader = EventReader::new(hub, "0", MAX, &on_oversized);
+        let mut stream = b"id: 1\ndata: small\n\nid: 2\ndata: ".to_vec();
+        stream.extend([b'x'; 1000]);
+        stream.extend(b"\n\nid: 3\ndata: after\n\n: ");
+        stream.extend([b'c'; 1000]);
+        stream.extend(b"\ndata: no id\n\n");
+        for chunk in stream.chunks(7) {
+            reader.scan(chunk);
+            assert!(reader.event.bytes.capacity() <= MAX, "held more than MAX");
+        }
+        let mut state = hub.lock();
+        let published: Vec<(String, Vec<u8>)> = state
+            .ring
+            .read(0, 10)
+            .unwrap()
+            .map(|e| (e.id.to_string(), e.bytes.to_vec()))
+            .collect();
+        let expected = [
+            ("1", b"id: 1\ndata: small\n\n".to_vec()),
+            ("2", crate::fanout::dropped_event("2", MAX)),
+            ("3", b"id: 3\ndata: after\n\n".to_vec()),
+            ("3", b"data: no id\n\n".to_vec()),
+        ]
+        .map(|(id, bytes)| (id.to_owned(), bytes));
+        assert_eq!(published, expected);
+        assert_eq!(*told.lock().unwrap(), [1]);
+        assert_eq!(
+            String::from_utf8(expected[1].1.clone()).unwrap(),
+            ": an event larger than max_event_bytes (24) was dropped here\nid: 2\n\n"
+        );
     }
 }
