@@ -59,9 +59,13 @@ fn interpret(line: &[u8], buffers: &mut Buffers, stream: &mut Stream) {
             buffers.data.extend_from_slice(value);
             buffers.data.push(b'\n');
         }
-        // The gateway's bound on what a stream makes it hold and send back upstream.
+        // The gateway's bound on what a stream makes it hold and send back upstream, raw
+        // and decoded.
         b"id" if !value.contains(&0) && value.len() <= sse::MAX_ID_BYTES => {
-            buffers.id = String::from_utf8_lossy(value).into_owned();
+            let id = String::from_utf8_lossy(value);
+            if id.len() <= sse::MAX_ID_BYTES {
+                buffers.id = id.into_owned();
+            }
         }
         b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
             // Too large for the clock is as good as not a number: ignored.

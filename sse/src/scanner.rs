@@ -280,10 +280,14 @@ impl Scanner {
             Kind::Data => on(Piece::LineEnd(Field::Data)),
             Kind::Event => on(Piece::LineEnd(Field::Event)),
             Kind::Id if !self.id_too_long && !self.id_value.contains(&0) => {
-                // Reuses the buffer: an `id` on every event costs no allocation.
-                self.id_buffer.clear();
-                self.id_buffer
-                    .push_str(&String::from_utf8_lossy(&self.id_value));
+                // The bound is on what is kept and sent back upstream, so it is checked
+                // again once decoded: each byte that is not UTF-8 becomes a U+FFFD of three.
+                let id = String::from_utf8_lossy(&self.id_value);
+                if id.len() <= MAX_ID_BYTES {
+                    // Reuses the buffer: an `id` on every event costs no allocation.
+                    self.id_buffer.clear();
+                    self.id_buffer.push_str(&id);
+                }
             }
             Kind::Retry if self.retry_digits > 0 => {
                 if let Some(ms) = self.retry_value {
@@ -363,6 +367,24 @@ mod tests {
         }
         scanner.feed(b"\ndata: after\n\nid: 8\n\n", &mut record);
         assert_eq!(ids, [longest.clone(), longest, "8".to_owned()]);
+    }
+
+    /// Found by the `sse` fuzz target (fuzz/corpus/sse/long-invalid-id): 2,000 bytes that
+    /// are not UTF-8 are within the raw bound but made a 6,000-byte last event ID.
+    #[test]
+    fn an_id_over_the_limit_once_decoded_is_ignored() {
+        let mut scanner = Scanner::resuming("7");
+        let mut ids = Vec::new();
+        let mut record = |piece: Piece<'_>| {
+            if let Piece::EventEnd { last_event_id, .. } = piece {
+                ids.push(last_event_id.to_owned());
+            }
+        };
+        let invalid = |n: usize| [&b"id: "[..], &vec![0xff; n], b"\n\n"].concat();
+        scanner.feed(&invalid(2000), &mut record);
+        // 1,365 of them decode to 4,095 bytes: kept.
+        scanner.feed(&invalid(1365), &mut record);
+        assert_eq!(ids, ["7".to_owned(), "\u{fffd}".repeat(1365)]);
     }
 
     #[test]

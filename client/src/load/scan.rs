@@ -95,10 +95,14 @@ impl EventScanner {
                 }
             }
             b"data" => {}
-            // As `sse::Scanner` reads them: an id with a NUL or over its bound is ignored.
+            // As `sse::Scanner` reads them: an id with a NUL or over its bound (raw or
+            // decoded) is ignored.
             b"id" if !value.contains(&0) && value.len() <= sse::MAX_ID_BYTES => {
-                self.id_buffer = String::from_utf8_lossy(value).into_owned();
-                self.id = self.id_buffer.parse().ok();
+                let id = String::from_utf8_lossy(value);
+                if id.len() <= sse::MAX_ID_BYTES {
+                    self.id_buffer = id.into_owned();
+                    self.id = self.id_buffer.parse().ok();
+                }
             }
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 self.retry_ms = std::str::from_utf8(value)
