@@ -25,7 +25,7 @@ SOAK_MINUTES (6, at least 2: a round takes about 40 s), SOAK_STALLED (300).
 """
 import json, os, resource, signal, socket, subprocess, sys, tempfile, time
 
-from run import free_port, rss_kib, start, wait_port
+from run import free_port, rss_kib, start_gateway, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
@@ -54,7 +54,7 @@ def http_get(port, path):
 def route_stats(port):
     stats = json.loads(http_get(port, "/__stats"))
     routes = stats["plugins"]["krakend-server-plugin-streaming"]["routes"]
-    return next(r for r in routes if r["endpoint"] == "/sse/{id}")
+    return next(r for r in routes if r["endpoint"] == "/{kind}/{id}")
 
 
 class Origin:
@@ -75,31 +75,13 @@ class Origin:
         self.start()
 
 
-def start_gateway(origin_port, tmp):
-    config = {
-        "version": 3, "port": 0, "listen_ip": "127.0.0.1",
-        "plugin": {"folder": RELEASE, "pattern": "krakend_server_plugin_streaming.so"},
-        "extra_config": {"plugin/http-server": {
-            "name": ["krakend-server-plugin-streaming"],
-            "krakend-server-plugin-streaming": {
-                "max_streams": 2 * (STREAMS + STALLED) + 100,
-                "routes": [{"endpoint": "/sse/{id}", "backend_url_pattern": "/events-stream/{id}",
-                            "backend_host": f"http://127.0.0.1:{origin_port}"}]}}},
-    }
-    path = os.path.join(tmp, "krakend.json")
-    with open(path, "w") as f:
-        json.dump(config, f)
-    proc, addr = start([f"{RELEASE}/host", "run", "-c", path], "Listening on ")
-    return proc, int(addr.rsplit(":", 1)[1])
-
-
 def stalled_crowd(port, count):
     """Clients of fast streams (an event every 2 ms) that send their request and never read."""
     crowd = []
     for i in range(count):
         s = socket.create_connection(("127.0.0.1", port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.sendall(f"GET /sse/stalled{i}?interval_ms=2 HTTP/1.1\r\nHost: soak\r\n"
+        s.sendall(f"GET /events-stream/stalled{i}?interval_ms=2 HTTP/1.1\r\nHost: soak\r\n"
                   f"Accept: text/event-stream\r\n\r\n".encode())
         crowd.append(s)
     return crowd
@@ -119,13 +101,15 @@ def main():
     tmp = tempfile.mkdtemp(prefix="sse-soak-")
     origin = Origin(free_port())
     origin.start()
-    gateway, port = start_gateway(origin.port, tmp)
+    # The benchmark's gateway: its route /{kind}/{id} takes /events-stream/... to the origin.
+    procs, target = start_gateway(origin.port, tmp)
+    gateway, port = procs[0], target.port
     print(f"soak: {STREAMS} streams for {MINUTES:g} min through the gateway (pid {gateway.pid}), "
           f"{STALLED} stalled clients and 2 origin kills in the warm-up and in steady state",
           file=sys.stderr, flush=True)
     started = time.time()
     load = subprocess.Popen(
-        [f"{RELEASE}/sse-load", f"http://127.0.0.1:{port}/sse/soak?interval_ms=1000",
+        [f"{RELEASE}/sse-load", f"http://127.0.0.1:{port}/events-stream/soak?interval_ms=1000",
          "-c", str(STREAMS), "-d", str(seconds), "--reconnect", "--expect-every", "5",
          "--json"],
         stdout=subprocess.PIPE, text=True)

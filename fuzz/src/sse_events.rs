@@ -43,15 +43,10 @@ fn interpret(line: &[u8], buffers: &mut Buffers, stream: &mut Stream) {
     if line.is_empty() {
         return dispatch(buffers, stream);
     }
-    if line[0] == b':' {
+    // `sse::field` is the spec's split; `sse::Parser` does not use it, so this stays a
+    // reading of its own.
+    let Some((field, value)) = sse::field(line) else {
         return;
-    }
-    let (field, value) = match line.iter().position(|&b| b == b':') {
-        Some(colon) => {
-            let value = &line[colon + 1..];
-            (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-        }
-        None => (line, &b""[..]),
     };
     match field {
         b"event" => buffers.event_type = value.to_vec(),

@@ -80,12 +80,8 @@ impl EventScanner {
             (self.id, self.stamp_ns) = (None, None);
             return;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
-            Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
+        let Some((field, value)) = sse::field(line) else {
+            return;
         };
         match field {
             b"data" if !self.has_data => {
