@@ -17,6 +17,7 @@ use host::listener;
 use host::pipeline::Pipeline;
 use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
 use host::protect::Guard;
+use host::route::Router;
 use host::server::{self, Gateway};
 use host::static_files::StaticFiles;
 
@@ -154,26 +155,42 @@ impl<W: std::io::Write> std::io::Write for Prefixed<W> {
 
 fn check(file: &str) -> ExitCode {
     println!("Parsing configuration file: {file}");
-    match config::load(file) {
-        // Plugins that can be found are started with their blocks and dropped: a block
-        // they refuse (an ambiguous route, a bad duration) fails the check as `run` would.
-        Ok(config) => match inject_plugins(&config).1.as_slice() {
-            [] => {
-                println!("Syntax OK!");
-                ExitCode::SUCCESS
-            }
-            refusals => {
-                for refusal in refusals {
-                    println!("ERROR in the plugin config: {refusal}");
-                }
-                ExitCode::FAILURE
-            }
-        },
+    let config = match config::load(file) {
+        Ok(config) => config,
         Err(e) => {
             println!("ERROR parsing the configuration file: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    // Plugins that can be found are started with their blocks and dropped: a block they
+    // refuse (an ambiguous route, a bad duration) fails the check as `run` would, and the
+    // routes they declare join the route table.
+    let (plugins, refusals) = inject_plugins(&config);
+    for refusal in &refusals {
+        println!("ERROR in the plugin config: {refusal}");
     }
+    match Router::new(&config, plugins.routes(), &plugins.names(), false) {
+        Ok(router) => {
+            for warning in warnings(&config, &router) {
+                println!("WARNING: {warning}");
+            }
+            if refusals.is_empty() {
+                println!("Syntax OK!");
+                return ExitCode::SUCCESS;
+            }
+        }
+        Err(e) => println!("ERROR in the routes: {e}"),
+    }
+    ExitCode::FAILURE
+}
+
+/// What a config allows that it probably should not: `run` logs these, `check` prints them.
+fn warnings(config: &Config, router: &Router) -> Vec<String> {
+    let cors = config.cors.as_ref().and_then(|cors| cors.warning());
+    cors.into_iter()
+        .map(str::to_owned)
+        .chain(router.warnings().iter().cloned())
+        .collect()
 }
 
 fn test_plugin(server: bool, files: &[PathBuf]) -> ExitCode {
@@ -214,7 +231,12 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
         config.port = port;
     }
     tracing::info!("Starting host version {}", env!("CARGO_PKG_VERSION"));
-    let plugins = Arc::new(inject_plugins(&config).0);
+    let plugins = inject_plugins(&config).0;
+    let router =
+        Router::new(&config, plugins.routes(), &plugins.names(), debug).context("in the routes")?;
+    for warning in warnings(&config, &router) {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     let static_files = config
         .static_files
@@ -233,6 +255,18 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
         let backlog = config
             .backlog
             .map_or_else(listener::system_backlog, NonZeroU32::get);
+        // The metrics listener is bound (and logged) before the HTTP server, whose line
+        // says that the gateway is up.
+        let metrics = match &config.metrics_address {
+            Some(address) => {
+                let metrics = listener::listen(address.as_str(), backlog)
+                    .await
+                    .with_context(|| format!("listening for metrics on {address}"))?;
+                tracing::info!("[SERVICE: Metrics] Listening on {}", metrics.local_addr()?);
+                Some(metrics)
+            }
+            None => None,
+        };
         let listener = listener::listen((config.listen_ip.as_str(), config.port), backlog)
             .await
             .with_context(|| format!("listening on {}:{}", config.listen_ip, config.port))?;
@@ -248,7 +282,8 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             listener.local_addr()?
         );
         let gateway = Arc::new(Gateway {
-            plugins,
+            plugins: Arc::new(plugins),
+            router: Arc::new(router),
             connections: connections.clone(),
             guard: Guard::new(&config),
             metrics: Arc::default(),
@@ -257,6 +292,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             static_files,
             limits: Limits {
                 max_head_bytes: config.max_header_bytes,
+                max_headers: config.max_header_count,
                 read_header_timeout: config.read_header_timeout,
                 idle_timeout: config.idle_timeout,
                 read_timeout: config.read_timeout,
@@ -264,11 +300,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             },
         });
         host::protect::jwks::load(&gateway.guard).await;
-        if let Some(address) = &config.metrics_address {
-            let metrics = listener::listen(address.as_str(), backlog)
-                .await
-                .with_context(|| format!("listening for metrics on {address}"))?;
-            tracing::info!("[SERVICE: Metrics] Listening on {}", metrics.local_addr()?);
+        if let Some(metrics) = metrics {
             tokio::spawn(server::serve_metrics(metrics, gateway.clone()));
         }
         let acceptor = listener::Acceptor::new(listener, connections, "HTTP Server");

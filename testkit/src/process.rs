@@ -215,27 +215,36 @@ pub struct GatewayBuilder {
 pub struct Gateway {
     pub process: Process,
     pub addr: SocketAddr,
+    /// The `telemetry/metrics` listener (`/metrics`, `/__stats`).
+    metrics_addr: SocketAddr,
     config: TempPath,
     debug: bool,
 }
 
+/// The line a gateway logs when its metrics listener is bound; the address follows.
+const METRICS_LISTENING: &str = "[SERVICE: Metrics] Listening on ";
+
+/// The metrics listener's address, from the gateway's log.
+fn metrics_address(process: &Process) -> SocketAddr {
+    process.wait_for_log(METRICS_LISTENING);
+    let log = process.log();
+    log.split(METRICS_LISTENING)
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .and_then(|address| address.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {METRICS_LISTENING:?} line in:\n{log}"))
+}
+
 impl Gateway {
-    /// The plugins' counters from `/__stats`.
+    /// The plugins' counters from `/__stats`, on the metrics listener.
     pub async fn stats(&self) -> Value {
-        crate::get_json(self.addr, "/__stats").await
+        crate::get_json(self.metrics_addr, "/__stats").await
     }
 
-    /// Where the metrics listener (`telemetry/metrics`) listens, once it said so.
+    /// Where the metrics listener (`telemetry/metrics`) listens; testkit gives every
+    /// gateway one.
     pub fn metrics_addr(&self) -> SocketAddr {
-        let marker = "[SERVICE: Metrics] Listening on ";
-        self.process.wait_for_log(marker);
-        self.process
-            .log()
-            .split(marker)
-            .nth(1)
-            .and_then(|rest| rest.lines().next())
-            .and_then(|a| a.trim().parse().ok())
-            .expect("the metrics address in the log")
+        self.metrics_addr
     }
 
     /// The Prometheus text at `GET /metrics`.
@@ -326,16 +335,77 @@ impl GatewayBuilder {
         self
     }
 
-    pub fn run(mut self) -> Gateway {
+    /// The config file, with the release dir as the plugin folder and a metrics listener
+    /// (`/__stats` is served there, and tests read it) unless the test set one.
+    fn write_config(mut self) -> (TempPath, bool) {
         self.config["plugin"] = json!({"folder": release_dir(), "pattern": self.plugin_pattern});
-        let config = TempPath::write("krakend", &self.config.to_string());
-        let process = start_host(&config, self.debug, None);
+        let metrics = &mut self.config["extra_config"]["telemetry/metrics"];
+        if metrics.is_null() {
+            *metrics = json!({"listen_address": "127.0.0.1:0"});
+        }
+        (
+            TempPath::write("krakend", &self.config.to_string()),
+            self.debug,
+        )
+    }
+
+    pub fn run(self) -> Gateway {
+        let (config, debug) = self.write_config();
+        let process = start_host(&config, debug, None);
         Gateway {
             addr: process.addr,
+            metrics_addr: metrics_address(&process),
             process,
             config,
-            debug: self.debug,
+            debug,
         }
+    }
+
+    /// Runs `host check -c` on the config: whether it passed, and what it printed.
+    pub fn check(self) -> (bool, String) {
+        let (config, _) = self.write_config();
+        let output = Command::new(bin("host"))
+            .arg("check")
+            .arg("-c")
+            .arg(config.path())
+            .output()
+            .expect("running host check");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), printed)
+    }
+
+    /// Runs `host run -c` on a config the host must refuse, and returns what it logged
+    /// before it exited; fails the test if it exits 0 or is still running after [`crate::STEP`].
+    pub fn run_refused(self) -> String {
+        let (config, debug) = self.write_config();
+        let mut command = Command::new(bin("host"));
+        command.arg("run").arg("-c").arg(config.path());
+        if debug {
+            command.arg("-d");
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running host run");
+        let deadline = Instant::now() + crate::STEP;
+        while matches!(child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("reading the host's output");
+                panic!(
+                    "the host served instead of refusing the config:\n{}",
+                    String::from_utf8_lossy(&output.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("reading the host's output");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "the host exited 0:\n{printed}");
+        printed
     }
 }
 
@@ -376,5 +446,6 @@ impl Gateway {
         let _ = self.process.child.wait();
         self.process = start_host(&self.config, self.debug, Some(self.addr.port()));
         assert_eq!(self.process.addr, self.addr);
+        self.metrics_addr = metrics_address(&self.process);
     }
 }
