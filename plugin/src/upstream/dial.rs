@@ -148,3 +148,69 @@ pub async fn exchange(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+    use wire::framing::{self, FramingError};
+
+    use super::*;
+
+    /// An origin's head whose framing two readers could take two ways is refused by the
+    /// rule the gate applies to a client's request (one `wire::framing` decision), and the
+    /// refusal is the host's fault: a 502 that fails over and counts towards ejection.
+    #[tokio::test]
+    async fn an_origin_head_is_refused_where_a_client_s_would_be() {
+        let cases: [(&[(&str, &str)], FramingError); 4] = [
+            (
+                &[("Content-Length", "3"), ("Transfer-Encoding", "chunked")],
+                FramingError::LengthAndTransferEncoding,
+            ),
+            (
+                &[("Content-Length", "3"), ("Content-Length", "3")],
+                FramingError::DuplicateLength,
+            ),
+            (
+                &[("Transfer-Encoding", "chunked, identity")],
+                FramingError::ChunkedNotLast,
+            ),
+            (
+                &[("Transfer-Encoding", "gzip, chunked")],
+                FramingError::UnsupportedTransferCoding,
+            ),
+        ];
+        for (headers, expected) in cases {
+            let as_parsed: Vec<_> = headers
+                .iter()
+                .map(|&(name, value)| httparse::Header {
+                    name,
+                    value: value.as_bytes(),
+                })
+                .collect();
+            assert_eq!(framing::request(&as_parsed), Err(expected), "the gate");
+
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut upstream = dial(&listener.local_addr().unwrap().to_string())
+                .await
+                .unwrap();
+            let (mut origin, _) = listener.accept().await.unwrap();
+            let lines: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+            let answer = format!("HTTP/1.1 200 OK\r\n{lines}\r\n3\r\nabc\r\n0\r\n\r\n");
+            origin.write_all(answer.as_bytes()).await.unwrap();
+            let mut buf = [0; 1024];
+            let failure = Failure::from(
+                exchange(&mut upstream, b"GET / HTTP/1.1\r\n\r\n", &mut buf)
+                    .await
+                    .unwrap_err(),
+            );
+            assert!(
+                matches!(
+                    &failure,
+                    Failure::Exchange(ExchangeError::Head(HeadError::Framing(e))) if *e == expected
+                ),
+                "{headers:?}: {failure}"
+            );
+            assert!(failure.blames_host() && !failure.timed_out(), "{failure}");
+        }
+    }
+}
