@@ -194,7 +194,10 @@ mod tests {
                 .await
                 .unwrap();
             let (mut origin, _) = listener.accept().await.unwrap();
-            let lines: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+            let lines: String = headers
+                .iter()
+                .map(|(n, v)| format!("{n}: {v}\r\n"))
+                .collect();
             let answer = format!("HTTP/1.1 200 OK\r\n{lines}\r\n3\r\nabc\r\n0\r\n\r\n");
             origin.write_all(answer.as_bytes()).await.unwrap();
             let mut buf = [0; 1024];
