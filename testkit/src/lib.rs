@@ -20,7 +20,10 @@ mod scripted;
 mod temp;
 
 pub use kafka::{broker, Broker};
-pub use llm::{fetch_event_source, mock_release, mock_requests, openai_chat, ClientReports};
+pub use llm::{
+    chat_messages, chunk_content, fetch_event_source, mock_release, mock_requests, openai_chat,
+    sdk_spec, the_one_chat_request, ClientReports,
+};
 pub use page::PageWatcher;
 pub use process::{
     bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process,

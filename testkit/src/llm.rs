@@ -112,6 +112,39 @@ pub async fn mock_requests(origin: SocketAddr) -> Value {
     crate::get_json(origin, "/mock/requests").await
 }
 
+/// A chat's `messages`: a system prompt, then `words` from the user (the mock echoes them).
+pub fn chat_messages(words: &str) -> Value {
+    serde_json::json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": words}])
+}
+
+/// The spec of one [`openai_chat`] at `base_url` (`.../v1`), for the words "the quick
+/// brown fox", with `headers` on the request.
+pub fn sdk_spec(base_url: &str, stream: bool, headers: Value) -> Value {
+    serde_json::json!({
+        "base_url": base_url,
+        "model": "mock-1",
+        "messages": chat_messages("the quick brown fox"),
+        "stream": stream,
+        "headers": headers,
+    })
+}
+
+/// The content of a streamed chunk's first choice, if it has one.
+pub fn chunk_content(report: &Value) -> Option<&str> {
+    report["chunk"]["choices"][0]["delta"]["content"].as_str()
+}
+
+/// The one request a mock origin saw, a `POST /v1/chat/completions` (it fails the test
+/// otherwise).
+pub async fn the_one_chat_request(origin: SocketAddr) -> Value {
+    let seen = mock_requests(origin).await;
+    assert_eq!(seen["total"], 1, "{seen}");
+    let request = &seen["requests"][0];
+    assert_eq!(request["method"], "POST", "{request}");
+    assert_eq!(request["target"], "/v1/chat/completions", "{request}");
+    request.clone()
+}
+
 /// Lets one stream held by `X-Mock-Hold-After` go on.
 pub async fn mock_release(origin: SocketAddr) {
     let request = "POST /mock/release HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";

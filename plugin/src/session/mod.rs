@@ -22,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::{BodyRefused, Unread};
 use crate::respond::{LogLine, Refusal, EVENT_STREAM_HEADERS};
 use crate::stats::RouteStats;
 use crate::{within, RouteState, Shared, Slot, PLUGIN_NAME};
@@ -30,6 +31,9 @@ pub use transport::{write_parts, ClientTransport, ResponseHead, IOV_BATCH};
 
 /// The comment a stream gets after `keepalive` without bytes.
 pub const KEEPALIVE: &[u8] = b":keepalive\n";
+
+/// How long a refused client's connection is kept after the answer, the host's own linger.
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Session<'a, C> {
     client: C,
@@ -61,6 +65,10 @@ enum Answered {
     EventStream,
     /// A non-2xx answer relayed with its status and body: no events, no keepalives.
     AsIs,
+    /// A 2xx stream that is no event stream (NDJSON, chunked JSON, text), relayed byte
+    /// for byte: a stream with a log line, but no events to keep whole and no comment
+    /// ever written into it.
+    Passthrough,
 }
 
 impl<'a, C: ClientTransport> Session<'a, C> {
@@ -107,6 +115,11 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         Ok(slot)
     }
 
+    /// Reads the request's body (see `crate::body`), before the stream starts.
+    pub async fn read_body(&mut self, body: Unread) -> Result<Vec<u8>, BodyRefused> {
+        body.read(&mut self.client).await
+    }
+
     /// Answers `refusal` (with its status, body and `Retry-After`), counts and logs it.
     pub async fn refuse(mut self, refusal: Refusal) {
         match refusal.log_line() {
@@ -132,6 +145,10 @@ impl<'a, C: ClientTransport> Session<'a, C> {
             .is_ok()
         {
             let _ = self.client.shutdown().await;
+            // What the client still sends (a body not read, or read only in part) is read
+            // and dropped for a while: closing with it unread would reset the connection,
+            // and the client could lose the answer before reading it.
+            let _ = tokio::time::timeout(REFUSAL_LINGER, self.client.closed()).await;
         }
     }
 
@@ -145,16 +162,31 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         Ok(())
     }
 
-    /// Answers with an upstream's non-2xx `status` (and `content_type`); its body follows.
+    /// Answers with an upstream's `status` and `content_type`, a non-2xx answer or a 2xx
+    /// stream that is no event stream; its body follows as it is.
     pub async fn start_as_is(
         &mut self,
         status: StatusCode,
         content_type: Option<&str>,
     ) -> Result<(), End> {
         let content_type = content_type.map(|value| ("Content-Type", value.as_bytes()));
-        let headers = content_type.as_slice();
-        Box::pin(self.write_head(status, headers, &[])).await?;
-        self.answered = Answered::AsIs;
+        let streaming = status.is_success();
+        // A stream's, as for an event stream: no cache, no buffering by a proxy in front.
+        let headers: Vec<(&str, &[u8])> = content_type
+            .into_iter()
+            .chain(
+                EVENT_STREAM_HEADERS[1..]
+                    .iter()
+                    .copied()
+                    .filter(|_| streaming),
+            )
+            .collect();
+        Box::pin(self.write_head(status, &headers, &[])).await?;
+        self.answered = match streaming {
+            true => Answered::Passthrough,
+            false => Answered::AsIs,
+        };
+        self.started = Instant::now();
         Ok(())
     }
 
@@ -310,7 +342,7 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         } else {
             let _ = self.client.shutdown().await;
         }
-        if self.answered == Answered::EventStream {
+        if matches!(self.answered, Answered::EventStream | Answered::Passthrough) {
             log.info(&format!(
                 "[PLUGIN: {PLUGIN_NAME}] {} 200 stream ended ({end}) after {:.3}s: {} events, {} bytes, {} reconnects",
                 self.label,

@@ -11,6 +11,8 @@
 //! - `AsyncWrite` (vectored): the events, written as they are (the pump's `writev` of the
 //!   payload ranges of one read), and `poll_shutdown` to end the body cleanly (TCP: FIN;
 //!   HTTP/2: END_STREAM).
+//! - [`ClientTransport::read_body`]: the request body past what the host read with the
+//!   head, read before the stream starts (TCP: from the socket; HTTP/2: its DATA frames).
 //! - [`ClientTransport::closed`]: how the session learns that the client left while
 //!   nothing is being written. TCP reads to EOF (what the client sends after its request
 //!   is ignored); on HTTP/2 a GET's request body ends at once, so "read returned 0" does
@@ -53,6 +55,9 @@ pub trait ClientTransport: AsyncWrite + Unpin + Send {
         body: &[u8],
     ) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// Reads request body bytes into `buf`; `Ok(0)` when the client sends no more.
+    fn read_body(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
+
     /// Completes once the client is gone.
     fn closed(&mut self) -> impl Future<Output = ()> + Send;
 
@@ -63,6 +68,10 @@ pub trait ClientTransport: AsyncWrite + Unpin + Send {
 impl ClientTransport for TcpStream {
     async fn write_head(&mut self, head: &ResponseHead<'_>, body: &[u8]) -> io::Result<()> {
         self.write_all(&http1(head, body)).await
+    }
+
+    async fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf).await
     }
 
     async fn closed(&mut self) {
