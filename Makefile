@@ -16,11 +16,12 @@ build-host:
 build-plugin:
 	$(CARGO) build --release -p krakend-server-plugin-streaming
 
-# The demo: the SSE origin on :9081 and the gateway on :8080 with krakend.json.
+# The demo: the SSE origin on :9081 and the gateway on :8080 with krakend.json (its chat
+# route sends $LLM_API_KEY upstream: the mock's own key unless one is set).
 run: build
 	@$(RELEASE)/sse-server & origin=$$!; \
 	trap 'kill $$origin 2>/dev/null' EXIT INT TERM; \
-	$(RELEASE)/host run -dc krakend.json
+	LLM_API_KEY="$${LLM_API_KEY:-mock-key}" $(RELEASE)/host run -dc krakend.json
 
 # Every test: unit tests and the end-to-end tests that start the real binaries. 10,000
 # concurrent streams hold about 20,000 descriptors in one process: the limit goes to the top.

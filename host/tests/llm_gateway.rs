@@ -95,6 +95,22 @@ async fn the_openai_sdk_through_the_gateway_gets_every_chunk_live_from_one_post(
     );
     let stats = gateway.route_stats(CHAT).await;
     assert_eq!(stats["reconnects"], 0, "{stats}");
+
+    // The stream's access-log line carries its time to the first event, and the route's
+    // histograms count it once the stream has ended.
+    let ended = "POST /v1/chat/completions 200 stream ended (the upstream ended; not resumed)";
+    gateway.process.wait_for_log(ended);
+    let log = gateway.process.log();
+    let line = log.lines().find(|l| l.contains(ended)).unwrap();
+    assert!(
+        line.contains(", first event ") && !line.contains("first event none"),
+        "{line}"
+    );
+    let metrics = gateway.metrics().await;
+    for name in ["first_event_seconds", "stream_duration_seconds"] {
+        let count = format!(r#"krakend_plugin_{name}_count{{plugin="{PLUGIN}",route="{CHAT}"}} 1"#);
+        assert!(metrics.lines().any(|l| l == count), "{count} in\n{metrics}");
+    }
 }
 
 #[tokio::test]

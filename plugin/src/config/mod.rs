@@ -271,7 +271,9 @@ fn route(keys: RouteKeys, at: &str) -> Result<Route, ConfigError> {
         .into_iter()
         .map(|code| {
             http::StatusCode::from_u16(code)
-                .map_err(|_| invalid("retry_on", Problem::NotAStatus(code)))
+                .ok()
+                .filter(|_| code <= 599)
+                .ok_or_else(|| invalid("retry_on", Problem::NotAStatus(code)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     // `"0"` turns these off.

@@ -214,3 +214,41 @@ fn a_default_at_the_top_of_the_block_is_refused_under_its_own_key() {
         "{error}"
     );
 }
+
+#[test]
+fn a_post_route_s_keys_and_their_defaults() {
+    let block = parse(
+        r#"{"backend_host": "http://h", "backend_url_pattern": "/e", "routes": [
+            {"endpoint": "/chat", "methods": ["POST"], "retry_on": [429, 503],
+             "max_body_bytes": 4096, "resume": false},
+            {"endpoint": "/feed"}
+        ]}"#,
+    )
+    .unwrap();
+    let chat = block.routes.iter().find(|r| r.endpoint == "/chat").unwrap();
+    assert_eq!(
+        chat.retry_on,
+        [
+            http::StatusCode::TOO_MANY_REQUESTS,
+            http::StatusCode::SERVICE_UNAVAILABLE
+        ]
+    );
+    assert_eq!(chat.max_body_bytes, Some(4096));
+    assert_eq!(chat.resume, Some(false));
+    let feed = block.routes.iter().find(|r| r.endpoint == "/feed").unwrap();
+    assert!(
+        feed.retry_on.is_empty(),
+        "no failover on a status unless asked"
+    );
+    assert_eq!(feed.max_body_bytes, None, "the host's root max_body_bytes");
+    assert_eq!(feed.resume, None, "decided by the request's method");
+    assert!(feed.set_headers.is_empty());
+    for (code, says) in [(99, "99"), (600, "600")] {
+        let block = format!(r#"{}, "retry_on": [{code}]}}"#, &POC[..POC.len() - 1]);
+        let error = parse(&block).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!("retry_on: {says} is not an HTTP status from 100 to 599")
+        );
+    }
+}

@@ -46,8 +46,12 @@ pub struct Session<'a, C> {
     answered: Answered,
     /// When the client's token expires, if a JWT authorised the stream.
     expires_at: Option<Instant>,
-    /// When the event stream's head was written.
+    /// When the request was handed over: the stream's duration and its first event's
+    /// latency are counted from here.
     started: Instant,
+    /// How long after `started` the first stream bytes were written (microseconds; 0:
+    /// none yet): the client's time to first token, what an LLM stream is judged by.
+    first_event_us: u64,
     last_write: Instant,
     /// The client holds part of an event (one larger than the relay's read buffer): it
     /// cannot be sent a comment now, nor resumed elsewhere without corrupting that event.
@@ -92,6 +96,7 @@ impl<'a, C: ClientTransport> Session<'a, C> {
             answered: Answered::Nothing,
             expires_at,
             started: now,
+            first_event_us: 0,
             last_write: now,
             mid_event: false,
             events: 0,
@@ -158,7 +163,6 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         // for its whole life.
         Box::pin(self.write_head(StatusCode::OK, &EVENT_STREAM_HEADERS, &[])).await?;
         self.answered = Answered::EventStream;
-        self.started = Instant::now();
         Ok(())
     }
 
@@ -186,7 +190,6 @@ impl<'a, C: ClientTransport> Session<'a, C> {
             true => Answered::Passthrough,
             false => Answered::AsIs,
         };
-        self.started = Instant::now();
         Ok(())
     }
 
@@ -217,6 +220,11 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         let len: usize = parts.iter().map(|p| bytes(p).len()).sum();
         self.timed(|client| write_parts(client, parts, bytes))
             .await?;
+        if self.first_event_us == 0 && len > 0 {
+            let after = self.started.elapsed();
+            self.first_event_us = u64::try_from(after.as_micros()).unwrap_or(u64::MAX).max(1);
+            self.route.stats.first_event.record(after);
+        }
         RouteStats::add(&self.route.stats.bytes, len as u64);
         RouteStats::add(&self.route.stats.events, events);
         self.bytes += len as u64;
@@ -343,10 +351,16 @@ impl<'a, C: ClientTransport> Session<'a, C> {
             let _ = self.client.shutdown().await;
         }
         if matches!(self.answered, Answered::EventStream | Answered::Passthrough) {
+            let lasted = self.started.elapsed();
+            self.route.stats.duration.record(lasted);
+            let first_event = match self.first_event_us {
+                0 => "none".to_owned(),
+                us => format!("{:.3}s", us as f64 / 1e6),
+            };
             log.info(&format!(
-                "[PLUGIN: {PLUGIN_NAME}] {} 200 stream ended ({end}) after {:.3}s: {} events, {} bytes, {} reconnects",
+                "[PLUGIN: {PLUGIN_NAME}] {} 200 stream ended ({end}) after {:.3}s: {} events, {} bytes, {} reconnects, first event {first_event}",
                 self.label,
-                self.started.elapsed().as_secs_f64(),
+                lasted.as_secs_f64(),
                 self.events,
                 self.bytes,
                 self.reconnects,
