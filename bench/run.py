@@ -138,13 +138,16 @@ def load(url, connections, seconds, pids=()):
 
 def failures(report, connections, what):
     """Streams that failed to open or never got their head before the deadline (sse-load
-    counts neither as connected), ended early, or skipped ids; which of them goes to stderr."""
+    counts neither as connected), ended early, or skipped or repeated ids; which of them
+    goes to stderr."""
     refused, unanswered = report["connections_failed"], connections - report["connections_ok"] - report["connections_failed"]
     cut, gaps = report["premature_disconnects"], report["id_gaps"]
-    if refused or unanswered or cut or gaps:
+    doubled = report["id_duplicates"] + report["id_backwards"]
+    if refused or unanswered or cut or gaps or doubled:
         print(f"  {what}: {refused} failed to open, {unanswered} got no answer before the end, "
-              f"{cut} ended early, {gaps} ids skipped", file=sys.stderr)
-    return refused + unanswered + cut + gaps
+              f"{cut} ended early, {gaps} ids skipped, {doubled} ids repeated or going back",
+              file=sys.stderr)
+    return refused + unanswered + cut + gaps + doubled
 
 
 class Target:
@@ -444,4 +447,5 @@ def main():
         json.dump({"machine": machine, "scale": SCALE, "results": results}, f, indent=1)
 
 
-main()
+if __name__ == "__main__":
+    main()

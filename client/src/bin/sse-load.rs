@@ -26,6 +26,13 @@ struct Args {
     /// Report the peak resident memory of this process (repeatable).
     #[arg(long = "pid")]
     pids: Vec<u32>,
+    /// Reconnect a stream that ends early, with Last-Event-ID, after its retry: (1 s
+    /// without one), as EventSource does; ids are checked across the reconnections.
+    #[arg(long)]
+    reconnect: bool,
+    /// Report how many streams received no event in the last SECONDS of the run.
+    #[arg(long, value_name = "SECONDS")]
+    expect_every: Option<f64>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -53,6 +60,8 @@ fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         connect_concurrency: args.connect_concurrency,
         pids: args.pids,
+        reconnect: args.reconnect,
+        expect_every: args.expect_every.map(Duration::from_secs_f64),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
