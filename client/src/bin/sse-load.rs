@@ -20,6 +20,11 @@ struct Args {
     /// How long to run, in seconds.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     duration: f64,
+    /// Count the duration from the moment every connection has been tried (connected or
+    /// failed), so that all of them are held for the whole duration however long
+    /// connecting takes.
+    #[arg(long)]
+    after_connect: bool,
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
@@ -58,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         },
         connections: args.connections,
         duration: Duration::from_secs_f64(args.duration),
+        after_connect: args.after_connect,
         connect_concurrency: args.connect_concurrency,
         pids: args.pids,
         reconnect: args.reconnect,

@@ -9,7 +9,7 @@
 mod scan;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,8 +17,7 @@ use hdrhistogram::Histogram;
 use sse::stamp::monotonic_ns;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
-use tokio::time::Instant;
+use tokio::sync::{watch, Notify, Semaphore};
 
 pub use scan::{EventScanner, IdCheck, Order, Received};
 
@@ -29,6 +28,10 @@ pub struct LoadOptions {
     pub target: String,
     pub connections: usize,
     pub duration: Duration,
+    /// Count `duration` from the moment every stream's first connection attempt has ended
+    /// (connected or failed), not from the start: a run of many clients on a loaded
+    /// machine then holds them all connected for `duration`, however long connecting took.
+    pub after_connect: bool,
     /// Connection attempts in flight at once, so the listen backlog is not the test.
     pub connect_concurrency: usize,
     /// Processes whose peak resident memory to report.
@@ -103,14 +106,17 @@ struct Shared {
     histogram: Mutex<Histogram<u64>>,
     /// Per stream, when it last received an event (CLOCK_MONOTONIC ns; 0: never).
     last_event_ns: Vec<AtomicU64>,
+    /// Streams whose first connection attempt has ended; the last one wakes `all_tried`.
+    tried: AtomicUsize,
+    all_tried: Notify,
 }
 
-/// Runs the load; returns when `duration` has passed.
+/// Runs the load; returns when `duration` has passed (from the start, or with
+/// `after_connect` from the end of the connecting).
 pub async fn run(options: LoadOptions) -> Report {
-    let started = Instant::now();
-    let deadline = started + options.duration;
+    let started = std::time::Instant::now();
     let connecting = Arc::new(Semaphore::new(options.connect_concurrency.max(1)));
-    let rss = tokio::spawn(sample_rss(options.pids.clone(), deadline));
+    let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         last_event_ns: (0..options.connections)
             .map(|_| AtomicU64::new(0))
@@ -121,19 +127,31 @@ pub async fn run(options: LoadOptions) -> Report {
             Histogram::<u64>::new_with_bounds(1_000, 600_000_000_000, 3)
                 .expect("valid histogram bounds"),
         ),
+        tried: AtomicUsize::new(0),
+        all_tried: Notify::new(),
     });
+    let rss = tokio::spawn(sample_rss(shared.options.pids.clone(), stopped.clone()));
     let streams: Vec<_> = (0..shared.options.connections)
         .map(|index| {
             let (shared, connecting) = (shared.clone(), connecting.clone());
+            let mut stopped = stopped.clone();
             tokio::spawn(async move {
                 let permit = connecting
                     .acquire_owned()
                     .await
                     .expect("the semaphore is never closed");
-                let _ = tokio::time::timeout_at(deadline, follow(&shared, index, permit)).await;
+                tokio::select! {
+                    () = follow(&shared, index, permit) => {}
+                    _ = stopped.wait_for(|stop| *stop) => {}
+                }
             })
         })
         .collect();
+    if shared.options.after_connect && shared.options.connections > 0 {
+        shared.all_tried.notified().await;
+    }
+    tokio::time::sleep(shared.options.duration).await;
+    let _ = stop.send(true);
     for stream in streams {
         let _ = stream.await;
     }
@@ -168,7 +186,7 @@ pub async fn run(options: LoadOptions) -> Report {
     }
 }
 
-/// One stream until the deadline cuts it: connected, read, and with `reconnect` opened
+/// One stream until the run stops it: connected, read, and with `reconnect` opened
 /// again with `Last-Event-ID` each time it ends early.
 async fn follow(shared: &Shared, index: usize, permit: tokio::sync::OwnedSemaphorePermit) {
     let (options, counters) = (&shared.options, &shared.counters);
@@ -178,7 +196,12 @@ async fn follow(shared: &Shared, index: usize, permit: tokio::sync::OwnedSemapho
     let mut connected_before = false;
     loop {
         let opened = open(options, scanner.last_event_id()).await;
-        drop(permit.take());
+        if permit.take().is_some()
+            && shared.tried.fetch_add(1, Ordering::Relaxed) + 1 == options.connections
+        {
+            // A stored permit: `run` may not be waiting yet.
+            shared.all_tried.notify_one();
+        }
         match opened {
             Err(_) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -306,10 +329,10 @@ async fn open(
     Ok((stream, head.split_off(end), chunked))
 }
 
-/// Peak VmRSS of each pid, sampled every 100 ms until `deadline`.
-async fn sample_rss(pids: Vec<u32>, deadline: Instant) -> Vec<(u32, u64)> {
+/// Peak VmRSS of each pid, sampled every 100 ms until the run stops.
+async fn sample_rss(pids: Vec<u32>, stopped: watch::Receiver<bool>) -> Vec<(u32, u64)> {
     let mut peaks: Vec<(u32, u64)> = pids.iter().map(|&pid| (pid, 0)).collect();
-    while Instant::now() < deadline && !peaks.is_empty() {
+    while !*stopped.borrow() && !peaks.is_empty() {
         for (pid, peak) in &mut peaks {
             if let Some(kib) = rss_kib(*pid) {
                 *peak = (*peak).max(kib);
