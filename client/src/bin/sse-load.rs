@@ -23,6 +23,11 @@ struct Args {
     /// How long to run, in seconds.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     duration: f64,
+    /// Count the duration from the moment every stream's first connection has been tried
+    /// (connected or failed), so that all of them are held for the whole duration however
+    /// long connecting takes.
+    #[arg(long)]
+    after_connect: bool,
     /// Connection attempts (with their TLS and HTTP/2 handshakes) in flight at once.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
@@ -85,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         transport,
         streams: args.connections,
         duration: Duration::from_secs_f64(args.duration),
+        after_connect: args.after_connect,
         connect_concurrency: args.connect_concurrency,
         pids: args.pids,
         reconnect: args.reconnect,

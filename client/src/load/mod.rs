@@ -19,15 +19,15 @@ mod transport;
 mod url;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use sse::stamp::monotonic_ns;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
-use tokio::time::Instant;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
 
 pub use scan::{EventScanner, IdCheck, Order, Received};
 pub use tls::{client_config, TlsError, Trust};
@@ -46,6 +46,10 @@ pub struct LoadOptions {
     /// Concurrent streams.
     pub streams: usize,
     pub duration: Duration,
+    /// Count `duration` from the moment every stream's first connection attempt has ended
+    /// (connected or failed), not from the start: a run of many clients on a loaded
+    /// machine then holds them all connected for `duration`, however long connecting took.
+    pub after_connect: bool,
     /// Connection attempts (with their TLS and HTTP/2 handshakes, and over HTTP/1.1 the
     /// response head) in flight at once, so the listen backlog is not the test.
     pub connect_concurrency: usize,
@@ -130,6 +134,9 @@ struct Shared {
     histogram: Mutex<Histogram<u64>>,
     /// Per stream, when it last received an event (CLOCK_MONOTONIC ns; 0: never).
     last_event_ns: Vec<AtomicU64>,
+    /// Streams whose first connection attempt has ended; the last one wakes `all_tried`.
+    tried: AtomicUsize,
+    all_tried: Notify,
     /// Connection attempts in flight.
     connecting: Semaphore,
     /// Over HTTP/2, each group of `streams_per_connection` streams' connection (stream
@@ -147,13 +154,23 @@ impl Shared {
         Self::count(&self.counters.failed);
         self.first_error.lock().unwrap().get_or_insert(why);
     }
+
+    /// A stream's first connection attempt has ended: the last one wakes `run` when it
+    /// waits for all of them (`after_connect`).
+    fn tried(&self) {
+        if self.tried.fetch_add(1, Ordering::Relaxed) + 1 == self.options.streams {
+            // A stored permit: `run` may not be waiting yet.
+            self.all_tried.notify_one();
+        }
+    }
 }
 
-/// Runs the load; returns when `duration` has passed, or every stream has ended for good.
+/// Runs the load; returns when `duration` has passed (from the start, or with
+/// `after_connect` from the end of the connecting), or once every stream has ended for
+/// good (none reconnects).
 pub async fn run(options: LoadOptions) -> Report {
-    let started = Instant::now();
-    let deadline = started + options.duration;
-    let rss = tokio::spawn(sample_rss(options.pids.clone(), deadline));
+    let started = std::time::Instant::now();
+    let (stop, stopped) = watch::channel(false);
     let h2_connections = match options.transport.protocol {
         Protocol::Http1 => Vec::new(),
         Protocol::Http2 {
@@ -173,18 +190,34 @@ pub async fn run(options: LoadOptions) -> Report {
             Histogram::<u64>::new_with_bounds(1_000, 600_000_000_000, 3)
                 .expect("valid histogram bounds"),
         ),
+        tried: AtomicUsize::new(0),
+        all_tried: Notify::new(),
     });
-    let streams: Vec<_> = (0..shared.options.streams)
+    let rss = tokio::spawn(sample_rss(shared.options.pids.clone(), stopped.clone()));
+    let mut streams: JoinSet<()> = (0..shared.options.streams)
         .map(|index| {
             let shared = shared.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout_at(deadline, follow(&shared, index)).await;
-            })
+            let mut stopped = stopped.clone();
+            async move {
+                tokio::select! {
+                    () = follow(&shared, index) => {}
+                    _ = stopped.wait_for(|stop| *stop) => {}
+                }
+            }
         })
         .collect();
-    for stream in streams {
-        let _ = stream.await;
+    let duration = async {
+        if shared.options.after_connect && shared.options.streams > 0 {
+            shared.all_tried.notified().await;
+        }
+        tokio::time::sleep(shared.options.duration).await;
+    };
+    tokio::select! {
+        () = duration => {}
+        () = async { while streams.join_next().await.is_some() {} } => {}
     }
+    let _ = stop.send(true);
+    while streams.join_next().await.is_some() {}
     let ended_ns = monotonic_ns();
     let max_rss_kib = rss.await.unwrap_or_default();
     let latency_ns = std::mem::replace(
@@ -219,15 +252,19 @@ pub async fn run(options: LoadOptions) -> Report {
     }
 }
 
-/// One stream until the deadline cuts it: opened, read, and with `reconnect` opened
+/// One stream until the run stops it: opened, read, and with `reconnect` opened
 /// again with `Last-Event-ID` each time it ends early.
 async fn follow(shared: &Shared, index: usize) {
     let (options, counters) = (&shared.options, &shared.counters);
     let mut scanner = EventScanner::default();
     let mut ids = IdCheck::default();
-    let mut connected_before = false;
+    let (mut first_attempt, mut connected_before) = (true, false);
     loop {
-        match open(shared, index, scanner.last_event_id()).await {
+        let opened = open(shared, index, scanner.last_event_id()).await;
+        if std::mem::take(&mut first_attempt) {
+            shared.tried();
+        }
+        match opened {
             Err(why) => shared.failed(why),
             Ok(opened) => {
                 Shared::count(match std::mem::replace(&mut connected_before, true) {
@@ -390,10 +427,10 @@ async fn open_http1(shared: &Shared, last_event_id: &str) -> std::io::Result<Ope
     })
 }
 
-/// Peak VmRSS of each pid, sampled every 100 ms until `deadline`.
-async fn sample_rss(pids: Vec<u32>, deadline: Instant) -> Vec<(u32, u64)> {
+/// Peak VmRSS of each pid, sampled every 100 ms until the run stops.
+async fn sample_rss(pids: Vec<u32>, stopped: watch::Receiver<bool>) -> Vec<(u32, u64)> {
     let mut peaks: Vec<(u32, u64)> = pids.iter().map(|&pid| (pid, 0)).collect();
-    while Instant::now() < deadline && !peaks.is_empty() {
+    while !*stopped.borrow() && !peaks.is_empty() {
         for (pid, peak) in &mut peaks {
             if let Some(kib) = rss_kib(*pid) {
                 *peak = (*peak).max(kib);

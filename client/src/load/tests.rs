@@ -21,6 +21,7 @@ fn options(url: &str, transport: Transport, streams: usize) -> LoadOptions {
         transport,
         streams,
         duration: NEVER,
+        after_connect: false,
         connect_concurrency: 200,
         pids: Vec::new(),
         reconnect: false,
