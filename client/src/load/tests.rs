@@ -91,6 +91,25 @@ async fn a_certificate_the_ca_did_not_sign_fails_each_stream_saying_why() {
 }
 
 #[tokio::test]
+async fn insecure_takes_a_certificate_nobody_signed_for_it() {
+    let pki = TestPki::new();
+    let config = pki.server_config(&pki.wrong_server, ALPN_HTTP1, ClientAuth::None);
+    let mut origin = ScriptedOrigin::start_tls(config).await;
+    let url = format!("{}/sse/a", origin.url());
+    let load = tokio::spawn(run(options(
+        &url,
+        transport(&url, Some(Trust::Insecure), None),
+        1,
+    )));
+    let mut conn = origin.accept().await;
+    conn.send_event_stream_head().await;
+    conn.send(&events(1..=2)).await;
+    conn.close().await;
+    let report = load.await.unwrap();
+    assert_eq!((report.connections_ok, report.events), (1, 2));
+}
+
+#[tokio::test]
 async fn http2_over_tls_puts_every_stream_on_one_connection() {
     let pki = TestPki::new();
     let config = pki.server_config(&pki.server, ALPN_H2, ClientAuth::None);
