@@ -82,8 +82,7 @@ fn main() -> anyhow::Result<()> {
         (_, true) => Some(Http2::Cleartext),
         _ => None,
     };
-    let transport =
-        Transport::choose(&url, trust, http2.map(|h| (h, args.streams_per_conn.get())))?;
+    let transport = Transport::choose(&url, trust, http2.map(|h| (h, args.streams_per_conn)))?;
     let options = LoadOptions {
         addr: url.resolve()?,
         url,

@@ -175,7 +175,7 @@ pub async fn run(options: LoadOptions) -> Report {
         Protocol::Http1 => Vec::new(),
         Protocol::Http2 {
             streams_per_connection,
-        } => (0..options.streams.div_ceil(streams_per_connection))
+        } => (0..options.streams.div_ceil(streams_per_connection.get()))
             .map(|_| h2::Connection::default())
             .collect(),
     };
@@ -308,7 +308,7 @@ async fn open(shared: &Shared, index: usize, last_event_id: &str) -> Result<Open
         Protocol::Http2 {
             streams_per_connection,
         } => {
-            let connection = &shared.h2_connections[index / streams_per_connection];
+            let connection = &shared.h2_connections[index / streams_per_connection.get()];
             let body = connection.open(shared, last_event_id).await?;
             Ok(Opened {
                 body,

@@ -30,6 +30,7 @@ fn options(url: &str, transport: Transport, streams: usize) -> LoadOptions {
 }
 
 fn transport(url: &str, trust: Option<Trust>, http2: Option<(Http2, usize)>) -> Transport {
+    let http2 = http2.map(|(h, n)| (h, std::num::NonZeroUsize::new(n).unwrap()));
     Transport::choose(&url.parse().unwrap(), trust, http2).unwrap()
 }
 

@@ -5,6 +5,7 @@
 //! same for all of them ([`Body`] is what the reader sees).
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,7 +23,9 @@ pub enum Protocol {
     /// One connection per stream.
     Http1,
     /// This many streams on each connection (the last connection takes what is left).
-    Http2 { streams_per_connection: usize },
+    Http2 {
+        streams_per_connection: NonZeroUsize,
+    },
 }
 
 impl Protocol {
@@ -73,14 +76,14 @@ impl Transport {
     pub fn choose(
         url: &StreamUrl,
         trust: Option<Trust>,
-        http2: Option<(Http2, usize)>,
+        http2: Option<(Http2, NonZeroUsize)>,
     ) -> Result<Self, TransportError> {
         let protocol = match http2 {
             None => Protocol::Http1,
             Some((Http2::OverTls, _)) if !url.tls => return Err(TransportError::Http2WithoutTls),
             Some((Http2::Cleartext, _)) if url.tls => return Err(TransportError::H2cOverTls),
             Some((_, streams_per_connection)) => Protocol::Http2 {
-                streams_per_connection: streams_per_connection.max(1),
+                streams_per_connection,
             },
         };
         let tls = match (url.tls, trust) {
@@ -186,12 +189,14 @@ impl Body {
 mod tests {
     use super::*;
 
+    const HUNDRED: NonZeroUsize = NonZeroUsize::new(100).unwrap();
+
     fn choose(
         url: &str,
         trust: Option<Trust>,
         http2: Option<Http2>,
     ) -> Result<Transport, TransportError> {
-        Transport::choose(&url.parse().unwrap(), trust, http2.map(|h| (h, 100)))
+        Transport::choose(&url.parse().unwrap(), trust, http2.map(|h| (h, HUNDRED)))
     }
 
     #[test]
@@ -209,7 +214,7 @@ mod tests {
         let h2c = choose("http://h:1/", None, Some(Http2::Cleartext)).unwrap();
         assert!(h2c.tls.is_none());
         let per = Protocol::Http2 {
-            streams_per_connection: 100,
+            streams_per_connection: HUNDRED,
         };
         assert_eq!((h2.protocol, h2c.protocol), (per, per));
     }
