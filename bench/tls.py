@@ -16,11 +16,11 @@ a TLS handshake (a build from before the frontend TLS landed ignores the root `t
 skipped with a line that says so, so the script works before and after.
 
 `make bench` runs these rows after the plain ones (bench/run.py); `python3 bench/tls.py` runs
-them alone, with their own origin. BENCH_SCALE applies as in run.py.
+them alone, with their own origin. BENCH_SCALE and BENCH_TARGETS apply as in run.py.
 """
 import json, os, resource, shutil, socket, ssl, subprocess, sys, tempfile, time
 
-from run import (RELEASE, ROOT, SCALE, Certs, drain, failures, free_port, load, rss_kib, scaled, start_gateway,
+from run import (CHOSEN, RELEASE, ROOT, SCALE, Certs, drain, failures, free_port, load, rss_kib, scaled, start_gateway,
                  start_haproxy, start_nginx, table, wait_origin_idle, wait_port)
 
 # A browser puts every EventSource of an origin on one connection; 100 is RFC 9113's smallest
@@ -57,7 +57,7 @@ def started(name, start_target, origin_port, tmp, certs):
     folder = os.path.join(tmp, f"tls-{name}-{time.monotonic_ns()}")
     os.makedirs(folder)
     try:
-        procs, target = start_target(origin_port, folder, certs)
+        procs, target = start_target(origin_port, folder, certs=certs)
     except SystemExit as error:
         if name != "gateway":
             raise
@@ -101,6 +101,8 @@ def measure(origin_port, tmp, certs):
     """{target: {row: value}} for every target that speaks TLS, and a line per skipped one."""
     results, skipped = {}, []
     for name, start_target in TARGETS:
+        if CHOSEN and name not in CHOSEN.split(","):
+            continue
         rows = {}
         try:
             for prefix, flags in transports(certs):
