@@ -6,6 +6,7 @@
 //! once, and a plugin's own error types become the text the host logs.
 
 use std::any::Any;
+use std::convert::Infallible;
 use std::fmt::Display;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -23,7 +24,7 @@ pub struct CatchUnwind<P>(pub P);
 
 impl<P: ServerPlugin> FfiServerPlugin for CatchUnwind<P> {
     fn routes(&self) -> RResult<RVec<RouteDecl>, RString> {
-        caught(|| Ok::<_, String>(self.0.routes().into()))
+        caught(|| Ok::<_, Infallible>(self.0.routes().into()))
     }
 
     fn hijack(&self, request: HijackRequest) -> RResult<(), RString> {
@@ -50,12 +51,12 @@ impl<P: ServerPlugin> FfiServerPlugin for CatchUnwind<P> {
     }
 
     fn stats(&self) -> RResult<RString, RString> {
-        caught(|| Ok::<_, String>(self.0.stats().into()))
+        caught(|| Ok::<_, Infallible>(self.0.stats().into()))
     }
 
     fn shutdown(&self, deadline_ms: u64) -> RResult<u64, RString> {
         let deadline = std::time::Duration::from_millis(deadline_ms);
-        caught(|| Ok::<_, String>(self.0.shutdown(deadline) as u64))
+        caught(|| Ok::<_, Infallible>(self.0.shutdown(deadline) as u64))
     }
 }
 

@@ -1,5 +1,6 @@
-//! End-to-end test helpers: the real binaries on 127.0.0.1:0, scripted origins, raw clients,
-//! and the real LLM clients (the OpenAI SDK, fetch-event-source in Chromium).
+//! End-to-end test helpers: the real binaries on 127.0.0.1:0, scripted origins (plain, https,
+//! HTTP/2), raw clients, curl, an HTTP/2 client, a test PKI, and the real LLM clients (the
+//! OpenAI SDK, fetch-event-source in Chromium).
 //!
 //! ```text
 //! let origin = origin().count(3).run();                    // target/release/sse-server
@@ -11,6 +12,8 @@
 
 #![forbid(unsafe_code)]
 
+mod curl;
+mod h2;
 mod kafka;
 mod llm;
 mod page;
@@ -18,7 +21,10 @@ mod process;
 mod raw;
 mod scripted;
 mod temp;
+mod tls;
 
+pub use curl::{curl, Curl, CurlOutput, CurlStream};
+pub use h2::{H2Client, H2Origin, H2Request, H2Stream, StreamEnd, Windows};
 pub use kafka::{broker, Broker};
 pub use llm::{
     chat_messages, chunk_content, fetch_event_source, mock_release, mock_requests, openai_chat,
@@ -31,6 +37,7 @@ pub use process::{
 pub use raw::{body_of, get_json, RawClient};
 pub use scripted::{json_backend, page_server, unused_port, OriginConn, ScriptedOrigin};
 pub use temp::{TempDir, TempPath};
+pub use tls::{CertKey, ClientAuth, TestPki, ALPN_H2, ALPN_HTTP1, SERVER_NAMES};
 
 /// How long any single step of a test may wait before it fails instead of hanging.
 pub const STEP: std::time::Duration = std::time::Duration::from_secs(10);
