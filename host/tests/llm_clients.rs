@@ -8,7 +8,7 @@
 use serde_json::{json, Value};
 use testkit::{
     chat_messages as messages, chunk_content as content, fetch_event_source, mock_release,
-    openai_chat, origin, the_one_chat_request, Process,
+    openai_chat, origin, sdk_stream_live, the_one_chat_request, Process,
 };
 
 fn sdk_spec(origin: &Process, stream: bool, headers: Value) -> Value {
@@ -28,17 +28,8 @@ async fn the_openai_sdk_streams_every_chunk_live() {
         true,
         json!({"X-Mock-Hold-After": "1", "X-Mock-Interval-Ms": "0"}),
     );
-    let mut sdk = openai_chat(&spec);
-    let first = sdk.next().await.expect("a first chunk");
-    assert_eq!(
-        first["chunk"]["choices"][0]["delta"]["role"], "assistant",
-        "{first}"
-    );
-    // The origin holds every chunk after the first until this release: the SDK handed the
-    // first one over before the origin sent the second.
-    mock_release(origin.addr).await;
-    let rest = sdk.rest().await;
-    let chunks: Vec<&Value> = std::iter::once(&first).chain(&rest).collect();
+    let chunks = sdk_stream_live(&spec, origin.addr).await;
+    let rest = &chunks[1..];
     assert!(
         chunks
             .iter()

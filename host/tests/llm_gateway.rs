@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use testkit::{
     body_of, chat_messages, chunk_content, fetch_event_source, gateway, mock_release,
-    mock_requests, openai_chat, origin, sdk_spec, the_one_chat_request, unused_port, RawClient,
+    mock_requests, origin, sdk_spec, sdk_stream_live, the_one_chat_request, unused_port, RawClient,
     ScriptedOrigin,
 };
 
@@ -68,19 +68,15 @@ async fn the_openai_sdk_through_the_gateway_gets_every_chunk_live_from_one_post(
         .run();
     let base_url = format!("http://{}/v1", gateway.addr);
     let headers = json!({"X-Mock-Hold-After": "1", "X-Mock-Interval-Ms": "0"});
-    let mut sdk = openai_chat(&sdk_spec(&base_url, true, headers));
-    let first = sdk.next().await.expect("a first chunk");
+    // The first chunk went through the gateway while the origin held the second.
+    let chunks = sdk_stream_live(&sdk_spec(&base_url, true, headers), origin.addr).await;
+    let words: String = chunks.iter().filter_map(chunk_content).collect();
+    assert_eq!(words, "the quick brown fox", "{chunks:?}");
     assert_eq!(
-        first["chunk"]["choices"][0]["delta"]["role"], "assistant",
-        "{first}"
+        chunks.len(),
+        1 + 4 + 1,
+        "role, one chunk per word, finish: {chunks:?}"
     );
-    // The origin holds every chunk after the first until this release: the first one went
-    // through the gateway before the origin sent the second.
-    mock_release(origin.addr).await;
-    let rest = sdk.rest().await;
-    let words: String = rest.iter().filter_map(chunk_content).collect();
-    assert_eq!(words, "the quick brown fox", "{rest:?}");
-    assert_eq!(rest.len(), 4 + 1, "one chunk per word, finish: {rest:?}");
 
     let request = the_one_chat_request(origin.addr).await;
     let body: Value = serde_json::from_str(request["body"].as_str().unwrap()).unwrap();

@@ -145,6 +145,23 @@ pub async fn the_one_chat_request(origin: SocketAddr) -> Value {
     request.clone()
 }
 
+/// A streamed completion by the SDK from a request that `spec` sends with
+/// `X-Mock-Hold-After: 1`: the first chunk (the role's) is read while the origin holds the
+/// rest, which proves it arrived live, then the origin is released. Every chunk, in order.
+pub async fn sdk_stream_live(spec: &Value, origin: SocketAddr) -> Vec<Value> {
+    assert_eq!(spec["headers"]["X-Mock-Hold-After"], "1", "{spec}");
+    let mut sdk = openai_chat(spec);
+    let first = sdk.next().await.expect("a first chunk");
+    assert_eq!(
+        first["chunk"]["choices"][0]["delta"]["role"], "assistant",
+        "{first}"
+    );
+    // The origin holds every chunk after the first until this release: the SDK handed the
+    // first one over before the origin sent the second.
+    mock_release(origin).await;
+    std::iter::once(first).chain(sdk.rest().await).collect()
+}
+
 /// Lets one stream held by `X-Mock-Hold-After` go on.
 pub async fn mock_release(origin: SocketAddr) {
     let request = "POST /mock/release HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
