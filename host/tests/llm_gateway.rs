@@ -428,3 +428,33 @@ async fn set_headers_from_the_environment_reach_the_origin_instead_of_the_client
         "{printed}"
     );
 }
+
+/// curl sends `Expect: 100-continue` with any body over 1 KiB and waits for the interim
+/// answer before it sends the body.
+#[tokio::test]
+async fn a_client_that_expects_100_continue_gets_it_then_its_body_goes_upstream() {
+    let origin = origin().run();
+    let gateway = gateway()
+        .plugin_block(PLUGIN, chat_route(&[origin.url()], json!({})))
+        .run();
+    let body = chat_body(&"word ".repeat(300));
+    let head = format!(
+        "POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nX-Mock-Interval-Ms: 0\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut client = RawClient::connect(gateway.addr).await;
+    client.send(head.as_bytes()).await;
+    client.read_until(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+    client.send(body.as_bytes()).await;
+    let response = client.read_to_end().await;
+    let text = text(&response);
+    assert!(
+        text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "),
+        "{text}"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(
+        the_one_chat_request(origin.addr).await["body"],
+        body.as_str()
+    );
+}

@@ -47,6 +47,9 @@ const READ_CHUNK: usize = 8 * 1024;
 pub struct Unread {
     framing: Framing,
     incoming: Incoming,
+    /// The client waits for `100 Continue` before it sends the body (`Expect:
+    /// 100-continue`, which curl sends with any body over 1 KiB).
+    expects_continue: bool,
 }
 
 impl Unread {
@@ -59,9 +62,13 @@ impl Unread {
                 value: &h.value,
             })
             .collect();
+        let expects_continue = head
+            .header("expect")
+            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
         Ok(Self {
             framing: framing::request(&headers)?,
             incoming,
+            expects_continue,
         })
     }
 
@@ -70,6 +77,7 @@ impl Unread {
         let Self {
             mut framing,
             incoming: Incoming { read_ahead, limits },
+            expects_continue,
         } = self;
         if let Framing::Length(declared) = framing {
             if declared > limits.max_bytes {
@@ -83,6 +91,13 @@ impl Unread {
         }
         let mut buf = vec![0u8; READ_CHUNK];
         let reading = async {
+            // Only now, once the declared length is known to fit.
+            if expects_continue && read_ahead.is_empty() {
+                client
+                    .write_continue()
+                    .await
+                    .map_err(|_| BodyRefused::Closed)?;
+            }
             while !framing.is_done() {
                 let n = client
                     .read_body(&mut buf)
@@ -202,6 +217,32 @@ mod tests {
             b"0123456789",
             "what follows the body is not the body's"
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_expects_100_continue_gets_it_before_it_sends_the_body() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, mut peer) = connected(4096);
+        let head = head(&[("Content-Length", "5"), ("Expect", "100-continue")]);
+        let sender = async {
+            let mut interim = [0u8; 25];
+            peer.io.read_exact(&mut interim).await.unwrap();
+            assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+            peer.io.write_all(b"hello").await.unwrap();
+        };
+        let (body, ()) = tokio::join!(read(&mut client, &head, b"", NO_DEADLINE), sender);
+        assert_eq!(body.unwrap(), b"hello");
+        let (mut client, _peer) = connected(4096);
+        let over = head_over_limit();
+        let refused = read(&mut client, &over, b"", NO_DEADLINE).await;
+        assert!(
+            matches!(refused, Err(BodyRefused::TooLarge(10))),
+            "no 100 first: {refused:?}"
+        );
+    }
+
+    fn head_over_limit() -> RequestHead {
+        head(&[("Content-Length", "11"), ("Expect", "100-continue")])
     }
 
     #[tokio::test(start_paused = true)]
