@@ -73,6 +73,8 @@ pub enum Problem {
     Ambiguous(String, String),
     #[error("only for fan-out routes (\"fanout\": true)")]
     FanoutOnly,
+    #[error("not for a fan-out route, whose one upstream is a GET shared by its clients")]
+    NotForFanout,
     #[error("only for kafka:// hosts")]
     KafkaOnly,
     #[error("required for kafka:// hosts")]

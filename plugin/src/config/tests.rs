@@ -252,3 +252,30 @@ fn a_post_route_s_keys_and_their_defaults() {
         );
     }
 }
+
+#[test]
+fn a_fan_out_route_takes_no_request_shaping_keys() {
+    for (key, value) in [
+        ("methods", r#"["GET", "POST"]"#),
+        ("max_body_bytes", "10"),
+        ("resume", "false"),
+        ("retry_on", "[503]"),
+    ] {
+        let block = format!(
+            r#"{}, "fanout": true, "{key}": {value}}}"#,
+            &POC[..POC.len() - 1]
+        );
+        let error = parse(&block).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{key}: not for a fan-out route, whose one upstream is a GET shared by its clients"
+            )
+        );
+    }
+    let get_only = format!(
+        r#"{}, "fanout": true, "methods": ["get"]}}"#,
+        &POC[..POC.len() - 1]
+    );
+    assert!(parse(&get_only).is_ok());
+}
