@@ -16,7 +16,8 @@ build-host:
 build-plugin:
 	$(CARGO) build --release -p krakend-server-plugin-streaming
 
-# The demo: the SSE origin on :9081, the gateway on :8080 with krakend.json, and a second
+# The demo: the SSE origin on :9081, the gateway on :8080 with krakend.json (its chat
+# route sends $LLM_API_KEY upstream: the mock's own key unless one is set), and a second
 # gateway on :8443 over https with examples/krakend-tls.json and a development certificate
 # (scripts/dev-cert.sh writes it into target/dev-tls once; trust target/dev-tls/ca.pem).
 DEV_TLS := target/dev-tls
@@ -26,7 +27,7 @@ run: build
 	@$(RELEASE)/sse-server & origin=$$!; \
 	$(RELEASE)/host run -c examples/krakend-tls.json & https=$$!; \
 	trap 'kill $$origin $$https 2>/dev/null' EXIT INT TERM; \
-	$(RELEASE)/host run -dc krakend.json
+	LLM_API_KEY="$${LLM_API_KEY:-mock-key}" $(RELEASE)/host run -dc krakend.json
 
 # Every test: unit tests and the end-to-end tests that start the real binaries. 10,000
 # concurrent streams hold about 20,000 descriptors in one process: the limit goes to the top.

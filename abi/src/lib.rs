@@ -80,6 +80,11 @@ pub struct Claimed {
     /// The connection's place under the host's `max_connections`: keep it as long as the
     /// connection, drop it with the connection.
     pub slot: ConnectionSlot,
+    /// The host's root `max_body_bytes`, for routes that set none of their own.
+    pub max_body_bytes: u64,
+    /// When the request body must be in (the host's `read_timeout`, from the request's
+    /// first byte); `None`: no limit. Past it the plugin answers 408.
+    pub body_deadline: Option<std::time::Instant>,
 }
 
 pub use ffi::{FfiConnectionSlot, FfiConnectionSlot_TO, FfiServerPlugin, FfiServerPlugin_TO};

@@ -118,4 +118,10 @@ pub struct HijackRequest {
     pub token_expires_in_ms: ROption<u64>,
     /// Held for as long as the connection is open; see [`crate::ConnectionSlot`].
     pub slot: crate::ConnectionSlot,
+    /// The host's root `max_body_bytes`: the largest request body the plugin takes unless
+    /// its route sets its own (a larger one gets 413 before anything is sent upstream).
+    pub max_body_bytes: u64,
+    /// Milliseconds left of the host's `read_timeout` (from the request's first byte):
+    /// the body must be in by then, or the plugin answers 408. `RNone`: no limit.
+    pub body_deadline_in_ms: ROption<u64>,
 }

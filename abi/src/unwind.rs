@@ -41,6 +41,11 @@ impl<P: ServerPlugin> FfiServerPlugin for CatchUnwind<P> {
                 .into_option()
                 .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
             slot: request.slot,
+            max_body_bytes: request.max_body_bytes,
+            body_deadline: request
+                .body_deadline_in_ms
+                .into_option()
+                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
         };
         caught(|| self.0.hijack(claimed))
     }
@@ -131,6 +136,8 @@ mod tests {
             response_headers: Default::default(),
             token_expires_in_ms: abi_stable::std_types::ROption::RNone,
             slot: crate::ConnectionSlot::from_value(Uncounted, TD_Opaque),
+            max_body_bytes: 0,
+            body_deadline_in_ms: abi_stable::std_types::ROption::RNone,
         };
         let err = CatchUnwind(Panicky).hijack(request).unwrap_err();
         assert!(err.contains("hijack exploded"), "{err}");

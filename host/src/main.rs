@@ -290,6 +290,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             debug,
             pipeline: Pipeline::new(&config),
             static_files,
+            max_body_bytes: config.max_body_bytes,
             limits: Limits {
                 max_head_bytes: config.max_header_bytes,
                 max_headers: config.max_header_count,

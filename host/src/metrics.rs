@@ -116,8 +116,9 @@ fn render_connections(out: &mut String, connections: &Connections) {
 }
 
 /// Each plugin's numbers as `krakend_plugin_<name>{plugin=...}`; the numbers of its
-/// `routes[]` entries get a `route` label, and a nested object (such as `drops`) becomes
-/// one series per key, labelled `reason`.
+/// `routes[]` entries get a `route` label, a nested object (such as `drops`) becomes
+/// one series per key, labelled `reason`, and one that holds a histogram
+/// (`{"le": [bounds], "buckets": [counts], "count", "sum"}`) a Prometheus histogram.
 fn render_plugins(out: &mut String, stats: &Value) {
     let Some(plugins) = stats["plugins"].as_object() else {
         return;
@@ -143,6 +144,9 @@ fn numbers(out: &mut String, object: &Value, labels: &str) {
             Value::Number(n) => {
                 let _ = writeln!(out, "{name}{{{labels}}} {n}");
             }
+            Value::Object(inner) if inner.contains_key("le") => {
+                histogram(out, &name, inner, labels)
+            }
             Value::Object(inner) => {
                 for (reason, n) in inner.iter().filter(|(_, n)| n.is_number()) {
                     let _ = writeln!(out, "{name}{{{labels},reason=\"{}\"}} {n}", escape(reason));
@@ -151,6 +155,36 @@ fn numbers(out: &mut String, object: &Value, labels: &str) {
             _ => {}
         }
     }
+}
+
+/// A plugin's histogram: `_bucket` per bound (the counts at or below it) and `+Inf`,
+/// `_sum` and `_count`. One whose bounds and counts do not pair up is left out.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    histogram: &serde_json::Map<String, Value>,
+    labels: &str,
+) {
+    let bounds = histogram["le"].as_array();
+    let buckets = histogram.get("buckets").and_then(Value::as_array);
+    let (Some(bounds), Some(buckets)) = (bounds, buckets) else {
+        return;
+    };
+    if bounds.len() != buckets.len() || !bounds.iter().chain(buckets).all(Value::is_number) {
+        return;
+    }
+    let count = histogram.get("count").cloned().unwrap_or(Value::Null);
+    let sum = histogram.get("sum").cloned().unwrap_or(Value::Null);
+    if !count.is_number() || !sum.is_number() {
+        return;
+    }
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (bound, n) in bounds.iter().zip(buckets) {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
 
 fn sanitize(name: &str) -> String {
@@ -182,7 +216,8 @@ mod tests {
         metrics.record("/api/{id}", "GET", 200, Duration::from_millis(700));
         let text = metrics.render(
             &json!({"plugins": {"streaming": {"active": 3, "routes": [
-                {"endpoint": "/sse/{id}", "events": 42, "drops": {"client_stalled": 1}, "hosts": []}
+                {"endpoint": "/sse/{id}", "events": 42, "drops": {"client_stalled": 1}, "hosts": [],
+                 "first_event_seconds": {"le": [0.1, 1.0], "buckets": [1, 3], "count": 4, "sum": 7.5}}
             ]}}}),
             &connections,
         );
@@ -195,6 +230,12 @@ mod tests {
             r#"krakend_plugin_active{plugin="streaming"} 3"#.to_owned(),
             r#"krakend_plugin_events{plugin="streaming",route="/sse/{id}"} 42"#.to_owned(),
             r#"krakend_plugin_drops{plugin="streaming",route="/sse/{id}",reason="client_stalled"} 1"#.to_owned(),
+            "# TYPE krakend_plugin_first_event_seconds histogram".to_owned(),
+            r#"krakend_plugin_first_event_seconds_bucket{plugin="streaming",route="/sse/{id}",le="0.1"} 1"#.to_owned(),
+            r#"krakend_plugin_first_event_seconds_bucket{plugin="streaming",route="/sse/{id}",le="1.0"} 3"#.to_owned(),
+            r#"krakend_plugin_first_event_seconds_bucket{plugin="streaming",route="/sse/{id}",le="+Inf"} 4"#.to_owned(),
+            r#"krakend_plugin_first_event_seconds_sum{plugin="streaming",route="/sse/{id}"} 7.5"#.to_owned(),
+            r#"krakend_plugin_first_event_seconds_count{plugin="streaming",route="/sse/{id}"} 4"#.to_owned(),
             "krakend_connections_open 1".to_owned(),
             "krakend_connections_max 1".to_owned(),
             "krakend_connections_refused_total 1".to_owned(),

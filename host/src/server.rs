@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 use crate::config::DEFAULT_MAX_HEADER_COUNT;
 use crate::connections::{Connections, Slot};
@@ -39,6 +40,9 @@ pub struct Gateway {
     pub debug: bool,
     pub pipeline: Pipeline,
     pub limits: Limits,
+    /// The root `max_body_bytes`, handed to plugins with each claimed request: their
+    /// routes' default.
+    pub max_body_bytes: u64,
     /// `static-filesystem`, when configured.
     pub static_files: Option<StaticFiles>,
 }
@@ -173,7 +177,15 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, gatew
     match parts.io.into_inner().into_parts() {
         (Stop::Eof, _, _) => {}
         (Stop::Rejected(rejection), stream, _) => reject(stream, peer, rejection).await,
-        (Stop::Claimed { claim, head }, stream, read_ahead) => {
+        (
+            Stop::Claimed {
+                claim,
+                head,
+                started,
+            },
+            stream,
+            read_ahead,
+        ) => {
             let info = RequestInfo {
                 method: &head.method,
                 peer: peer.ip(),
@@ -232,6 +244,16 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, gatew
                     })
                     .into(),
                 slot: slot.into_ffi(),
+                max_body_bytes: gateway.max_body_bytes,
+                // What is left of `read_timeout` for the body the plugin reads itself.
+                body_deadline_in_ms: gateway
+                    .limits
+                    .read_timeout
+                    .map(|limit| {
+                        let left = (started + limit).saturating_duration_since(Instant::now());
+                        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+                    })
+                    .into(),
             };
             if let Err(e) = gateway.plugins.hijack(plugin, request) {
                 tracing::error!("[PLUGIN: {name}] hijack failed: {e}");

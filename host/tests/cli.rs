@@ -11,6 +11,8 @@ fn host(args: &[&str]) -> (bool, String) {
         stderr,
     } = Command::new(bin("host"))
         .args(args)
+        // The example's chat route takes its upstream key from the environment.
+        .env("LLM_API_KEY", "example-key")
         .output()
         .expect("running host");
     (

@@ -6,35 +6,18 @@
 //! through it. `scripts/test-deps.sh` installs both clients.
 
 use serde_json::{json, Value};
-use testkit::{fetch_event_source, mock_release, mock_requests, openai_chat, origin, Process};
-
-fn messages(words: &str) -> Value {
-    json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": words}])
-}
+use testkit::{
+    chat_messages as messages, chunk_content as content, fetch_event_source, mock_release,
+    openai_chat, origin, sdk_stream_live, the_one_chat_request, Process,
+};
 
 fn sdk_spec(origin: &Process, stream: bool, headers: Value) -> Value {
-    json!({
-        "base_url": format!("{}/v1", origin.url()),
-        "model": "mock-1",
-        "messages": messages("the quick brown fox"),
-        "stream": stream,
-        "headers": headers,
-    })
+    testkit::sdk_spec(&format!("{}/v1", origin.url()), stream, headers)
 }
 
-/// The content of a streamed chunk's first choice, if it has one.
-fn content(chunk: &Value) -> Option<&str> {
-    chunk["chunk"]["choices"][0]["delta"]["content"].as_str()
-}
-
-/// The one request the origin saw: its body, parsed.
+/// The one request the origin saw: a chat completion.
 async fn the_one_request(origin: &Process) -> Value {
-    let seen = mock_requests(origin.addr).await;
-    assert_eq!(seen["total"], 1, "{seen}");
-    let request = &seen["requests"][0];
-    assert_eq!(request["method"], "POST", "{request}");
-    assert_eq!(request["target"], "/v1/chat/completions", "{request}");
-    request.clone()
+    the_one_chat_request(origin.addr).await
 }
 
 #[tokio::test]
@@ -45,17 +28,8 @@ async fn the_openai_sdk_streams_every_chunk_live() {
         true,
         json!({"X-Mock-Hold-After": "1", "X-Mock-Interval-Ms": "0"}),
     );
-    let mut sdk = openai_chat(&spec);
-    let first = sdk.next().await.expect("a first chunk");
-    assert_eq!(
-        first["chunk"]["choices"][0]["delta"]["role"], "assistant",
-        "{first}"
-    );
-    // The origin holds every chunk after the first until this release: the SDK handed the
-    // first one over before the origin sent the second.
-    mock_release(origin.addr).await;
-    let rest = sdk.rest().await;
-    let chunks: Vec<&Value> = std::iter::once(&first).chain(&rest).collect();
+    let chunks = sdk_stream_live(&spec, origin.addr).await;
+    let rest = &chunks[1..];
     assert!(
         chunks
             .iter()

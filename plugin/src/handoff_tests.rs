@@ -62,6 +62,8 @@ async fn hand_over(
             response_headers: Vec::new(),
             token_expires_at,
             slot: abi::ConnectionSlot::from_value(Uncounted, TD_Opaque),
+            max_body_bytes: 0,
+            body_deadline: None,
         })
         .unwrap();
     client

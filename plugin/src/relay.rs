@@ -1,21 +1,26 @@
 //! The relay: one client's stream fed by its own upstream, across as many upstream
 //! connections as it takes.
 //!
-//! A request with a value that may not go upstream is refused with 400 first. The stream
-//! is admitted under the route's and the block's `max_streams` (503 with `Retry-After`
+//! A request with a value that may not go upstream is refused with 400 first, then its
+//! body is read whole (413 over `max_body_bytes`, 408 past `read_timeout`). The stream is
+//! admitted under the route's and the block's `max_streams` (503 with `Retry-After`
 //! otherwise), opens an upstream (failing over along the balancer's order; 502 or 504
-//! when no host answers), and relays a non-2xx answer as it is. A 2xx answer becomes the
-//! client's event stream, which outlives its upstreams: when one ends, breaks or goes
-//! idle, the relay reconnects with `Last-Event-ID` set to the last event the client
-//! received, waiting as [`Reconnect`] says, within its budget. Out of attempts, it ends the
-//! client's stream cleanly so that the browser reconnects itself. A drain or the expiry of
-//! the client's token ends it the same way, at an event boundary.
+//! when no host answers), and relays a non-2xx answer as it is, and a 2xx one that is not
+//! `text/event-stream` (NDJSON, chunked JSON, text) byte for byte, as it arrives. An event
+//! stream is written whole events at a time. With `resume` (a `GET`'s default) it outlives
+//! its upstreams: when one ends, breaks or goes idle, the relay reconnects with
+//! `Last-Event-ID` set to the last event the client received, waiting as [`Reconnect`]
+//! says, within its budget; out of attempts, it ends the client's stream cleanly so that
+//! the browser reconnects itself. Without it (any other method's default: a request sent
+//! twice may be paid for twice) the client's stream ends with its upstream, at an event
+//! boundary. A drain or the expiry of the client's token ends it the same way.
 
 use abi::RequestHead;
 use http::StatusCode;
 use sse::Scanner;
 use tokio_util::either::Either;
 
+use crate::body::{Incoming, Unread};
 use crate::pump::{pump, Scan, UpstreamEnd};
 use crate::reconnect::{Reconnect, Waited};
 use crate::respond::Refusal;
@@ -27,13 +32,19 @@ use crate::upstream::{self, Request, Upstream};
 pub fn serve<'a, C: ClientTransport + 'a>(
     session: Session<'a, C>,
     head: RequestHead,
+    body: Box<Incoming>,
 ) -> impl std::future::Future<Output = ()> + Send + 'a {
-    let request = Request::new(&session.route().config, &head);
+    let request = Request::new(&session.route().config, &head)
+        .map_err(Refusal::BadRequest)
+        .and_then(|request| {
+            let unread = Unread::new(&head, *body).map_err(Refusal::Body)?;
+            Ok((request, Box::new(unread)))
+        });
     drop(head);
     match request {
-        Ok(request) => Either::Left(relay(session, request)),
+        Ok((request, body)) => Either::Left(relay(session, request, body)),
         // Boxed: a refusal is rare, and the stream's task reserves room for the larger side.
-        Err(why) => Either::Right(Box::pin(session.refuse(Refusal::BadRequest(why)))),
+        Err(refusal) => Either::Right(Box::pin(session.refuse(refusal))),
     }
 }
 
@@ -43,8 +54,14 @@ pub fn serve<'a, C: ClientTransport + 'a>(
 fn relay<'a, C: ClientTransport + 'a>(
     mut session: Session<'a, C>,
     mut request: Request,
+    body: Box<Unread>,
 ) -> impl std::future::Future<Output = ()> + Send + 'a {
     async move {
+        // Boxed: read once, before the stream starts.
+        match Box::pin(session.read_body(*body)).await {
+            Ok(body) => request.body = body,
+            Err(refused) => return Box::pin(session.refuse(Refusal::Body(refused))).await,
+        }
         let _slot = match session.admit() {
             Ok(slot) => slot,
             Err(refusal) => return Box::pin(session.refuse(refusal)).await,
@@ -62,7 +79,7 @@ fn relay<'a, C: ClientTransport + 'a>(
                 return Box::pin(session.refuse(Refusal::Upstream(unavailable))).await
             }
         };
-        if !upstream.status.is_success() {
+        if !upstream.status.is_success() || !upstream.is_event_stream() {
             return Box::pin(relay_as_is(session, upstream)).await;
         }
         let scanner = Scanner::resuming(request.last_event_id.as_deref().unwrap_or(""));
@@ -89,6 +106,10 @@ fn relay<'a, C: ClientTransport + 'a>(
                         if !matches!(broken, upstream::Broken::Idle) {
                             session.warn(format_args!("upstream stream broke: {broken}"));
                         }
+                    }
+                    if !request.resume {
+                        // The client keeps the whole events it got; nothing is sent again.
+                        break End::NotResumed;
                     }
                     if session.mid_event() {
                         // The client holds part of an event no other connection can finish.
@@ -118,7 +139,8 @@ fn relay<'a, C: ClientTransport + 'a>(
     }
 }
 
-/// A non-2xx answer: relayed with its status and body, no events to keep whole.
+/// A non-2xx answer, or a 2xx one that is no event stream: relayed with its status,
+/// `Content-Type` and body, byte for byte as it arrives, no events to keep whole.
 async fn relay_as_is<C: ClientTransport>(mut session: Session<'_, C>, mut upstream: Upstream) {
     let status = upstream.status;
     let started = session.start_as_is(status, upstream.content_type.as_deref());

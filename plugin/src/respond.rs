@@ -8,6 +8,7 @@
 
 use http::StatusCode;
 
+use crate::body::BodyRefused;
 use crate::stats::DropReason;
 use crate::upstream::{Refused, Unavailable};
 
@@ -24,6 +25,8 @@ pub const EVENT_STREAM_HEADERS: [(&str, &[u8]); 3] = [
 pub enum Refusal {
     /// A value the client sent may not go upstream (`wire::clean`).
     BadRequest(Refused),
+    /// The request body is too large, too slow or malformed.
+    Body(BodyRefused),
     /// A `max_streams` limit was reached.
     OverLimit,
     /// No backend host gave a response head, or this process could not dial.
@@ -38,6 +41,9 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::Body(BodyRefused::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::Body(BodyRefused::TimedOut) => StatusCode::REQUEST_TIMEOUT,
+            Refusal::Body(_) => StatusCode::BAD_REQUEST,
             Refusal::Upstream(unavailable) => unavailable.status(),
             Refusal::OverLimit | Refusal::SourceDown | Refusal::SourceShortOfResources => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -49,6 +55,9 @@ impl Refusal {
     pub fn body(&self) -> &'static str {
         match self {
             Refusal::BadRequest(_) => "bad request: it holds a value that cannot be forwarded\n",
+            Refusal::Body(BodyRefused::TooLarge(_)) => "request body too large\n",
+            Refusal::Body(BodyRefused::TimedOut) => "request body not received in time\n",
+            Refusal::Body(_) => "bad request: malformed body\n",
             Refusal::OverLimit => "too many streams; retry later\n",
             Refusal::SourceDown => "the stream's source is unavailable; retry later\n",
             Refusal::SourceShortOfResources => "the gateway is short of resources; retry later\n",
@@ -64,7 +73,7 @@ impl Refusal {
 
     pub fn drop_reason(&self) -> DropReason {
         match self {
-            Refusal::BadRequest(_) => DropReason::BadRequest,
+            Refusal::BadRequest(_) | Refusal::Body(_) => DropReason::BadRequest,
             Refusal::OverLimit => DropReason::OverLimit,
             Refusal::SourceDown => DropReason::UpstreamUnavailable,
             Refusal::SourceShortOfResources => DropReason::LocalResources,
@@ -77,6 +86,10 @@ impl Refusal {
     pub fn log_line(&self) -> Option<LogLine> {
         match self {
             Refusal::BadRequest(why) => Some(LogLine::Info(format!("refused with 400: {why}"))),
+            Refusal::Body(why) => Some(LogLine::Info(format!(
+                "refused with {}: {why}",
+                self.status().as_u16()
+            ))),
             Refusal::Upstream(unavailable) => Some(LogLine::Warn(unavailable.to_string())),
             Refusal::OverLimit | Refusal::SourceDown | Refusal::SourceShortOfResources => None,
         }

@@ -26,7 +26,10 @@ mod tls;
 pub use curl::{curl, Curl, CurlOutput, CurlStream};
 pub use h2::{H2Client, H2Origin, H2Request, H2Stream, StreamEnd, Windows};
 pub use kafka::{broker, Broker};
-pub use llm::{fetch_event_source, mock_release, mock_requests, openai_chat, ClientReports};
+pub use llm::{
+    chat_messages, chunk_content, fetch_event_source, mock_release, mock_requests, openai_chat,
+    sdk_spec, sdk_stream_live, the_one_chat_request, ClientReports,
+};
 pub use page::PageWatcher;
 pub use process::{
     bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process,

@@ -112,6 +112,56 @@ pub async fn mock_requests(origin: SocketAddr) -> Value {
     crate::get_json(origin, "/mock/requests").await
 }
 
+/// A chat's `messages`: a system prompt, then `words` from the user (the mock echoes them).
+pub fn chat_messages(words: &str) -> Value {
+    serde_json::json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": words}])
+}
+
+/// The spec of one [`openai_chat`] at `base_url` (`.../v1`), for the words "the quick
+/// brown fox", with `headers` on the request.
+pub fn sdk_spec(base_url: &str, stream: bool, headers: Value) -> Value {
+    serde_json::json!({
+        "base_url": base_url,
+        "model": "mock-1",
+        "messages": chat_messages("the quick brown fox"),
+        "stream": stream,
+        "headers": headers,
+    })
+}
+
+/// The content of a streamed chunk's first choice, if it has one.
+pub fn chunk_content(report: &Value) -> Option<&str> {
+    report["chunk"]["choices"][0]["delta"]["content"].as_str()
+}
+
+/// The one request a mock origin saw, a `POST /v1/chat/completions` (it fails the test
+/// otherwise).
+pub async fn the_one_chat_request(origin: SocketAddr) -> Value {
+    let seen = mock_requests(origin).await;
+    assert_eq!(seen["total"], 1, "{seen}");
+    let request = &seen["requests"][0];
+    assert_eq!(request["method"], "POST", "{request}");
+    assert_eq!(request["target"], "/v1/chat/completions", "{request}");
+    request.clone()
+}
+
+/// A streamed completion by the SDK from a request that `spec` sends with
+/// `X-Mock-Hold-After: 1`: the first chunk (the role's) is read while the origin holds the
+/// rest, which proves it arrived live, then the origin is released. Every chunk, in order.
+pub async fn sdk_stream_live(spec: &Value, origin: SocketAddr) -> Vec<Value> {
+    assert_eq!(spec["headers"]["X-Mock-Hold-After"], "1", "{spec}");
+    let mut sdk = openai_chat(spec);
+    let first = sdk.next().await.expect("a first chunk");
+    assert_eq!(
+        first["chunk"]["choices"][0]["delta"]["role"], "assistant",
+        "{first}"
+    );
+    // The origin holds every chunk after the first until this release: the SDK handed the
+    // first one over before the origin sent the second.
+    mock_release(origin).await;
+    std::iter::once(first).chain(sdk.rest().await).collect()
+}
+
 /// Lets one stream held by `X-Mock-Hold-After` go on.
 pub async fn mock_release(origin: SocketAddr) {
     let request = "POST /mock/release HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";

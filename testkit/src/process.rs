@@ -202,6 +202,7 @@ pub fn gateway() -> GatewayBuilder {
         debug: false,
         config: json!({"version": 3, "port": 0, "listen_ip": "127.0.0.1", "endpoints": []}),
         plugin_pattern: "krakend_server_plugin_streaming.so".into(),
+        env: Vec::new(),
     }
 }
 
@@ -209,6 +210,8 @@ pub struct GatewayBuilder {
     config: Value,
     plugin_pattern: String,
     debug: bool,
+    /// Environment variables the host runs with (for `${env:NAME}` in a config).
+    env: Vec<(String, String)>,
 }
 
 /// A running gateway and the config file it was started from.
@@ -219,6 +222,7 @@ pub struct Gateway {
     metrics_addr: SocketAddr,
     config: TempPath,
     debug: bool,
+    env: Vec<(String, String)>,
 }
 
 /// The line a gateway logs when its metrics listener is bound; the address follows.
@@ -323,6 +327,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Runs the host with the environment variable `name` set to `value`.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     /// Runs `host run -d`.
     pub fn debug(mut self) -> Self {
         self.debug = true;
@@ -337,7 +347,7 @@ impl GatewayBuilder {
 
     /// The config file, with the release dir as the plugin folder and a metrics listener
     /// (`/__stats` is served there, and tests read it) unless the test set one.
-    fn write_config(mut self) -> (TempPath, bool) {
+    fn write_config(&mut self) -> (TempPath, bool) {
         self.config["plugin"] = json!({"folder": release_dir(), "pattern": self.plugin_pattern});
         let metrics = &mut self.config["extra_config"]["telemetry/metrics"];
         if metrics.is_null() {
@@ -349,22 +359,24 @@ impl GatewayBuilder {
         )
     }
 
-    pub fn run(self) -> Gateway {
+    pub fn run(mut self) -> Gateway {
         let (config, debug) = self.write_config();
-        let process = start_host(&config, debug, None);
+        let process = start_host(&config, debug, None, &self.env);
         Gateway {
             addr: process.addr,
             metrics_addr: metrics_address(&process),
             process,
             config,
             debug,
+            env: self.env,
         }
     }
 
     /// Runs `host check -c` on the config: whether it passed, and what it printed.
-    pub fn check(self) -> (bool, String) {
+    pub fn check(mut self) -> (bool, String) {
         let (config, _) = self.write_config();
         let output = Command::new(bin("host"))
+            .envs(self.env.iter().map(|(n, v)| (n, v)))
             .arg("check")
             .arg("-c")
             .arg(config.path())
@@ -377,9 +389,10 @@ impl GatewayBuilder {
 
     /// Runs `host run -c` on a config the host must refuse, and returns what it logged
     /// before it exited; fails the test if it exits 0 or is still running after [`crate::STEP`].
-    pub fn run_refused(self) -> String {
+    pub fn run_refused(mut self) -> String {
         let (config, debug) = self.write_config();
         let mut command = Command::new(bin("host"));
+        command.envs(self.env.iter().map(|(n, v)| (n, v)));
         command.arg("run").arg("-c").arg(config.path());
         if debug {
             command.arg("-d");
@@ -410,8 +423,14 @@ impl GatewayBuilder {
 }
 
 /// `host run -c config` (with `-d`, and `-p port` when given).
-fn start_host(config: &TempPath, debug: bool, port: Option<u16>) -> Process {
+fn start_host(
+    config: &TempPath,
+    debug: bool,
+    port: Option<u16>,
+    env: &[(String, String)],
+) -> Process {
     let mut command = Command::new(bin("host"));
+    command.envs(env.iter().map(|(n, v)| (n, v)));
     command.arg("run").arg("-c").arg(config.path());
     if debug {
         command.arg("-d");
@@ -444,7 +463,7 @@ impl Gateway {
     pub fn restart(&mut self) {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
-        self.process = start_host(&self.config, self.debug, Some(self.addr.port()));
+        self.process = start_host(&self.config, self.debug, Some(self.addr.port()), &self.env);
         assert_eq!(self.process.addr, self.addr);
         self.metrics_addr = metrics_address(&self.process);
     }

@@ -56,6 +56,9 @@ pub struct Config {
     pub max_backend_response_bytes: usize,
     /// The whole request, head and body, from its first byte (`None`: no limit).
     pub read_timeout: Option<Duration>,
+    /// The root `max_body_bytes`: every endpoint's default, and the one a plugin's routes
+    /// take unless they set their own.
+    pub max_body_bytes: u64,
     /// Each client socket's kernel send buffer (`SO_SNDBUF`); `None` leaves the kernel's
     /// autotuning.
     pub client_send_buffer: Option<usize>,
@@ -475,6 +478,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         // KrakenD's (and Go's) `0`: no limit.
         read_timeout: Some(raw.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT))
             .filter(|timeout| !timeout.is_zero()),
+        max_body_bytes,
         client_send_buffer: match raw.client_send_buffer {
             None => Some(DEFAULT_CLIENT_SEND_BUFFER),
             Some(0) => None,

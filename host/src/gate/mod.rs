@@ -47,6 +47,8 @@ pub enum Stop {
     Claimed {
         claim: Claim,
         head: RequestHead,
+        /// When the request's clock started: its body is due by this plus `read_timeout`.
+        started: Instant,
     },
     Rejected(Rejection),
 }
@@ -267,7 +269,11 @@ impl Gate {
                     peer: self.peer.to_string().into(),
                 };
                 self.buf.advance(head_len);
-                State::Stopped(Stop::Claimed { claim, head })
+                State::Stopped(Stop::Claimed {
+                    claim,
+                    head,
+                    started,
+                })
             }
             _ => {
                 self.pending.push(decision);

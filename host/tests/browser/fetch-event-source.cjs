@@ -10,7 +10,9 @@
 // The driver itself answers the page's address, its favicon, and the library's files under
 // /__fetch-event-source/ there (the package's ES modules import "./fetch" without an
 // extension, which a browser cannot resolve alone); every other request goes to the network,
-// so the stream's origin sees only the stream's request.
+// so the stream's origin sees only the stream's request. Once the library is loaded the
+// routes are removed: while Playwright intercepts, it answers CORS preflights itself, and a
+// cross-origin stream's preflight must reach the gateway.
 //
 // Prints one JSON line per thing the page saw, as it sees it:
 //   {"open": STATUS, "content_type": ...}  the response head
@@ -52,6 +54,7 @@ async function main() {
   });
   await page.goto(spec.page_url);
   await page.waitForFunction(() => typeof window.fetchEventSource === "function");
+  await page.unrouteAll();
   await page.evaluate(async (spec) => {
     const reports = []; // the library does not await its callbacks: they are awaited here
     const report = (what) => reports.push(window.report(what));

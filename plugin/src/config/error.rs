@@ -57,12 +57,24 @@ pub enum Problem {
     NotAMethod(String),
     #[error("{0:?} is not a header name")]
     NotAHeaderName(String),
+    #[error("{0:?} is written by the plugin itself")]
+    ReservedHeader(String),
+    #[error("the environment variable {0} is not set")]
+    MissingEnv(String),
+    #[error("{0:?} is not ${{env:NAME}}")]
+    BadEnvReference(String),
+    #[error("holds a control character")]
+    ControlCharacter,
+    #[error("{0} is not an HTTP status from 100 to 599")]
+    NotAStatus(u16),
     #[error("required when load_balance is \"sticky\"")]
     StickyKeyRequired,
     #[error("{0:?} and {1:?} match the same requests; neither is more specific")]
     Ambiguous(String, String),
     #[error("only for fan-out routes (\"fanout\": true)")]
     FanoutOnly,
+    #[error("not for a fan-out route, whose one upstream is a GET shared by its clients")]
+    NotForFanout,
     #[error("only for kafka:// hosts")]
     KafkaOnly,
     #[error("required for kafka:// hosts")]

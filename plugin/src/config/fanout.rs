@@ -132,6 +132,22 @@ pub(super) fn fanout(
         }
         return Ok(None);
     }
+    // One upstream serves every client of a source: no client's request (its body, its
+    // method, the headers the route would set for it) can shape it.
+    let request_keys = [
+        (
+            "methods",
+            keys.methods
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|m| !m.eq_ignore_ascii_case("GET"))),
+        ),
+        ("max_body_bytes", keys.max_body_bytes.is_some()),
+        ("resume", keys.resume.is_some()),
+        ("retry_on", keys.retry_on.is_some()),
+    ];
+    if let Some((name, _)) = request_keys.into_iter().find(|(_, set)| *set) {
+        return Err(ConfigError::at(at, name, Problem::NotForFanout));
+    }
     let replay = keys.replay.unwrap_or(DEFAULT_REPLAY);
     let client_queue = keys
         .client_queue

@@ -24,6 +24,10 @@ pub(super) struct RouteKeys {
     pub load_balance: Option<Balancing>,
     pub sticky_key: Option<StickyKey>,
     pub forward_headers: Option<Vec<String>>,
+    pub set_headers: Option<std::collections::BTreeMap<String, String>>,
+    pub max_body_bytes: Option<u64>,
+    pub resume: Option<bool>,
+    pub retry_on: Option<Vec<u16>>,
     #[serde(default, deserialize_with = "duration")]
     pub keepalive: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]

@@ -31,6 +31,7 @@ use serde_json::Value;
 mod error;
 mod fanout;
 mod keys;
+mod set_headers;
 pub use error::{ConfigError, Problem};
 pub use fanout::{Fanout, Kafka, StartFrom};
 use keys::{Balancing, OneOrMany, RouteKeys};
@@ -81,6 +82,17 @@ pub struct Route {
     pub backends: Vec<Backend>,
     pub load_balance: LoadBalance,
     pub forward_headers: Vec<String>,
+    /// Set on every upstream request (`${env:NAME}` resolved when the block was read),
+    /// replacing the client's header of the same name.
+    pub set_headers: Vec<(String, Vec<u8>)>,
+    /// The largest request body; `None`: the host's root `max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
+    /// Whether a stream whose upstream ends or breaks is resumed (the request sent again
+    /// with `Last-Event-ID`); `None`: only a `GET`'s.
+    pub resume: Option<bool>,
+    /// Statuses of a first answer that fail over to the next host (the request sent again,
+    /// the same body), before anything reached the client.
+    pub retry_on: Vec<http::StatusCode>,
     /// `None` when off.
     pub keepalive: Option<Duration>,
     pub dial_timeout: Option<Duration>,
@@ -252,6 +264,18 @@ fn route(keys: RouteKeys, at: &str) -> Result<Route, ConfigError> {
             Problem::NotAHeaderName(bad.clone()),
         ));
     }
+    let set_headers = set_headers::resolve(keys.set_headers, at, |name| std::env::var(name).ok())?;
+    let retry_on = keys
+        .retry_on
+        .unwrap_or_default()
+        .into_iter()
+        .map(|code| {
+            http::StatusCode::from_u16(code)
+                .ok()
+                .filter(|_| code <= 599)
+                .ok_or_else(|| invalid("retry_on", Problem::NotAStatus(code)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     // `"0"` turns these off.
     let or_off =
         |value: Option<Duration>, default| Some(value.unwrap_or(default)).filter(|d| !d.is_zero());
@@ -263,6 +287,10 @@ fn route(keys: RouteKeys, at: &str) -> Result<Route, ConfigError> {
         backends,
         load_balance,
         forward_headers,
+        set_headers,
+        max_body_bytes: keys.max_body_bytes,
+        resume: keys.resume,
+        retry_on,
         keepalive: or_off(keys.keepalive, Duration::from_secs(15)),
         dial_timeout: or_off(keys.dial_timeout, Duration::from_secs(5)),
         response_header_timeout: or_off(keys.response_header_timeout, Duration::from_secs(10)),

@@ -214,3 +214,68 @@ fn a_default_at_the_top_of_the_block_is_refused_under_its_own_key() {
         "{error}"
     );
 }
+
+#[test]
+fn a_post_route_s_keys_and_their_defaults() {
+    let block = parse(
+        r#"{"backend_host": "http://h", "backend_url_pattern": "/e", "routes": [
+            {"endpoint": "/chat", "methods": ["POST"], "retry_on": [429, 503],
+             "max_body_bytes": 4096, "resume": false},
+            {"endpoint": "/feed"}
+        ]}"#,
+    )
+    .unwrap();
+    let chat = block.routes.iter().find(|r| r.endpoint == "/chat").unwrap();
+    assert_eq!(
+        chat.retry_on,
+        [
+            http::StatusCode::TOO_MANY_REQUESTS,
+            http::StatusCode::SERVICE_UNAVAILABLE
+        ]
+    );
+    assert_eq!(chat.max_body_bytes, Some(4096));
+    assert_eq!(chat.resume, Some(false));
+    let feed = block.routes.iter().find(|r| r.endpoint == "/feed").unwrap();
+    assert!(
+        feed.retry_on.is_empty(),
+        "no failover on a status unless asked"
+    );
+    assert_eq!(feed.max_body_bytes, None, "the host's root max_body_bytes");
+    assert_eq!(feed.resume, None, "decided by the request's method");
+    assert!(feed.set_headers.is_empty());
+    for (code, says) in [(99, "99"), (600, "600")] {
+        let block = format!(r#"{}, "retry_on": [{code}]}}"#, &POC[..POC.len() - 1]);
+        let error = parse(&block).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!("retry_on: {says} is not an HTTP status from 100 to 599")
+        );
+    }
+}
+
+#[test]
+fn a_fan_out_route_takes_no_request_shaping_keys() {
+    for (key, value) in [
+        ("methods", r#"["GET", "POST"]"#),
+        ("max_body_bytes", "10"),
+        ("resume", "false"),
+        ("retry_on", "[503]"),
+    ] {
+        let block = format!(
+            r#"{}, "fanout": true, "{key}": {value}}}"#,
+            &POC[..POC.len() - 1]
+        );
+        let error = parse(&block).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{key}: not for a fan-out route, whose one upstream is a GET shared by its clients"
+            )
+        );
+    }
+    let get_only = format!(
+        r#"{}, "fanout": true, "methods": ["get"]}}"#,
+        &POC[..POC.len() - 1]
+    );
+    assert!(parse(&get_only).is_ok());
+}

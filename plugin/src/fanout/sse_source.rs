@@ -36,11 +36,18 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
         ))
     };
     loop {
+        let mut headers = b"Accept: text/event-stream\r\n".to_vec();
+        for (name, value) in &route.config.set_headers {
+            wire::header_line(&mut headers, name, value);
+        }
         let request = Request {
+            method: http::Method::GET,
             target: hub.key.clone(),
-            headers: b"Accept: text/event-stream\r\n".to_vec(),
+            headers,
             last_event_id: Some(hub.lock().position.clone()),
             sticky_key: None,
+            body: Vec::new(),
+            resume: true,
         };
         let opened = tokio::select! {
             opened = upstream::open(route, &request, &shared.pool) => opened,

@@ -49,6 +49,9 @@ pub enum End {
     /// Resuming, the origin answered 204 (EventSource's "stop") or another non-2xx.
     #[error("the upstream could not be resumed")]
     UpstreamStopped,
+    /// The upstream ended or broke, and the route does not resume (`resume` off).
+    #[error("the upstream ended; not resumed")]
+    NotResumed,
     /// A non-2xx answer was relayed as it is, to its end.
     #[error("the upstream's answer was relayed")]
     AnswerRelayed,
@@ -75,6 +78,7 @@ impl End {
             | End::ClientLeftInCatchUp
             | End::UpstreamEndedInsideEvent
             | End::UpstreamStopped
+            | End::NotResumed
             | End::AnswerRelayed
             | End::SourceEnded
             | End::BrokerUnavailable

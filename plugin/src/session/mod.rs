@@ -22,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::{BodyRefused, Unread};
 use crate::respond::{LogLine, Refusal, EVENT_STREAM_HEADERS};
 use crate::stats::RouteStats;
 use crate::{within, RouteState, Shared, Slot, PLUGIN_NAME};
@@ -30,6 +31,9 @@ pub use transport::{write_parts, ClientTransport, ResponseHead, IOV_BATCH};
 
 /// The comment a stream gets after `keepalive` without bytes.
 pub const KEEPALIVE: &[u8] = b":keepalive\n";
+
+/// How long a refused client's connection is kept after the answer, the host's own linger.
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Session<'a, C> {
     client: C,
@@ -42,8 +46,12 @@ pub struct Session<'a, C> {
     answered: Answered,
     /// When the client's token expires, if a JWT authorised the stream.
     expires_at: Option<Instant>,
-    /// When the event stream's head was written.
+    /// When the request was handed over: the stream's duration and its first event's
+    /// latency are counted from here.
     started: Instant,
+    /// How long after `started` the first stream bytes were written (microseconds; 0:
+    /// none yet): the client's time to first token, what an LLM stream is judged by.
+    first_event_us: u64,
     last_write: Instant,
     /// The client holds part of an event (one larger than the relay's read buffer): it
     /// cannot be sent a comment now, nor resumed elsewhere without corrupting that event.
@@ -61,6 +69,10 @@ enum Answered {
     EventStream,
     /// A non-2xx answer relayed with its status and body: no events, no keepalives.
     AsIs,
+    /// A 2xx stream that is no event stream (NDJSON, chunked JSON, text), relayed byte
+    /// for byte: a stream with a log line, but no events to keep whole and no comment
+    /// ever written into it.
+    Passthrough,
 }
 
 impl<'a, C: ClientTransport> Session<'a, C> {
@@ -84,6 +96,7 @@ impl<'a, C: ClientTransport> Session<'a, C> {
             answered: Answered::Nothing,
             expires_at,
             started: now,
+            first_event_us: 0,
             last_write: now,
             mid_event: false,
             events: 0,
@@ -105,6 +118,11 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         let slot = self.shared.admit(self.route).ok_or(Refusal::OverLimit)?;
         RouteStats::add(&self.route.stats.streams, 1);
         Ok(slot)
+    }
+
+    /// Reads the request's body (see `crate::body`), before the stream starts.
+    pub async fn read_body(&mut self, body: Unread) -> Result<Vec<u8>, BodyRefused> {
+        body.read(&mut self.client).await
     }
 
     /// Answers `refusal` (with its status, body and `Retry-After`), counts and logs it.
@@ -132,6 +150,10 @@ impl<'a, C: ClientTransport> Session<'a, C> {
             .is_ok()
         {
             let _ = self.client.shutdown().await;
+            // What the client still sends (a body not read, or read only in part) is read
+            // and dropped for a while: closing with it unread would reset the connection,
+            // and the client could lose the answer before reading it.
+            let _ = tokio::time::timeout(REFUSAL_LINGER, self.client.closed()).await;
         }
     }
 
@@ -141,20 +163,33 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         // for its whole life.
         Box::pin(self.write_head(StatusCode::OK, &EVENT_STREAM_HEADERS, &[])).await?;
         self.answered = Answered::EventStream;
-        self.started = Instant::now();
         Ok(())
     }
 
-    /// Answers with an upstream's non-2xx `status` (and `content_type`); its body follows.
+    /// Answers with an upstream's `status` and `content_type`, a non-2xx answer or a 2xx
+    /// stream that is no event stream; its body follows as it is.
     pub async fn start_as_is(
         &mut self,
         status: StatusCode,
         content_type: Option<&str>,
     ) -> Result<(), End> {
         let content_type = content_type.map(|value| ("Content-Type", value.as_bytes()));
-        let headers = content_type.as_slice();
-        Box::pin(self.write_head(status, headers, &[])).await?;
-        self.answered = Answered::AsIs;
+        let streaming = status.is_success();
+        // A stream's, as for an event stream: no cache, no buffering by a proxy in front.
+        let headers: Vec<(&str, &[u8])> = content_type
+            .into_iter()
+            .chain(
+                EVENT_STREAM_HEADERS[1..]
+                    .iter()
+                    .copied()
+                    .filter(|_| streaming),
+            )
+            .collect();
+        Box::pin(self.write_head(status, &headers, &[])).await?;
+        self.answered = match streaming {
+            true => Answered::Passthrough,
+            false => Answered::AsIs,
+        };
         Ok(())
     }
 
@@ -185,6 +220,11 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         let len: usize = parts.iter().map(|p| bytes(p).len()).sum();
         self.timed(|client| write_parts(client, parts, bytes))
             .await?;
+        if self.first_event_us == 0 && len > 0 {
+            let after = self.started.elapsed();
+            self.first_event_us = u64::try_from(after.as_micros()).unwrap_or(u64::MAX).max(1);
+            self.route.stats.first_event.record(after);
+        }
         RouteStats::add(&self.route.stats.bytes, len as u64);
         RouteStats::add(&self.route.stats.events, events);
         self.bytes += len as u64;
@@ -310,11 +350,17 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         } else {
             let _ = self.client.shutdown().await;
         }
-        if self.answered == Answered::EventStream {
+        if matches!(self.answered, Answered::EventStream | Answered::Passthrough) {
+            let lasted = self.started.elapsed();
+            self.route.stats.duration.record(lasted);
+            let first_event = match self.first_event_us {
+                0 => "none".to_owned(),
+                us => format!("{:.3}s", us as f64 / 1e6),
+            };
             log.info(&format!(
-                "[PLUGIN: {PLUGIN_NAME}] {} 200 stream ended ({end}) after {:.3}s: {} events, {} bytes, {} reconnects",
+                "[PLUGIN: {PLUGIN_NAME}] {} 200 stream ended ({end}) after {:.3}s: {} events, {} bytes, {} reconnects, first event {first_event}",
                 self.label,
-                self.started.elapsed().as_secs_f64(),
+                lasted.as_secs_f64(),
                 self.events,
                 self.bytes,
                 self.reconnects,

@@ -68,6 +68,14 @@ impl ClientTransport for TestClient {
         self.io.write_all(&http1(head, body)).await
     }
 
+    async fn write_continue(&mut self) -> io::Result<()> {
+        self.io.write_all(super::transport::CONTINUE).await
+    }
+
+    async fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.read(buf).await
+    }
+
     async fn closed(&mut self) {
         let mut discard = [0u8; 64];
         while let Ok(n) = self.io.read(&mut discard).await {

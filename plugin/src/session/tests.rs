@@ -143,7 +143,10 @@ fn events_and_bytes_are_counted_once_in_the_stats_and_the_access_log() {
         );
         assert!(!peer.reset.load(Ordering::Relaxed));
         let line = log_line("GET /s/counted 200 stream ended (the client left) after ");
-        let counts = format!("s: 2 events, {} bytes, 0 reconnects", whole.len());
+        let counts = format!(
+            "s: 2 events, {} bytes, 0 reconnects, first event 0.000s",
+            whole.len()
+        );
         assert!(line.ends_with(&counts), "{line}");
     });
 }

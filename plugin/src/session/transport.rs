@@ -11,6 +11,10 @@
 //! - `AsyncWrite` (vectored): the events, written as they are (the pump's `writev` of the
 //!   payload ranges of one read), and `poll_shutdown` to end the body cleanly (TCP: FIN;
 //!   HTTP/2: END_STREAM).
+//! - [`ClientTransport::write_continue`]: `100 Continue` for a client that waits for it
+//!   before its body.
+//! - [`ClientTransport::read_body`]: the request body past what the host read with the
+//!   head, read before the stream starts (TCP: from the socket; HTTP/2: its DATA frames).
 //! - [`ClientTransport::closed`]: how the session learns that the client left while
 //!   nothing is being written. TCP reads to EOF (what the client sends after its request
 //!   is ignored); on HTTP/2 a GET's request body ends at once, so "read returned 0" does
@@ -27,6 +31,9 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// The interim answer to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Payload parts written per `writev` call.
 pub const IOV_BATCH: usize = 64;
@@ -53,6 +60,13 @@ pub trait ClientTransport: AsyncWrite + Unpin + Send {
         body: &[u8],
     ) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// Tells a client that waits (`Expect: 100-continue`) to send its body (TCP: the
+    /// interim `100 Continue`; HTTP/2: its HEADERS frame).
+    fn write_continue(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Reads request body bytes into `buf`; `Ok(0)` when the client sends no more.
+    fn read_body(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
+
     /// Completes once the client is gone.
     fn closed(&mut self) -> impl Future<Output = ()> + Send;
 
@@ -63,6 +77,14 @@ pub trait ClientTransport: AsyncWrite + Unpin + Send {
 impl ClientTransport for TcpStream {
     async fn write_head(&mut self, head: &ResponseHead<'_>, body: &[u8]) -> io::Result<()> {
         self.write_all(&http1(head, body)).await
+    }
+
+    async fn write_continue(&mut self) -> io::Result<()> {
+        self.write_all(CONTINUE).await
+    }
+
+    async fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf).await
     }
 
     async fn closed(&mut self) {

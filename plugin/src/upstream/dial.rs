@@ -11,8 +11,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use wire::response_head::{self, HeadError, Parsed, ResponseHead};
 
-use super::request::METHOD;
-
 /// Why one host gave no response head.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -36,6 +34,9 @@ pub enum Failure {
     /// would fare no better, and this one is not to blame.
     #[error("no local resources to dial: {0}")]
     LocalResources(io::Error),
+    /// Answered with a status in the route's `retry_on`, with another host left to try.
+    #[error("answered {0}, which the route retries elsewhere (retry_on)")]
+    RetryOn(http::StatusCode),
     /// The route lists no host (the config refuses that; kept total rather than panicking).
     #[error("no backend host")]
     NoHost,
@@ -46,6 +47,12 @@ impl Failure {
     /// `eject_after` in a row.
     pub fn blames_host(&self) -> bool {
         !matches!(self, Failure::LocalResources(_))
+    }
+
+    /// The request may have reached the host (it was sent, or being sent): one that is
+    /// not resumed is not sent to another, which could act on it a second time.
+    pub fn after_sending(&self) -> bool {
+        matches!(self, Failure::HeadTimedOut | Failure::Exchange(_))
     }
 
     pub fn timed_out(&self) -> bool {
@@ -123,6 +130,7 @@ pub enum ExchangeError {
 /// `buf` was filled (the body's first bytes follow the head).
 pub async fn exchange(
     upstream: &mut TcpStream,
+    method: &http::Method,
     request: &[u8],
     buf: &mut [u8],
 ) -> Result<(ResponseHead, usize), ExchangeError> {
@@ -143,7 +151,7 @@ pub async fn exchange(
             return Err(ExchangeError::Closed);
         }
         filled += n;
-        if let Parsed::Complete(head) = response_head::parse(&buf[..filled], &METHOD)? {
+        if let Parsed::Complete(head) = response_head::parse(&buf[..filled], method)? {
             return Ok((head, filled));
         }
     }
@@ -202,9 +210,14 @@ mod tests {
             origin.write_all(answer.as_bytes()).await.unwrap();
             let mut buf = [0; 1024];
             let failure = Failure::from(
-                exchange(&mut upstream, b"GET / HTTP/1.1\r\n\r\n", &mut buf)
-                    .await
-                    .unwrap_err(),
+                exchange(
+                    &mut upstream,
+                    &http::Method::GET,
+                    b"GET / HTTP/1.1\r\n\r\n",
+                    &mut buf,
+                )
+                .await
+                .unwrap_err(),
             );
             assert!(
                 matches!(

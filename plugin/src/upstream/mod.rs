@@ -33,6 +33,18 @@ pub struct Upstream {
     pub first: Option<(Buffer, Range<usize>)>,
 }
 
+impl Upstream {
+    /// Whether the body is an event stream (kept whole events at a time, given keepalive
+    /// comments, resumed); an answer without a `Content-Type` is taken for one, as the
+    /// route promises one.
+    pub fn is_event_stream(&self) -> bool {
+        self.content_type.as_deref().is_none_or(|value| {
+            let media_type = value.split(';').next().unwrap_or("").trim();
+            media_type.eq_ignore_ascii_case("text/event-stream")
+        })
+    }
+}
+
 /// Why no backend host gave a response head: the last one's failure.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream {base}{target}: {failure}")]
@@ -96,7 +108,10 @@ pub fn closed(body: &Framing) -> Result<(), Broken> {
     }
 }
 
-/// Tries the route's hosts in the balancer's order until one answers with a head.
+/// Tries the route's hosts in the balancer's order until one answers with a head whose
+/// status is not in the route's `retry_on` (the last host's answer is taken whatever it
+/// is). A request that is not resumed fails over only when the failed host cannot have
+/// received it (it could not be dialled) or refused it with a `retry_on` status.
 pub async fn open(
     route: &RouteState,
     request: &Request,
@@ -107,23 +122,25 @@ pub async fn open(
         target: request.target.clone(),
         failure: Failure::NoHost,
     };
-    for (attempt, i) in route
-        .balancer
-        .order(request.sticky_key.as_deref())
-        .into_iter()
-        .enumerate()
-    {
+    let order = route.balancer.order(request.sticky_key.as_deref());
+    let hosts = order.len();
+    for (attempt, i) in order.into_iter().enumerate() {
         if attempt > 0 {
             RouteStats::add(&route.stats.failovers, 1);
         }
         let failure = match open_one(route, i, request, pool).await {
+            Ok(upstream)
+                if attempt + 1 < hosts && route.config.retry_on.contains(&upstream.status) =>
+            {
+                Failure::RetryOn(upstream.status)
+            }
             Ok(upstream) => {
                 route.balancer.succeeded(i);
                 return Ok(upstream);
             }
             Err(failure) => failure,
         };
-        let blames_host = failure.blames_host();
+        let (blames_host, sent) = (failure.blames_host(), failure.after_sending());
         last = Unavailable {
             base: route.config.backends[i].base.clone(),
             target: request.target.clone(),
@@ -134,6 +151,9 @@ pub async fn open(
             return Err(last);
         }
         route.balancer.failed(i);
+        if sent && !request.resume {
+            return Err(last);
+        }
     }
     Err(last)
 }
@@ -155,7 +175,7 @@ async fn open_one(
     let mut buf = pool.take();
     let (head, filled) = within(
         config.response_header_timeout,
-        exchange(&mut stream, &bytes, &mut buf),
+        exchange(&mut stream, &request.method, &bytes, &mut buf),
     )
     .await
     .map_err(|_| Failure::HeadTimedOut)??;

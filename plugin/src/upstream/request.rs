@@ -1,18 +1,17 @@
 //! What a stream asks its hosts for, made from the client's request head once.
 //!
 //! Every value a client sends that goes upstream (forwarded header values, its
-//! `Last-Event-ID`, the query string, the captured path parameters) passes `wire::clean`
-//! when the [`Request`] is made, before anything is dialled; [`Request::bytes`] is the one
-//! writer of an upstream request head.
+//! `Content-Type`, its `Last-Event-ID`, the query string, the captured path parameters)
+//! passes `wire::clean` when the [`Request`] is made, before anything is dialled;
+//! [`Request::bytes`] is the one writer of an upstream request. The client's method goes
+//! along, and its body (read whole and held, see `crate::body`) with a `Content-Length`;
+//! the route's `set_headers` replace the client's headers of the same names.
 
 use abi::RequestHead;
 use http::Method;
 use wire::clean::{self, Unclean};
 
 use crate::config::{LoadBalance, Route, StickyKey};
-
-/// The method of every upstream request, a stream's; its response is framed by it too.
-pub const METHOD: Method = Method::GET;
 
 /// A request the plugin will not forward: answered 400 before any upstream is dialled or
 /// any fan-out source joined. The reason is logged; the client gets a general one.
@@ -23,11 +22,16 @@ pub enum Refused {
     /// Named here: forwarded headers come from the config, `Unclean` names static ones.
     #[error("a control character in the forwarded header {0}")]
     ForwardedHeader(String),
+    /// The host's gate parsed it as a token; kept total rather than trusting that.
+    #[error("the method {0:?}")]
+    Method(String),
 }
 
 /// What to ask every host for: taken from the client's request head, which is then
 /// dropped (a stream lives for hours and needs only this).
 pub struct Request {
+    /// The client's; the upstream's response is framed by it too.
+    pub method: Method,
     /// The upstream path and query.
     pub target: String,
     /// The forwarded header lines (`Name: value\r\n`), without `Last-Event-ID`.
@@ -36,15 +40,35 @@ pub struct Request {
     /// last event the client received on a resumption.
     pub last_event_id: Option<String>,
     pub sticky_key: Option<Vec<u8>>,
+    /// The client's request body, held for a failover to send again.
+    pub body: Vec<u8>,
+    /// Whether a stream whose upstream ends or breaks is resumed: the route's `resume`,
+    /// by default only for a `GET` (sending any other request twice may cost twice).
+    pub resume: bool,
 }
 
 impl Request {
     /// The request `head` makes of the route's hosts, once every value copied from it is
     /// clean.
     pub fn new(route: &Route, head: &RequestHead) -> Result<Self, Refused> {
+        let method = Method::from_bytes(head.method.as_bytes())
+            .map_err(|_| Refused::Method(head.method.to_string()))?;
         let mut headers = Vec::new();
         let mut last_event_id = None;
-        for name in &route.forward_headers {
+        // The body's type goes with it, unless the route lists it already.
+        let content_type = (!route
+            .forward_headers
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(CONTENT_TYPE)))
+        .then_some(CONTENT_TYPE);
+        let set = |name: &str| {
+            route
+                .set_headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        };
+        let forwarded = route.forward_headers.iter().map(String::as_str);
+        for name in forwarded.chain(content_type).filter(|name| !set(name)) {
             for h in head
                 .headers
                 .iter()
@@ -55,31 +79,45 @@ impl Request {
                     continue;
                 }
                 clean::header_value("forwarded", &h.value)
-                    .map_err(|_| Refused::ForwardedHeader(name.clone()))?;
+                    .map_err(|_| Refused::ForwardedHeader(name.to_owned()))?;
                 wire::header_line(&mut headers, name, &h.value);
             }
         }
+        for (name, value) in &route.set_headers {
+            wire::header_line(&mut headers, name, value);
+        }
         Ok(Self {
+            resume: route.resume.unwrap_or(method == Method::GET),
+            method,
             target: target(route, &head.path, &head.query)?,
             headers,
             last_event_id,
             sticky_key: sticky_key(route, head),
+            body: Vec::new(),
         })
     }
 
-    /// The request head for the host `authority`.
+    /// The request (head and body) for the host `authority`.
     pub fn bytes(&self, authority: &str) -> Vec<u8> {
-        let mut bytes =
-            format!("{METHOD} {} HTTP/1.1\r\nHost: {authority}\r\n", self.target).into_bytes();
+        let (method, target) = (&self.method, &self.target);
+        let mut bytes = format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
         bytes.extend_from_slice(&self.headers);
         if let Some(id) = self.last_event_id.as_deref().filter(|id| !id.is_empty()) {
             wire::header_line(&mut bytes, "Last-Event-ID", id.as_bytes());
         }
+        // A method that takes a body says how long it is, even when it is empty.
+        if !self.body.is_empty() || !matches!(self.method, Method::GET | Method::HEAD) {
+            let length = self.body.len().to_string();
+            wire::header_line(&mut bytes, "Content-Length", length.as_bytes());
+        }
         // One stream per connection: nothing to pool, and the close ends an unframed body.
         bytes.extend_from_slice(b"Connection: close\r\n\r\n");
+        bytes.extend_from_slice(&self.body);
         bytes
     }
 }
+
+const CONTENT_TYPE: &str = "Content-Type";
 
 /// A client's `Last-Event-ID` header value, if it is clean.
 pub fn client_last_event_id(value: &[u8]) -> Result<String, Unclean> {
