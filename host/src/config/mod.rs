@@ -59,6 +59,8 @@ pub struct Config {
     pub client_send_buffer: Option<usize>,
     /// The listeners' accept backlog; `None`: `net.core.somaxconn`.
     pub backlog: Option<NonZeroU32>,
+    /// Bind the main listener with `SO_REUSEPORT`, so several processes share its port.
+    pub reuse_port: bool,
     /// Client connections open at once, handed-over ones included; `None`: from the
     /// descriptor limit (`Connections::default_limit`).
     pub max_connections: Option<NonZeroUsize>,
@@ -245,6 +247,8 @@ struct RawConfig {
     read_timeout: Option<Duration>,
     client_send_buffer: Option<usize>,
     backlog: Option<NonZeroU32>,
+    #[serde(default)]
+    reuse_port: bool,
     max_connections: Option<NonZeroUsize>,
     plugin: Option<PluginFolder>,
     #[serde(default)]
@@ -464,6 +468,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             Some(bytes) => Some(bytes),
         },
         backlog: raw.backlog,
+        reuse_port: raw.reuse_port,
         max_connections: raw.max_connections,
         plugin: raw.plugin,
         server_plugins,
@@ -623,6 +628,7 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_secs(75));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.read_timeout, Some(Duration::from_secs(30)));
+        assert!(!config.reuse_port, "one process per port unless asked");
         assert_eq!(config.server_plugins[0].name, "p1");
         assert_eq!(
             config.server_plugins[0].config_json,
@@ -674,6 +680,7 @@ mod tests {
             (r#"{"version": 3, "timeout": "2 seconds", "endpoints": []}"#.into(), "timeout: invalid duration"),
             (r#"{"version": 3, "max_connections": 0}"#.into(), "max_connections: invalid value: integer `0`, expected a nonzero"),
             (r#"{"version": 3, "backlog": -1}"#.into(), "backlog: invalid value: integer `-1`"),
+            (r#"{"version": 3, "reuse_port": "yes"}"#.into(), "reuse_port: invalid type: string \"yes\", expected a boolean"),
             (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", "max_body_bytes": "1MB", {backend}}}]}}"#), "endpoints[0].max_body_bytes: invalid type"),
             (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", "output_encoding": "xml", {backend}}}]}}"#), "endpoints[0].output_encoding: unknown variant `xml`"),
             (r#"{"version": 3, "extra_config": {"plugin/http-server": {"name": "p"}}}"#.into(), "extra_config.plugin/http-server"),
