@@ -1,5 +1,6 @@
 //! End-to-end test helpers: the real binaries on 127.0.0.1:0, scripted origins, raw clients,
-//! and the real LLM clients (the OpenAI SDK, fetch-event-source in Chromium).
+//! the real LLM clients (the OpenAI SDK, fetch-event-source in Chromium), and what scaling
+//! out needs: the socket launcher, haproxy, and the resuming `client`.
 //!
 //! ```text
 //! let origin = origin().count(3).run();                    // target/release/sse-server
@@ -11,21 +12,28 @@
 
 #![forbid(unsafe_code)]
 
+mod haproxy;
 mod kafka;
+mod launcher;
 mod llm;
 mod page;
 mod process;
 mod raw;
+mod resuming;
 mod scripted;
 mod temp;
 
+pub use haproxy::{haproxy, Haproxy};
 pub use kafka::{broker, Broker};
+pub use launcher::{listen_queue, Launcher, ListenQueue};
 pub use llm::{fetch_event_source, mock_release, mock_requests, openai_chat, ClientReports};
 pub use page::PageWatcher;
 pub use process::{
-    bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process,
+    activated_host, bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder,
+    Process,
 };
 pub use raw::{body_of, get_json, RawClient};
+pub use resuming::ResumingClient;
 pub use scripted::{json_backend, page_server, unused_port, OriginConn, ScriptedOrigin};
 pub use temp::{TempDir, TempPath};
 

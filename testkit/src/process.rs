@@ -39,7 +39,7 @@ pub struct Process {
 
 impl Process {
     /// Spawns `command` and waits for a stdout line containing `marker` followed by an address.
-    fn spawn(mut command: Command, marker: &'static str) -> Self {
+    pub fn spawn(mut command: Command, marker: &'static str) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -189,6 +189,12 @@ impl OriginBuilder {
         self
     }
 
+    /// The `retry:` each stream starts with (`--retry-ms`): how long clients wait to resume.
+    pub fn retry_ms(mut self, ms: u64) -> Self {
+        self.args.extend(["--retry-ms".into(), ms.to_string()]);
+        self
+    }
+
     pub fn run(self) -> Process {
         let mut command = Command::new(bin("sse-server"));
         command.args(["--addr", &self.addr]).args(&self.args);
@@ -220,6 +226,23 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    fn new(process: Process, config: TempPath, debug: bool) -> Self {
+        Self {
+            addr: process.addr,
+            process,
+            config,
+            debug,
+        }
+    }
+
+    /// A second gateway process with the same config on the same port (which the config's
+    /// `reuse_port` lets both bind).
+    pub fn another_on_the_same_port(&self) -> Process {
+        let process = start_host(&self.config, self.debug, Some(self.addr.port()));
+        assert_eq!(process.addr, self.addr);
+        process
+    }
+
     /// The plugins' counters from `/__stats`.
     pub async fn stats(&self) -> Value {
         crate::get_json(self.addr, "/__stats").await
@@ -326,18 +349,40 @@ impl GatewayBuilder {
         self
     }
 
-    pub fn run(mut self) -> Gateway {
+    /// The config file `run` would start the gateway with.
+    pub fn config_file(mut self) -> TempPath {
         self.config["plugin"] = json!({"folder": release_dir(), "pattern": self.plugin_pattern});
-        let config = TempPath::write("krakend", &self.config.to_string());
-        let process = start_host(&config, self.debug, None);
-        Gateway {
-            addr: process.addr,
-            process,
-            config,
-            debug: self.debug,
-        }
+        TempPath::write("krakend", &self.config.to_string())
+    }
+
+    pub fn run(self) -> Gateway {
+        let debug = self.debug;
+        let config = self.config_file();
+        let process = start_host(&config, debug, None);
+        Gateway::new(process, config, debug)
+    }
+
+    /// Runs the gateway on `socket`, passed as a service manager passes it (see
+    /// [`activated_host`]) rather than bound from the config's `port`.
+    pub fn run_on_socket(self, socket: std::net::TcpListener) -> Gateway {
+        let debug = self.debug;
+        let config = self.config_file();
+        let process = Process::spawn(
+            activated_host(&config, std::os::fd::OwnedFd::from(socket)),
+            GATEWAY_LISTENING,
+        );
+        Gateway::new(process, config, debug)
+    }
+
+    /// Runs the gateway under `scripts/socket-launcher.py`, which holds its socket on a free
+    /// port and hands it from one gateway process to the next.
+    pub fn launch(self) -> crate::Launcher {
+        crate::Launcher::start(self.config_file())
     }
 }
+
+/// What the gateway prints, followed by its address, once it listens.
+const GATEWAY_LISTENING: &str = "[SERVICE: HTTP Server] Listening on ";
 
 /// `host run -c config` (with `-d`, and `-p port` when given).
 fn start_host(config: &TempPath, debug: bool, port: Option<u16>) -> Process {
@@ -349,7 +394,27 @@ fn start_host(config: &TempPath, debug: bool, port: Option<u16>) -> Process {
     if let Some(port) = port {
         command.arg("-p").arg(port.to_string());
     }
-    Process::spawn(command, "[SERVICE: HTTP Server] Listening on ")
+    Process::spawn(command, GATEWAY_LISTENING)
+}
+
+/// `host run -c config` as a service manager starts it: `descriptor` as descriptor 3,
+/// `LISTEN_FDS=1` and `LISTEN_PID` the gateway's own pid. `sh` gets the descriptor as its
+/// stdin, moves it to 3 and `exec`s the gateway, which keeps sh's pid (`$$`): all in safe
+/// code, without a `pre_exec` hook.
+pub fn activated_host(config: &TempPath, descriptor: impl Into<Stdio>) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"exec 3<&0 0</dev/null; export LISTEN_PID=$$; exec "$@""#)
+        .arg("sh")
+        .arg(bin("host"))
+        .arg("run")
+        .arg("-c")
+        .arg(config.path())
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_FDNAMES")
+        .stdin(descriptor);
+    command
 }
 
 impl Gateway {
