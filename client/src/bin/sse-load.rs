@@ -29,6 +29,17 @@ struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Add the latency histogram's values to the report, `[[ns, count], ...]`, for merging
+    /// the reports of several load processes.
+    #[arg(long)]
+    histogram: bool,
+    /// Connect from this address (127.0.0.2, ...: each source address has its own
+    /// ephemeral ports).
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
+    /// Seconds at the start (while streams connect) whose events are not timed.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,12 +64,17 @@ fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         connect_concurrency: args.connect_concurrency,
         pids: args.pids,
+        source: args.source,
+        warmup: Duration::from_secs_f64(args.warmup),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let report = runtime.block_on(run(options));
-    let json = report.to_json();
+    let mut json = report.to_json();
+    if args.histogram {
+        json["latency_histogram_ns"] = report.histogram_json();
+    }
     if args.json {
         println!("{json}");
     } else {

@@ -2,11 +2,16 @@
 //! histogram, and what went wrong (failed connects, streams cut early, id gaps).
 //!
 //! It runs on one thread so that on a small machine it takes one core and leaves the rest
-//! to the origin and the proxy under test.
+//! to the origin and the proxy under test. That thread reads every stream into one buffer
+//! (a stream waits for readiness, then reads without waiting), so 20,000 streams cost 20,000
+//! sockets and their small state, not 20,000 buffers. Past the ephemeral ports of one
+//! source address (about 28,000 here), several processes connect from addresses of their
+//! own (`source`: 127.0.0.2, 127.0.0.3, ... are all loopback) and their histograms merge.
 
 mod scan;
 
-use std::net::SocketAddr;
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +19,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use sse::stamp::monotonic_ns;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -31,6 +36,11 @@ pub struct LoadOptions {
     pub connect_concurrency: usize,
     /// Processes whose peak resident memory to report.
     pub pids: Vec<u32>,
+    /// The address connections come from; `None`: the kernel's choice.
+    pub source: Option<IpAddr>,
+    /// Events received before this much of the run has passed are not timed (they are
+    /// still checked for gaps): the connect phase of a large run is not its steady state.
+    pub warmup: Duration,
 }
 
 /// What a load run measured.
@@ -61,6 +71,15 @@ impl Report {
             "max_rss_kib": self.max_rss_kib.iter().map(|(pid, kib)| serde_json::json!({"pid": pid, "kib": kib})).collect::<Vec<_>>(),
         })
     }
+
+    /// The latency histogram's recorded values, `[[nanoseconds, count], ...]`, so that the
+    /// reports of several load processes can be merged exactly.
+    pub fn histogram_json(&self) -> serde_json::Value {
+        self.latency_ns
+            .iter_recorded()
+            .map(|v| serde_json::json!([v.value_iterated_to(), v.count_at_value()]))
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -89,6 +108,7 @@ pub async fn run(options: LoadOptions) -> Report {
     .into();
     let connecting = Arc::new(Semaphore::new(options.connect_concurrency.max(1)));
     let rss = tokio::spawn(sample_rss(options.pids.clone(), deadline));
+    let timed_from = started + options.warmup;
     let streams: Vec<_> = (0..options.connections)
         .map(|_| {
             let (counters, histogram, request, connecting) = (
@@ -102,11 +122,15 @@ pub async fn run(options: LoadOptions) -> Report {
                     .acquire_owned()
                     .await
                     .expect("the semaphore is never closed");
-                let outcome = tokio::time::timeout_at(
-                    deadline,
-                    follow(options.addr, &request, permit, &counters, &histogram),
-                )
-                .await;
+                let stream = Stream {
+                    counters: &counters,
+                    histogram: &histogram,
+                    timed_from,
+                };
+                let connect = (options.addr, options.source);
+                let outcome =
+                    tokio::time::timeout_at(deadline, stream.follow(connect, &request, permit))
+                        .await;
                 if let Ok(Err(())) = outcome {
                     counters.premature.fetch_add(1, Ordering::Relaxed);
                 }
@@ -130,66 +154,113 @@ pub async fn run(options: LoadOptions) -> Report {
     }
 }
 
-/// One stream until it ends; `Err` when it ended (or failed) before the deadline cut it.
-async fn follow(
-    addr: SocketAddr,
-    request: &[u8],
-    permit: tokio::sync::OwnedSemaphorePermit,
-    counters: &Counters,
-    histogram: &Mutex<Histogram<u64>>,
-) -> Result<(), ()> {
-    let Ok((mut stream, rest, chunked)) = open(addr, request).await else {
-        counters.failed.fetch_add(1, Ordering::Relaxed);
-        return Ok(());
-    };
-    drop(permit);
-    counters.ok.fetch_add(1, Ordering::Relaxed);
-    let mut decoder = chunked::Decoder::default();
-    let mut scanner = EventScanner::default();
-    let mut last_id: Option<u64> = None;
-    let mut latencies = Vec::with_capacity(256);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pending = rest;
-    loop {
+thread_local! {
+    /// What every stream of this thread reads into, between its readiness and its scan.
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; 64 * 1024].into());
+}
+
+/// What a stream reports into.
+struct Stream<'a> {
+    counters: &'a Counters,
+    histogram: &'a Mutex<Histogram<u64>>,
+    /// Events before it are counted and checked, not timed.
+    timed_from: Instant,
+}
+
+/// A stream's place in its body.
+#[derive(Default)]
+struct Position {
+    decoder: chunked::Decoder,
+    scanner: EventScanner,
+    last_id: Option<u64>,
+    latencies: Vec<u64>,
+}
+
+impl Stream<'_> {
+    /// One stream until it ends; `Err` when it ended (or failed) before the deadline cut it.
+    async fn follow(
+        &self,
+        (addr, source): (SocketAddr, Option<IpAddr>),
+        request: &[u8],
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), ()> {
+        let Ok((stream, rest, chunked)) = open(addr, source, request).await else {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        drop(permit);
+        self.counters.ok.fetch_add(1, Ordering::Relaxed);
+        let mut position = Position::default();
+        self.scan(&mut position, &rest, chunked)?;
+        drop(rest);
+        loop {
+            stream.readable().await.map_err(|_| ())?;
+            READ_BUFFER.with_borrow_mut(|buf| match stream.try_read(buf) {
+                Ok(0) => Err(()),
+                Ok(n) => self.scan(&mut position, &buf[..n], chunked),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+                Err(_) => Err(()),
+            })?;
+        }
+    }
+
+    /// The events `bytes` completes: counted, checked for gaps, and timed.
+    fn scan(&self, at: &mut Position, bytes: &[u8], chunked: bool) -> Result<(), ()> {
         let now = monotonic_ns();
+        let timed = Instant::now() >= self.timed_from;
+        let Position {
+            decoder,
+            scanner,
+            last_id,
+            latencies,
+        } = at;
+        let mut events = 0u64;
         let mut on_event = |event: Stamped| {
-            latencies.push(now.saturating_sub(event.stamp_ns));
-            if let (Some(id), Some(last)) = (event.id, last_id) {
-                counters
+            events += 1;
+            if timed {
+                latencies.push(now.saturating_sub(event.stamp_ns));
+            }
+            if let (Some(id), Some(last)) = (event.id, *last_id) {
+                self.counters
                     .gaps
                     .fetch_add(id.saturating_sub(last + 1), Ordering::Relaxed);
             }
-            last_id = event.id.or(last_id);
+            *last_id = event.id.or(*last_id);
         };
         if chunked {
             decoder
-                .decode(&pending, |r| scanner.feed(&pending[r], &mut on_event))
+                .decode(bytes, |r| scanner.feed(&bytes[r], &mut on_event))
                 .map_err(|_| ())?;
         } else {
-            scanner.feed(&pending, &mut on_event);
+            scanner.feed(bytes, &mut on_event);
         }
+        self.counters.events.fetch_add(events, Ordering::Relaxed);
         if !latencies.is_empty() {
-            counters
-                .events
-                .fetch_add(latencies.len() as u64, Ordering::Relaxed);
-            let mut histogram = histogram.lock().unwrap();
+            let mut histogram = self.histogram.lock().unwrap();
             for latency in latencies.drain(..) {
                 histogram.saturating_record(latency.max(1_000));
             }
         }
-        let n = stream.read(&mut buf).await.map_err(|_| ())?;
-        if n == 0 {
-            return Err(());
-        }
-        pending.clear();
-        pending.extend_from_slice(&buf[..n]);
+        Ok(())
     }
 }
 
-/// Connects, sends the request and reads the head: the stream, bytes past the head, and
-/// whether the body is chunked. Anything but 200 is a failed connection.
-async fn open(addr: SocketAddr, request: &[u8]) -> std::io::Result<(TcpStream, Vec<u8>, bool)> {
-    let mut stream = TcpStream::connect(addr).await?;
+/// Connects (from `source`, when given), sends the request and reads the head: the
+/// stream, bytes past the head, and whether the body is chunked. Anything but 200 is a
+/// failed connection.
+async fn open(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    request: &[u8],
+) -> std::io::Result<(TcpStream, Vec<u8>, bool)> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let mut stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
     stream.write_all(request).await?;
     let mut head = Vec::with_capacity(1024);
