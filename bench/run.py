@@ -143,13 +143,16 @@ def load(url, connections, seconds, pids=()):
 
 def failures(report, connections, what):
     """Streams that failed to open or never got their head before the deadline (sse-load
-    counts neither as connected), ended early, or skipped ids; which of them goes to stderr."""
+    counts neither as connected), ended early, or skipped or repeated ids; which of them
+    goes to stderr."""
     refused, unanswered = report["connections_failed"], connections - report["connections_ok"] - report["connections_failed"]
     cut, gaps = report["premature_disconnects"], report["id_gaps"]
-    if refused or unanswered or cut or gaps:
+    doubled = report["id_duplicates"] + report["id_backwards"]
+    if refused or unanswered or cut or gaps or doubled:
         print(f"  {what}: {refused} failed to open, {unanswered} got no answer before the end, "
-              f"{cut} ended early, {gaps} ids skipped", file=sys.stderr)
-    return refused + unanswered + cut + gaps
+              f"{cut} ended early, {gaps} ids skipped, {doubled} ids repeated or going back",
+              file=sys.stderr)
+    return refused + unanswered + cut + gaps + doubled
 
 
 class Target:
@@ -510,15 +513,15 @@ def s6_scale_out(tmp):
         idle = rss_kib(pids)
         descriptors = {}
         threading.Thread(target=sample_descriptors, args=(pids, stop, descriptors), daemon=True).start()
-        # Connecting 100,000 clients takes a while on 2 cores; events before all are in are
-        # counted and checked, not timed.
-        warmup = 10 + clients / 5000
-        seconds = warmup + scaled(30, 10)
+        # Connecting 100,000 clients takes a while on 2 cores: each load process times
+        # (and runs for `seconds`) from when its clients are all in (--after-connect);
+        # events before are counted and checked, not timed.
+        seconds = scaled(30, 10)
         runs = []
         for i in range(loads):
             n = min(per_load, clients - i * per_load)
             cmd = [f"{RELEASE}/sse-load", f"http://127.0.0.1:{port}/fanout/s6", "-c", str(n),
-                   "-d", str(seconds), "--warmup", str(warmup), "--source", f"127.0.0.{2 + i}",
+                   "-d", str(seconds), "--after-connect", "--source", f"127.0.0.{2 + i}",
                    "--json", "--histogram"]
             if i == 0:
                 for pid in pids:
@@ -634,4 +637,5 @@ def report(results, s6):
         json.dump({"machine": machine, "scale": SCALE, "results": results, "s6": s6}, f, indent=1)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ use host::listener;
 use host::pipeline::Pipeline;
 use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
 use host::protect::Guard;
+use host::route::Router;
 use host::server::{self, Gateway};
 use host::static_files::StaticFiles;
 
@@ -158,26 +159,42 @@ impl<W: std::io::Write> std::io::Write for Prefixed<W> {
 
 fn check(file: &str) -> ExitCode {
     println!("Parsing configuration file: {file}");
-    match config::load(file) {
-        // Plugins that can be found are started with their blocks and dropped: a block
-        // they refuse (an ambiguous route, a bad duration) fails the check as `run` would.
-        Ok(config) => match inject_plugins(&config).1.as_slice() {
-            [] => {
-                println!("Syntax OK!");
-                ExitCode::SUCCESS
-            }
-            refusals => {
-                for refusal in refusals {
-                    println!("ERROR in the plugin config: {refusal}");
-                }
-                ExitCode::FAILURE
-            }
-        },
+    let config = match config::load(file) {
+        Ok(config) => config,
         Err(e) => {
             println!("ERROR parsing the configuration file: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    // Plugins that can be found are started with their blocks and dropped: a block they
+    // refuse (an ambiguous route, a bad duration) fails the check as `run` would, and the
+    // routes they declare join the route table.
+    let (plugins, refusals) = inject_plugins(&config);
+    for refusal in &refusals {
+        println!("ERROR in the plugin config: {refusal}");
     }
+    match Router::new(&config, plugins.routes(), &plugins.names(), false) {
+        Ok(router) => {
+            for warning in warnings(&config, &router) {
+                println!("WARNING: {warning}");
+            }
+            if refusals.is_empty() {
+                println!("Syntax OK!");
+                return ExitCode::SUCCESS;
+            }
+        }
+        Err(e) => println!("ERROR in the routes: {e}"),
+    }
+    ExitCode::FAILURE
+}
+
+/// What a config allows that it probably should not: `run` logs these, `check` prints them.
+fn warnings(config: &Config, router: &Router) -> Vec<String> {
+    let cors = config.cors.as_ref().and_then(|cors| cors.warning());
+    cors.into_iter()
+        .map(str::to_owned)
+        .chain(router.warnings().iter().cloned())
+        .collect()
 }
 
 fn test_plugin(server: bool, files: &[PathBuf]) -> ExitCode {
@@ -240,7 +257,12 @@ fn run(
         );
     }
     tracing::info!("Starting host version {}", env!("CARGO_PKG_VERSION"));
-    let plugins = Arc::new(inject_plugins(&config).0);
+    let plugins = inject_plugins(&config).0;
+    let router =
+        Router::new(&config, plugins.routes(), &plugins.names(), debug).context("in the routes")?;
+    for warning in warnings(&config, &router) {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     let static_files = config
         .static_files
@@ -259,13 +281,31 @@ fn run(
         let backlog = config
             .backlog
             .map_or_else(listener::system_backlog, NonZeroU32::get);
-        let max_connections = config
-            .max_connections
-            .map_or_else(Connections::default_limit, NonZeroUsize::get);
         let (http_passed, metrics_passed) = match passed {
             Some(Sockets { http, metrics }) => (Some(http), metrics),
             None => (None, None),
         };
+        // The metrics listener is bound (and logged) before the HTTP server, whose line
+        // says that the gateway is up. Never SO_REUSEPORT: a port shared by several
+        // processes would answer each scrape with the counters of whichever process the
+        // kernel picked.
+        let metrics = match (&config.metrics_address, metrics_passed) {
+            (Some(address), passed) => {
+                let metrics = match passed {
+                    Some(socket) => tokio::net::TcpListener::from_std(socket)?,
+                    None => listener::listen(address.as_str(), backlog, false)
+                        .await
+                        .with_context(|| format!("listening for metrics on {address}"))?,
+                };
+                tracing::info!("[SERVICE: Metrics] Listening on {}", metrics.local_addr()?);
+                Some(metrics)
+            }
+            // Refused in `run` before the runtime started.
+            (None, _) => None,
+        };
+        let max_connections = config
+            .max_connections
+            .map_or_else(Connections::default_limit, NonZeroUsize::get);
         let listener = match http_passed {
             Some(socket) => {
                 tracing::info!(
@@ -296,7 +336,8 @@ fn run(
             listener.local_addr()?
         );
         let gateway = Arc::new(Gateway {
-            plugins,
+            plugins: Arc::new(plugins),
+            router: Arc::new(router),
             connections: connections.clone(),
             guard: Guard::new(&config),
             metrics: Arc::default(),
@@ -305,6 +346,7 @@ fn run(
             static_files,
             limits: Limits {
                 max_head_bytes: config.max_header_bytes,
+                max_headers: config.max_header_count,
                 read_header_timeout: config.read_header_timeout,
                 idle_timeout: config.idle_timeout,
                 read_timeout: config.read_timeout,
@@ -312,16 +354,7 @@ fn run(
             },
         });
         host::protect::jwks::load(&gateway.guard).await;
-        if let Some(address) = &config.metrics_address {
-            // Never SO_REUSEPORT: a port shared by several processes would answer each
-            // scrape with the counters of whichever process the kernel picked.
-            let metrics = match metrics_passed {
-                Some(socket) => tokio::net::TcpListener::from_std(socket)?,
-                None => listener::listen(address.as_str(), backlog, false)
-                    .await
-                    .with_context(|| format!("listening for metrics on {address}"))?,
-            };
-            tracing::info!("[SERVICE: Metrics] Listening on {}", metrics.local_addr()?);
+        if let Some(metrics) = metrics {
             tokio::spawn(server::serve_metrics(metrics, gateway.clone()));
         }
         let acceptor = listener::Acceptor::new(listener, connections.clone(), "HTTP Server");

@@ -9,8 +9,6 @@ use abi::{FfiServerPluginBox, HijackRequest, LogLevel, Logger, PluginModuleRef};
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
 use abi_stable::std_types::{RResult, RStr, RString};
 
-use crate::gate::Claim;
-
 /// Why a plugin file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -154,7 +152,7 @@ pub struct PluginRoute {
 #[derive(Default)]
 pub struct ServerPlugins {
     plugins: Vec<InjectedPlugin>,
-    /// Most specific first.
+    /// In the order the plugins declared them; `route::Router` orders them.
     routes: Vec<PluginRoute>,
 }
 
@@ -164,29 +162,39 @@ impl ServerPlugins {
     pub fn push(&mut self, name: String, plugin: FfiServerPluginBox) -> Result<(), String> {
         let declared = plugin.routes().into_result().map_err(|e| e.into_string())?;
         let index = self.plugins.len();
-        for (route, decl) in declared.into_iter().enumerate() {
-            let template = path_template::Template::parse(&decl.endpoint)
-                .map_err(|e| format!("route {:?}: {e}", decl.endpoint.as_str()))?;
-            self.routes.push(PluginRoute {
-                plugin: index,
-                route: route as u32,
-                endpoint: decl.endpoint.into_string(),
-                template,
-                methods: decl.methods.into_iter().map(RString::into_string).collect(),
-            });
-        }
-        self.routes.sort_by_cached_key(|r| r.template.specificity());
+        // All or nothing: a refused plugin leaves no routes behind.
+        let routes = declared
+            .into_iter()
+            .enumerate()
+            .map(|(route, decl)| {
+                let template = path_template::Template::parse(&decl.endpoint)
+                    .map_err(|e| format!("route {:?}: {e}", decl.endpoint.as_str()))?;
+                Ok(PluginRoute {
+                    plugin: index,
+                    route: route as u32,
+                    endpoint: decl.endpoint.into_string(),
+                    template,
+                    methods: decl.methods.into_iter().map(RString::into_string).collect(),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        self.routes.extend(routes);
         self.plugins.push(InjectedPlugin { name, plugin });
         Ok(())
     }
 
-    /// Every route the plugins declared, most specific first.
+    /// Every route the plugins declared.
     pub fn routes(&self) -> &[PluginRoute] {
         &self.routes
     }
 
     pub fn name(&self, index: usize) -> &str {
         &self.plugins[index].name
+    }
+
+    /// The plugins' names, by index.
+    pub fn names(&self) -> Vec<&str> {
+        self.plugins.iter().map(|p| p.name.as_str()).collect()
     }
 
     /// Gives a claimed connection to plugin `index`; the fd is the plugin's in every case.
@@ -241,14 +249,5 @@ impl ServerPlugins {
                 })
                 .sum()
         })
-    }
-}
-
-impl Claim for ServerPlugins {
-    fn claim(&self, method: &str, path: &str) -> Option<(usize, u32)> {
-        self.routes
-            .iter()
-            .find(|r| r.methods.iter().any(|m| m == method) && r.template.matches(path).is_some())
-            .map(|r| (r.plugin, r.route))
     }
 }

@@ -1,6 +1,6 @@
 //! The built-in `static-filesystem` server plugin (KrakenD Enterprise's name and keys):
-//! `GET` and `HEAD` under `prefix` serve the files under `path`, `index.html` for a
-//! directory. Only regular files inside the folder are served, everything else is 404:
+//! `GET` and `HEAD` under `prefix` (a route of the host's table, [`crate::route`]) serve the
+//! files under `path`, `index.html` for a directory. Only regular files inside the folder are served, everything else is 404:
 //! a request path that climbs (`..`, backslashes, NUL) or names a dotfile or dot-directory
 //! (`.env`, `.git/config`) is refused as it is read, and the file it names is resolved
 //! (symlinks followed) and served only if it is still inside the folder, by the same rules.
@@ -17,7 +17,6 @@ use crate::pipeline::{self, Body};
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct StaticFiles {
-    prefix: String,
     /// The folder, resolved once: where every served file must really be.
     root: PathBuf,
 }
@@ -26,30 +25,20 @@ impl StaticFiles {
     /// Fails when the folder cannot be resolved (it does not exist, say).
     pub fn new(config: &config::StaticFiles) -> std::io::Result<Self> {
         Ok(Self {
-            prefix: config.prefix.clone(),
             root: std::fs::canonicalize(&config.path)?,
         })
     }
 
-    /// The response for `path`, or `None` when it is not under the prefix.
-    pub async fn serve(&self, method: &Method, path: &str) -> Option<Response<Body>> {
-        let rest = path.strip_prefix(self.prefix.trim_end_matches('/'))?;
-        if !(rest.is_empty() || rest.starts_with('/')) {
-            return None;
-        }
-        if method != Method::GET && method != Method::HEAD {
-            return Some(pipeline::text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "405 method not allowed\n",
-            ));
-        }
+    /// The response to `GET` or `HEAD` (the methods the route takes) of `rest`, the path
+    /// below the prefix.
+    pub async fn serve(&self, method: &Method, rest: &str) -> Response<Body> {
         let not_found = || pipeline::text(StatusCode::NOT_FOUND, "404 page not found\n");
         let Some(file) = self.file_for(rest) else {
-            return Some(not_found());
+            return not_found();
         };
         // Read where it really is, so a symlink swapped in meanwhile is not followed.
         let Some(file) = self.resolve(&file).await else {
-            return Some(not_found());
+            return not_found();
         };
         let fits = tokio::fs::metadata(&file)
             .await
@@ -59,7 +48,7 @@ impl StaticFiles {
             false => None,
         };
         let Some(contents) = contents else {
-            return Some(not_found());
+            return not_found();
         };
         let length = contents.len();
         let body = if method == Method::HEAD {
@@ -72,7 +61,7 @@ impl StaticFiles {
         headers.insert(header::CONTENT_TYPE, content_type(&file));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        Some(response)
+        response
     }
 
     /// The file a request path names, if it stays inside the root and names no dotfile.
@@ -130,7 +119,6 @@ mod tests {
     /// Rooted at `/srv/www`, which need not exist for the pure checks.
     fn files() -> StaticFiles {
         StaticFiles {
-            prefix: "/www/".into(),
             root: "/srv/www".into(),
         }
     }
@@ -141,6 +129,9 @@ mod tests {
         assert_eq!(files.file_for(""), Some("/srv/www/index.html".into()));
         assert_eq!(files.file_for("/"), Some("/srv/www/index.html".into()));
         assert_eq!(files.file_for("/a/b.js"), Some("/srv/www/a/b.js".into()));
+        // As the route captures it, below the prefix.
+        assert_eq!(files.file_for("a/b.js"), Some("/srv/www/a/b.js".into()));
+        assert_eq!(files.file_for("a/"), Some("/srv/www/a/index.html".into()));
         assert_eq!(files.file_for("/a.b/c.d"), Some("/srv/www/a.b/c.d".into()));
         for refused in [
             "/../etc/passwd",

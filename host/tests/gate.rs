@@ -2,17 +2,24 @@
 //! without harm to anyone else, a panicking plugin, KrakenD endpoints.
 
 use serde_json::json;
-use testkit::{body_of, gateway, json_backend, origin, Gateway, RawClient};
+use testkit::{body_of, gateway, json_backend, origin, Gateway, GatewayBuilder, RawClient};
 
 /// A gateway with the streaming plugin on /sse/{id} and a JSON endpoint on /api/{id}.
 async fn streaming_and_api() -> (Gateway, testkit::Process) {
+    streaming_and_api_with(|builder| builder).await
+}
+
+/// The same, with more of the config set by `more`.
+async fn streaming_and_api_with(
+    more: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
+) -> (Gateway, testkit::Process) {
     let origin = origin().count(2).interval_ms(10).run();
     let backend = json_backend(200, r#"{"answer":42}"#).await;
-    let gateway = gateway()
+    let gateway = more(gateway()
         .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
         // A finite origin stream ends the client's: no resumption.
         .plugin_key("max_reconnects", json!(0))
-        .endpoint(json!({"endpoint": "/api/{id}", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/v/{id}"}]}))
+        .endpoint(json!({"endpoint": "/api/{id}", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/v/{id}"}]})))
         .run();
     (gateway, origin)
 }
@@ -288,5 +295,70 @@ async fn a_head_that_never_finishes_gets_408_and_an_idle_connection_is_closed() 
             .matches("HTTP/1.1")
             .count(),
         1
+    );
+}
+
+/// A request head for `path` with `host_lines` (`Host: ...` lines, maybe none) and `extra`
+/// more headers.
+fn head_with(path: &str, host_lines: &str, extra: usize) -> Vec<u8> {
+    let mut head = format!("GET {path} HTTP/1.1\r\n{host_lines}Accept: text/event-stream\r\n");
+    for i in 0..extra {
+        head.push_str(&format!("X-Extra-{i}: {i}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    head.into_bytes()
+}
+
+#[tokio::test]
+async fn host_and_the_header_count_are_checked_for_claimed_and_pipeline_requests_alike() {
+    let (gateway, _origin) =
+        streaming_and_api_with(|builder| builder.root("max_header_count", json!(10))).await;
+    for path in ["/sse/k", "/api/1"] {
+        // Host, Accept, Connection and 7 more: 10 headers.
+        let cases: [(&str, usize, &str); 6] = [
+            ("", 0, "HTTP/1.1 400 Bad Request\r\n"),
+            ("Host: a\r\nHost: b\r\n", 0, "HTTP/1.1 400 Bad Request\r\n"),
+            ("Host: a\r\nhost: a\r\n", 0, "HTTP/1.1 400 Bad Request\r\n"),
+            ("Host: user@a\r\n", 0, "HTTP/1.1 400 Bad Request\r\n"),
+            (
+                "Host: a\r\n",
+                8,
+                "HTTP/1.1 431 Request Header Fields Too Large\r\n",
+            ),
+            ("Host: a\r\n", 7, "HTTP/1.1 200 OK\r\n"),
+        ];
+        for (hosts, extra, expected) in cases {
+            let response = RawClient::exchange(gateway.addr, head_with(path, hosts, extra)).await;
+            let text = String::from_utf8_lossy(&response);
+            assert!(
+                text.starts_with(expected),
+                "{path} {hosts:?} {extra}: {text}"
+            );
+        }
+    }
+    let log = gateway.process.log();
+    assert!(log.contains("400 more than one Host header"), "{log}");
+    assert!(log.contains("400 missing Host header"), "{log}");
+}
+
+#[tokio::test]
+async fn a_header_count_over_hypers_own_default_is_served() {
+    let backend = json_backend(200, r#"{"answer":42}"#).await;
+    let gateway = gateway()
+        .endpoint(json!({"endpoint": "/api/{id}", "backend": [{"host": [format!("http://{backend}")], "url_pattern": "/v/{id}"}]}))
+        .root("max_header_count", json!(150))
+        .run();
+    let response = RawClient::exchange(gateway.addr, head_with("/api/1", "Host: a\r\n", 140)).await;
+    assert_eq!(
+        body_of(&response),
+        br#"{"answer":42}"#,
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    let response = RawClient::exchange(gateway.addr, head_with("/api/1", "Host: a\r\n", 148)).await;
+    assert!(
+        response.starts_with(b"HTTP/1.1 431 "),
+        "{}",
+        String::from_utf8_lossy(&response)
     );
 }

@@ -39,6 +39,18 @@ async fn metrics_count_requests_and_streams_after_traffic() {
     // The access log has a line per request.
     gateway.process.wait_for_log("GET /api/1 200 ");
     gateway.process.wait_for_log("GET /nowhere 404 ");
+    // Each names the route the decision chose.
+    let log = gateway.process.log();
+    for (request, route) in [
+        ("GET /api/1 200 ", "s /api/{id}"),
+        ("GET /nowhere 404 ", "s unmatched"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(request) && l.ends_with(route)),
+            "{request}...{route} in {log}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -52,7 +64,8 @@ async fn logging_takes_its_prefix_and_debug_mode_serves_the_debug_endpoint() {
         .run();
     let response = RawClient::exchange(
         gateway.addr,
-        b"GET /__debug/anything?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /__debug/anything?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\n\
+          Cookie: session=s3cret-cookie\r\nX-Visible: shown\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(body_of(&response), br#"{"message":"pong"}"#);
@@ -61,6 +74,15 @@ async fn logging_takes_its_prefix_and_debug_mode_serves_the_debug_endpoint() {
         .wait_for_log("/__debug/: GET /__debug/anything?x=1");
     let log = gateway.process.log();
     assert!(log.lines().all(|l| l.starts_with("[KRAKEND] ")), "{log}");
+    // Credentials are logged by name only.
+    assert!(!log.contains("s3cret"), "{log}");
+    for logged in [
+        r#""authorization": "[redacted]""#,
+        r#""cookie": "[redacted]""#,
+        r#""x-visible": "shown""#,
+    ] {
+        assert!(log.contains(logged), "{logged} in {log}");
+    }
 
     let plain = testkit::gateway().run();
     assert!(
@@ -71,5 +93,26 @@ async fn logging_takes_its_prefix_and_debug_mode_serves_the_debug_endpoint() {
         .await
         .starts_with(b"HTTP/1.1 404 "),
         "only with -d"
+    );
+}
+
+#[tokio::test]
+async fn stats_are_served_on_the_metrics_listener_only() {
+    let gateway = gateway()
+        .streaming("/sse/{id}", "/events-stream/{id}", "http://127.0.0.1:9")
+        .run();
+    let request = b"GET /__stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let public = RawClient::exchange(gateway.addr, request).await;
+    assert!(
+        public.starts_with(b"HTTP/1.1 404 "),
+        "{}",
+        String::from_utf8_lossy(&public)
+    );
+    let metrics = RawClient::exchange(gateway.metrics_addr(), request).await;
+    assert!(metrics.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let stats: serde_json::Value = serde_json::from_slice(body_of(&metrics)).unwrap();
+    assert_eq!(
+        stats["plugins"]["krakend-server-plugin-streaming"]["routes"][0]["endpoint"], "/sse/{id}",
+        "{stats}"
     );
 }

@@ -7,6 +7,8 @@
 //!
 //! When several templates match a path, [`Template::specificity`] orders them: segment by
 //! segment from the left, a literal beats a parameter, which beats the wildcard.
+//! A literal segment matches however it is percent-encoded (`/%73se` is `/sse`), as an
+//! origin that decodes paths would read it; captures are given as sent.
 
 #![forbid(unsafe_code)]
 
@@ -112,27 +114,73 @@ impl Template {
 
     /// Matches `path` (no query string) and returns the captured parameters.
     pub fn matches<'a>(&'a self, path: &'a str) -> Option<Params<'a>> {
-        let mut rest = Some(path.strip_prefix('/')?);
         let mut params = Vec::new();
+        self.walk(path, |name, value| params.push((name, value)))
+            .then_some(params)
+    }
+
+    /// Whether `path` matches, without capturing anything (nothing is allocated): a router
+    /// tries many templates per request and captures only the winner's parameters.
+    pub fn is_match(&self, path: &str) -> bool {
+        self.walk(path, |_, _| {})
+    }
+
+    /// Walks `path` segment by segment, giving each capture to `capture`; whether it matched.
+    fn walk<'a>(&'a self, path: &'a str, mut capture: impl FnMut(&'a str, &'a str)) -> bool {
+        let Some(path) = path.strip_prefix('/') else {
+            return false;
+        };
+        let mut rest = Some(path);
         for segment in &self.segments {
-            let here = rest?;
+            let Some(here) = rest else { return false };
             if *segment == Segment::Wildcard {
-                params.push((WILDCARD, here));
-                return Some(params);
+                capture(WILDCARD, here);
+                return true;
             }
             let (part, after) = match here.split_once('/') {
                 Some((part, after)) => (part, Some(after)),
                 None => (here, None),
             };
             match segment {
-                Segment::Literal(literal) if literal == part => {}
-                Segment::Param(name) if !part.is_empty() => params.push((name.as_str(), part)),
-                _ => return None,
+                Segment::Literal(literal) if spells(part, literal) => {}
+                Segment::Param(name) if !part.is_empty() => capture(name.as_str(), part),
+                _ => return false,
             }
             rest = after;
         }
-        rest.is_none().then_some(params)
+        rest.is_none()
     }
+}
+
+/// Whether the path segment `part` spells `literal` once its percent-escapes are decoded.
+/// An origin that decodes paths reads `/%73se/1` as `/sse/1`, so the gateway must route it
+/// as `/sse/1` too: otherwise another spelling of a protected path would reach the origin
+/// through a less specific, unprotected template.
+fn spells(part: &str, literal: &str) -> bool {
+    if part == literal {
+        return true;
+    }
+    let (part, literal) = (part.as_bytes(), literal.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < part.len() {
+        let decoded = match part.get(i..i + 3) {
+            Some([b'%', high, low]) => hex_pair(*high, *low),
+            _ => None,
+        };
+        let byte = decoded.unwrap_or(part[i]);
+        if literal.get(j) != Some(&byte) {
+            return false;
+        }
+        i += if decoded.is_some() { 3 } else { 1 };
+        j += 1;
+    }
+    j == literal.len()
+}
+
+/// The byte a `%XY` escape stands for.
+fn hex_pair(high: u8, low: u8) -> Option<u8> {
+    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    Some(digit(high)? << 4 | digit(low)?)
 }
 
 /// Replaces each `{name}` in `pattern` with its captured value; unknown names stay as written.
@@ -187,6 +235,42 @@ mod tests {
         let root = Template::parse("/").unwrap();
         assert_eq!(root.matches("/"), Some(vec![]));
         assert_eq!(root.matches("/x"), None);
+    }
+
+    #[test]
+    fn literals_match_however_they_are_percent_encoded() {
+        let t = Template::parse("/sse/{id}").unwrap();
+        assert_eq!(t.matches("/%73se/1"), Some(vec![("id", "1")]));
+        assert_eq!(t.matches("/%73%53e/1"), None, "decoding keeps case");
+        assert!(t.is_match("/s%73%65/%2e%2e"), "captures stay raw");
+        assert_eq!(t.matches("/s%73%65/%2e"), Some(vec![("id", "%2e")]));
+        for other in [
+            "/ss/1",
+            "/sse%2f/1",
+            "/%73s/1",
+            "/sse%/1",
+            "/%7/1",
+            "/sse%00/1",
+        ] {
+            assert!(!t.is_match(other), "{other}");
+        }
+        assert!(Template::parse("/a%/b").unwrap().is_match("/a%/b"));
+    }
+
+    #[test]
+    fn is_match_agrees_with_matches() {
+        for template in ["/", "/sse/{id}", "/a/*", "/{x}/b", "/a/{x}/c"] {
+            let t = Template::parse(template).unwrap();
+            for path in [
+                "/", "/sse/1", "/sse/", "/a/b", "/a/", "/a/x/c", "/q/b", "", "a", "/a/b/c/d",
+            ] {
+                assert_eq!(
+                    t.is_match(path),
+                    t.matches(path).is_some(),
+                    "{template} {path}"
+                );
+            }
+        }
     }
 
     #[test]

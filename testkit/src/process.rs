@@ -221,14 +221,31 @@ pub struct GatewayBuilder {
 pub struct Gateway {
     pub process: Process,
     pub addr: SocketAddr,
+    /// The `telemetry/metrics` listener (`/metrics`, `/__stats`).
+    metrics_addr: SocketAddr,
     config: TempPath,
     debug: bool,
+}
+
+/// The line a gateway logs when its metrics listener is bound; the address follows.
+const METRICS_LISTENING: &str = "[SERVICE: Metrics] Listening on ";
+
+/// The metrics listener's address, from the gateway's log.
+fn metrics_address(process: &Process) -> SocketAddr {
+    process.wait_for_log(METRICS_LISTENING);
+    let log = process.log();
+    log.split(METRICS_LISTENING)
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .and_then(|address| address.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {METRICS_LISTENING:?} line in:\n{log}"))
 }
 
 impl Gateway {
     fn new(process: Process, config: TempPath, debug: bool) -> Self {
         Self {
             addr: process.addr,
+            metrics_addr: metrics_address(&process),
             process,
             config,
             debug,
@@ -243,22 +260,15 @@ impl Gateway {
         process
     }
 
-    /// The plugins' counters from `/__stats`.
+    /// The plugins' counters from `/__stats`, on the metrics listener.
     pub async fn stats(&self) -> Value {
-        crate::get_json(self.addr, "/__stats").await
+        crate::get_json(self.metrics_addr, "/__stats").await
     }
 
-    /// Where the metrics listener (`telemetry/metrics`) listens, once it said so.
+    /// Where the metrics listener (`telemetry/metrics`) listens; testkit gives every
+    /// gateway one.
     pub fn metrics_addr(&self) -> SocketAddr {
-        let marker = "[SERVICE: Metrics] Listening on ";
-        self.process.wait_for_log(marker);
-        self.process
-            .log()
-            .split(marker)
-            .nth(1)
-            .and_then(|rest| rest.lines().next())
-            .and_then(|a| a.trim().parse().ok())
-            .expect("the metrics address in the log")
+        self.metrics_addr
     }
 
     /// The Prometheus text at `GET /metrics`.
@@ -349,15 +359,27 @@ impl GatewayBuilder {
         self
     }
 
-    /// The config file `run` would start the gateway with.
-    pub fn config_file(mut self) -> TempPath {
+    /// The config file, with the release dir as the plugin folder and a metrics listener
+    /// (`/__stats` is served there, and tests read it) unless the test set one.
+    fn write_config(mut self) -> (TempPath, bool) {
         self.config["plugin"] = json!({"folder": release_dir(), "pattern": self.plugin_pattern});
-        TempPath::write("krakend", &self.config.to_string())
+        let metrics = &mut self.config["extra_config"]["telemetry/metrics"];
+        if metrics.is_null() {
+            *metrics = json!({"listen_address": "127.0.0.1:0"});
+        }
+        (
+            TempPath::write("krakend", &self.config.to_string()),
+            self.debug,
+        )
+    }
+
+    /// The config file `run` would start the gateway with.
+    pub fn config_file(self) -> TempPath {
+        self.write_config().0
     }
 
     pub fn run(self) -> Gateway {
-        let debug = self.debug;
-        let config = self.config_file();
+        let (config, debug) = self.write_config();
         let process = start_host(&config, debug, None);
         Gateway::new(process, config, debug)
     }
@@ -365,8 +387,7 @@ impl GatewayBuilder {
     /// Runs the gateway on `socket`, passed as a service manager passes it (see
     /// [`activated_host`]) rather than bound from the config's `port`.
     pub fn run_on_socket(self, socket: std::net::TcpListener) -> Gateway {
-        let debug = self.debug;
-        let config = self.config_file();
+        let (config, debug) = self.write_config();
         let process = Process::spawn(
             activated_host(&config, std::os::fd::OwnedFd::from(socket)),
             GATEWAY_LISTENING,
@@ -378,6 +399,53 @@ impl GatewayBuilder {
     /// port and hands it from one gateway process to the next.
     pub fn launch(self) -> crate::Launcher {
         crate::Launcher::start(self.config_file())
+    }
+
+    /// Runs `host check -c` on the config: whether it passed, and what it printed.
+    pub fn check(self) -> (bool, String) {
+        let (config, _) = self.write_config();
+        let output = Command::new(bin("host"))
+            .arg("check")
+            .arg("-c")
+            .arg(config.path())
+            .output()
+            .expect("running host check");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), printed)
+    }
+
+    /// Runs `host run -c` on a config the host must refuse, and returns what it logged
+    /// before it exited; fails the test if it exits 0 or is still running after [`crate::STEP`].
+    pub fn run_refused(self) -> String {
+        let (config, debug) = self.write_config();
+        let mut command = Command::new(bin("host"));
+        command.arg("run").arg("-c").arg(config.path());
+        if debug {
+            command.arg("-d");
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running host run");
+        let deadline = Instant::now() + crate::STEP;
+        while matches!(child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("reading the host's output");
+                panic!(
+                    "the host served instead of refusing the config:\n{}",
+                    String::from_utf8_lossy(&output.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("reading the host's output");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "the host exited 0:\n{printed}");
+        printed
     }
 }
 
@@ -441,5 +509,6 @@ impl Gateway {
         let _ = self.process.child.wait();
         self.process = start_host(&self.config, self.debug, Some(self.addr.port()));
         assert_eq!(self.process.addr, self.addr);
+        self.metrics_addr = metrics_address(&self.process);
     }
 }

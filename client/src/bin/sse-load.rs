@@ -20,26 +20,35 @@ struct Args {
     /// How long to run, in seconds.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     duration: f64,
+    /// Count the duration from the moment every connection has been tried (connected or
+    /// failed), so that all of them are held for the whole duration however long
+    /// connecting takes; only the events received from then on are timed.
+    #[arg(long)]
+    after_connect: bool,
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
     /// Report the peak resident memory of this process (repeatable).
     #[arg(long = "pid")]
     pids: Vec<u32>,
+    /// Reconnect a stream that ends early, with Last-Event-ID, after its retry: (1 s
+    /// without one), as EventSource does; ids are checked across the reconnections.
+    #[arg(long)]
+    reconnect: bool,
+    /// Report how many streams received no event in the last SECONDS of the run.
+    #[arg(long, value_name = "SECONDS")]
+    expect_every: Option<f64>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
-    /// Add the latency histogram's values to the report, `[[ns, count], ...]`, for merging
-    /// the reports of several load processes.
+    /// Add the latency histogram's values to the JSON report, `[[ns, count], ...]`, to
+    /// merge the reports of several load processes exactly.
     #[arg(long)]
     histogram: bool,
-    /// Connect from this address (127.0.0.2, ...: each source address has its own
-    /// ephemeral ports).
+    /// Connect from this address: each source address has its own ephemeral ports, so
+    /// load processes from 127.0.0.2, 127.0.0.3, ... open past one address's ~28,000.
     #[arg(long)]
     source: Option<std::net::IpAddr>,
-    /// Seconds at the start (while streams connect) whose events are not timed.
-    #[arg(long, default_value_t = 0.0)]
-    warmup: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,10 +71,12 @@ fn main() -> anyhow::Result<()> {
         },
         connections: args.connections,
         duration: Duration::from_secs_f64(args.duration),
+        after_connect: args.after_connect,
         connect_concurrency: args.connect_concurrency,
         pids: args.pids,
+        reconnect: args.reconnect,
+        expect_every: args.expect_every.map(Duration::from_secs_f64),
         source: args.source,
-        warmup: Duration::from_secs_f64(args.warmup),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

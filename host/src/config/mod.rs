@@ -47,6 +47,8 @@ pub struct Config {
     pub port: u16,
     pub listen_ip: String,
     pub max_header_bytes: usize,
+    /// Headers in one request head, for the pipeline and claimed requests alike.
+    pub max_header_count: usize,
     pub read_header_timeout: Duration,
     pub idle_timeout: Duration,
     /// How long a drain (SIGTERM/SIGINT) may take before the host exits anyway.
@@ -202,6 +204,9 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Heads larger than this get 431: generous for real clients, small enough that a slow
 /// or hostile client cannot make the gateway hold much memory per connection.
 const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Headers per request head: Apache's `LimitRequestFields` and hyper's default. Browsers
+/// send 10 to 20; each header costs a slot to parse and a copy into a handed-over head.
+pub const DEFAULT_MAX_HEADER_COUNT: usize = 100;
 /// Long enough for any real client to send its head, short enough that slow-loris
 /// connections are shed quickly.
 const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -235,6 +240,7 @@ struct RawConfig {
     #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     timeout: Option<Duration>,
     max_header_bytes: Option<usize>,
+    max_header_count: Option<usize>,
     #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     read_header_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
@@ -372,6 +378,16 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    let max_header_count = raw.max_header_count.unwrap_or(DEFAULT_MAX_HEADER_COUNT);
+    if !(1..=crate::gate::MAX_HEADER_COUNT).contains(&max_header_count) {
+        return Err(invalid(
+            "max_header_count".into(),
+            format!(
+                "{max_header_count} is not between 1 and {}",
+                crate::gate::MAX_HEADER_COUNT
+            ),
+        ));
+    }
     let default_timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     let endpoints = raw
@@ -451,6 +467,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         port: raw.port.unwrap_or(DEFAULT_PORT),
         listen_ip: raw.listen_ip.unwrap_or_else(|| "0.0.0.0".into()),
         max_header_bytes: raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_header_count,
         read_header_timeout: raw
             .read_header_timeout
             .unwrap_or(DEFAULT_READ_HEADER_TIMEOUT),
@@ -624,6 +641,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.port, 9000);
         assert_eq!(config.max_header_bytes, 16 * 1024);
+        assert_eq!(config.max_header_count, 100);
         assert_eq!(config.read_header_timeout, Duration::from_secs(10));
         assert_eq!(config.idle_timeout, Duration::from_secs(75));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
@@ -678,6 +696,8 @@ mod tests {
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "output_encoding": "no-op", "backend": [{"host": ["http://h"], "url_pattern": "/x"}, {"host": ["http://h"], "url_pattern": "/y"}]}]}"#.into(), "endpoints[0].backend: a no-op endpoint takes exactly one backend, found 2"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/x"}, {"host": ["http://h"], "url_pattern": "/y", "encoding": "xml"}]}]}"#.into(), "endpoints[0].backend[1].encoding: \"xml\" is not supported"),
             (r#"{"version": 3, "timeout": "2 seconds", "endpoints": []}"#.into(), "timeout: invalid duration"),
+            (r#"{"version": 3, "max_header_count": 0}"#.into(), "max_header_count: 0 is not between 1 and 512"),
+            (r#"{"version": 3, "max_header_count": 513}"#.into(), "max_header_count: 513 is not between 1 and 512"),
             (r#"{"version": 3, "max_connections": 0}"#.into(), "max_connections: invalid value: integer `0`, expected a nonzero"),
             (r#"{"version": 3, "backlog": -1}"#.into(), "backlog: invalid value: integer `-1`"),
             (r#"{"version": 3, "reuse_port": "yes"}"#.into(), "reuse_port: invalid type: string \"yes\", expected a boolean"),

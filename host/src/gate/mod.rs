@@ -2,7 +2,9 @@
 //!
 //! The gate parses each request head itself (httparse) and gives hyper exactly one
 //! request's bytes at a time: the head, then the body as its framing says, never a byte of
-//! the next request. At each head it can therefore stop the connection cleanly:
+//! the next request. At each head it asks the [`Router`] for the route decision, once: a
+//! head routed to hyper leaves its decision in the connection's [`Pending`] queue for
+//! hyper's service. At each head it can also stop the connection cleanly:
 //!
 //! * a head a plugin claims: the gate reports EOF, hyper finishes the response it is
 //!   writing (it runs with `half_close(true)` and `without_shutdown()`), and the socket, the
@@ -10,6 +12,9 @@
 //!   request and for any later one on a keep-alive connection, pipelined or not;
 //! * a bad head: the gate reports EOF the same way and the host answers 400 or 431 itself,
 //!   so a malformed request never reaches hyper half-parsed and never affects other clients.
+//!   That includes what HTTP/1.1 requires of every request (RFC 9112 §3.2): an HTTP/1.1
+//!   request without `Host`, any request with two, or with an invalid one, gets 400, before
+//!   a plugin or the pipeline sees it.
 //!
 //! It also keeps each request's clock, since only it sees when bytes arrive: a head is due
 //! within `read_header_timeout`, and the whole request, body included, within
@@ -32,11 +37,7 @@ use tokio::time::{Instant, Sleep};
 
 use wire::framing::{self, Framing};
 
-/// Decides, per request head, whether a plugin takes the connection over.
-pub trait Claim: Send + Sync {
-    /// The claiming plugin and the index of its route, if any.
-    fn claim(&self, method: &str, path: &str) -> Option<(usize, u32)>;
-}
+use crate::route::{Claim, Pending, Route, Router};
 
 /// Why the gate stopped feeding hyper.
 #[derive(Debug)]
@@ -44,8 +45,7 @@ pub enum Stop {
     /// The client closed its side (or hyper closed the connection first).
     Eof,
     Claimed {
-        plugin: usize,
-        route: u32,
+        claim: Claim,
         head: RequestHead,
     },
     Rejected(Rejection),
@@ -81,8 +81,9 @@ impl RequestTimedOut {
     }
 }
 
-/// Headers per request head; more is answered with 431 like an oversized head.
-const MAX_HEADERS: usize = 128;
+/// The largest `max_header_count` the gate can parse with (its header slots live on the
+/// stack, uninitialised until used).
+pub const MAX_HEADER_COUNT: usize = 512;
 const READ_CHUNK: usize = 8 * 1024;
 
 enum State {
@@ -104,6 +105,8 @@ enum State {
 pub struct Limits {
     /// A larger head gets 431.
     pub max_head_bytes: usize,
+    /// More headers in one head get 431; at most [`MAX_HEADER_COUNT`].
+    pub max_headers: usize,
     /// From a head's first byte to its end (from the accept for a connection's first
     /// head); slower gets 408, and a new connection that sends nothing is closed.
     pub read_header_timeout: Duration,
@@ -135,13 +138,21 @@ pub struct Gate {
     /// When waiting for the current head or body ends: the idle, read-header or read
     /// deadline.
     deadline: Pin<Box<Sleep>>,
-    claim: Arc<dyn Claim>,
+    router: Arc<Router>,
+    /// Where the decisions of the heads given to hyper wait for its service.
+    pending: Arc<Pending>,
 }
 
 impl Gate {
     /// A gate for a connection accepted just now: its first head is due within
     /// `read_header_timeout` (a client that connects and says nothing costs no more).
-    pub fn new(stream: TcpStream, peer: SocketAddr, limits: Limits, claim: Arc<dyn Claim>) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        limits: Limits,
+        router: Arc<Router>,
+        pending: Arc<Pending>,
+    ) -> Self {
         let accepted = Instant::now();
         Self {
             stream,
@@ -152,7 +163,8 @@ impl Gate {
             },
             limits,
             deadline: Box::pin(tokio::time::sleep_until(accepted + limits.head_timeout())),
-            claim,
+            router,
+            pending,
         }
     }
 
@@ -189,9 +201,10 @@ impl Gate {
     /// Looks at the buffered bytes for a complete head of a request whose clock started
     /// at `started`; `false` when more bytes are needed.
     fn inspect_head(&mut self, started: Instant) -> bool {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let head_len = match request.parse(&self.buf) {
+        let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADER_COUNT];
+        let slots = &mut slots[..self.limits.max_headers.min(MAX_HEADER_COUNT)];
+        let mut request = httparse::Request::new(&mut []);
+        let head_len = match request.parse_with_uninit_headers(&self.buf, slots) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if self.buf.len() > self.limits.max_head_bytes => {
                 self.reject(
@@ -230,11 +243,15 @@ impl Gate {
                 return true;
             }
         };
+        if let Err(e) = host_header(request.version, request.headers) {
+            self.reject(http::StatusCode::BAD_REQUEST, e);
+            return true;
+        }
         let method = request.method.unwrap_or_default();
-        let target = request.path.unwrap_or_default();
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        self.state = match self.claim.claim(method, path) {
-            Some((plugin, route)) => {
+        let (path, query) = path_and_query(request.path.unwrap_or_default());
+        let decision = self.router.decide(method, path);
+        self.state = match decision.route {
+            Route::Plugin(claim) => {
                 let head = RequestHead {
                     method: method.into(),
                     path: path.into(),
@@ -250,13 +267,10 @@ impl Gate {
                     peer: self.peer.to_string().into(),
                 };
                 self.buf.advance(head_len);
-                State::Stopped(Stop::Claimed {
-                    plugin,
-                    route,
-                    head,
-                })
+                State::Stopped(Stop::Claimed { claim, head })
             }
-            None => {
+            _ => {
+                self.pending.push(decision);
                 if let Some(limit) = self.limits.read_timeout {
                     self.deadline.as_mut().reset(started + limit);
                 }
@@ -275,6 +289,60 @@ impl Gate {
             self.buf.reserve(READ_CHUNK);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+}
+
+/// The path and the query string (without `?`) of a request-target: origin-form
+/// (`/path?query`) as sent, absolute-form (`http://host/path?query`, which a server must
+/// accept: RFC 9112 §3.2.2) from its path on, the path `/` when it has none.
+fn path_and_query(target: &str) -> (&str, &str) {
+    let absolute = ["http://", "https://"].into_iter().find_map(|scheme| {
+        let prefix = target.get(..scheme.len())?;
+        prefix
+            .eq_ignore_ascii_case(scheme)
+            .then(|| &target[scheme.len()..])
+    });
+    let origin_form = match absolute {
+        None => target,
+        Some(rest) => match rest.find(['/', '?']) {
+            Some(start) if rest[start..].starts_with('/') => &rest[start..],
+            Some(start) => return ("/", &rest[start + 1..]),
+            None => return ("/", ""),
+        },
+    };
+    origin_form.split_once('?').unwrap_or((origin_form, ""))
+}
+
+/// What RFC 9112 §3.2 asks of a request's `Host`: exactly one in an HTTP/1.1 request, at
+/// most one in an HTTP/1.0 one, and a valid `host[:port]` (or empty) when present. Two
+/// `Host`s are how a request is made to mean one authority to one hop and another to the
+/// next.
+fn host_header(version: Option<u8>, headers: &[httparse::Header<'_>]) -> Result<(), &'static str> {
+    let mut hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err("more than one Host header"),
+        (None, _) if version != Some(0) => Err("missing Host header"),
+        (Some(host), None) if !host.value.is_empty() && !is_authority(host.value) => {
+            Err("invalid Host header")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `host[:port]`: an authority without user information, its port (if any) a number.
+fn is_authority(value: &[u8]) -> bool {
+    if value.contains(&b'@') {
+        return false;
+    }
+    let Ok(authority) = http::uri::Authority::try_from(value) else {
+        return false;
+    };
+    match authority.as_str()[authority.host().len()..].strip_prefix(':') {
+        None => true,
+        Some("") => true,
+        Some(port) => port.parse::<u16>().is_ok(),
     }
 }
 
@@ -386,5 +454,71 @@ impl AsyncWrite for Gate {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
+        httparse::Header {
+            name,
+            value: value.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn the_path_of_any_request_target_form() {
+        for (target, expected) in [
+            ("/sse/1?x=1", ("/sse/1", "x=1")),
+            ("/sse/1", ("/sse/1", "")),
+            ("http://gw:8080/sse/1?x=1", ("/sse/1", "x=1")),
+            ("HTTPS://gw/a/b", ("/a/b", "")),
+            ("http://gw", ("/", "")),
+            ("http://gw?x=1", ("/", "x=1")),
+            ("*", ("*", "")),
+            ("ftp://gw/a", ("ftp://gw/a", "")),
+        ] {
+            assert_eq!(path_and_query(target), expected, "{target}");
+        }
+    }
+
+    #[test]
+    fn a_request_has_one_valid_host() {
+        let host = header("Host", "example.com:8080");
+        assert_eq!(host_header(Some(1), &[host]), Ok(()));
+        assert_eq!(host_header(Some(1), &[header("host", "")]), Ok(()));
+        assert_eq!(
+            host_header(Some(0), &[]),
+            Ok(()),
+            "HTTP/1.0 may leave it out"
+        );
+        assert_eq!(host_header(Some(1), &[]), Err("missing Host header"));
+        assert_eq!(
+            host_header(Some(0), &[host, header("HOST", "other")]),
+            Err("more than one Host header")
+        );
+        for valid in ["[::1]:8080", "[::1]", "10.0.0.1:80", "x:"] {
+            assert_eq!(
+                host_header(Some(1), &[header("Host", valid)]),
+                Ok(()),
+                "{valid}"
+            );
+        }
+        for invalid in [
+            "user@example.com",
+            "a b",
+            "example.com:port",
+            "/path",
+            "[::1",
+            "x:99999",
+        ] {
+            assert_eq!(
+                host_header(Some(1), &[header("Host", invalid)]),
+                Err("invalid Host header"),
+                "{invalid}"
+            );
+        }
     }
 }

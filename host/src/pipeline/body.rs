@@ -10,41 +10,10 @@ use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
-use super::{text, Body};
+use super::Refusal;
 use crate::gate::RequestTimedOut;
-
-/// Why a request body was not taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("the request body is over max_body_bytes ({0})")]
-    TooLarge(u64),
-    #[error("the request was not received within read_timeout")]
-    TimedOut,
-}
-
-impl Refusal {
-    /// The answer to the client, after which the connection closes: what is left of the
-    /// body is not worth reading.
-    pub fn response(self) -> Response<Body> {
-        let mut response = match self {
-            Refusal::TooLarge(_) => text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "413 request body too large\n",
-            ),
-            Refusal::TimedOut => text(
-                StatusCode::REQUEST_TIMEOUT,
-                "408 request body not received in time\n",
-            ),
-        };
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        response
-    }
-}
 
 /// How reading a request body failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +40,7 @@ impl RequestBody {
     /// `incoming` bounded by `limit` bytes, or the refusal when its declared length is over.
     pub fn new(incoming: Incoming, limit: u64) -> Result<(Self, Refused), Refusal> {
         if incoming.size_hint().lower() > limit {
-            return Err(Refusal::TooLarge(limit));
+            return Err(Refusal::BodyTooLarge(limit));
         }
         let refused = Refused::default();
         let body = Self {
@@ -84,7 +53,7 @@ impl RequestBody {
     }
 
     fn refuse(&self, refusal: Refusal) -> BodyError {
-        let _ = self.refused.set(refusal);
+        let _ = self.refused.set(refusal.clone());
         BodyError::Refused(refusal)
     }
 }
@@ -102,14 +71,14 @@ impl HttpBody for RequestBody {
             None => return Poll::Ready(None),
             Some(Ok(frame)) => frame,
             Some(Err(e)) if RequestTimedOut::caused(&e) => {
-                return Poll::Ready(Some(Err(this.refuse(Refusal::TimedOut))))
+                return Poll::Ready(Some(Err(this.refuse(Refusal::BodyTimedOut))))
             }
             Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Client(e)))),
         };
         if let Some(data) = frame.data_ref() {
             this.taken += data.len() as u64;
             if this.taken > this.limit {
-                return Poll::Ready(Some(Err(this.refuse(Refusal::TooLarge(this.limit)))));
+                return Poll::Ready(Some(Err(this.refuse(Refusal::BodyTooLarge(this.limit)))));
             }
         }
         Poll::Ready(Some(Ok(frame)))

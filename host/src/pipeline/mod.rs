@@ -8,14 +8,16 @@
 //! `no-op` (one backend) passes the backend's status, headers and body through as they
 //! arrive, unbuffered, and the `timeout` bounds only the wait for the response head, so
 //! streams live on. Client headers and query parameters reach backends only when listed in
-//! `input_headers` / `input_query_strings` (`["*"]` for all), as in KrakenD. Request bodies
-//! are bounded the same way for both ([`body`]: 413 over `max_body_bytes`, 408 past
-//! `read_timeout`).
+//! `input_headers` / `input_query_strings` (`["*"]` for all), as in KrakenD, and only
+//! clean ([`upstream`]). Request bodies are bounded the same way for both ([`body`]: 413
+//! over `max_body_bytes`, 408 past `read_timeout`). Every answer the pipeline gives itself
+//! is a [`Refusal`], in general terms; the log says why.
 
 mod body;
+mod refusal;
 mod shape;
+mod upstream;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -29,6 +31,7 @@ use serde_json::Value;
 
 use crate::config::{Config, Endpoint, OutputEncoding};
 use body::{BodyError, RequestBody};
+use refusal::Refusal;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -83,47 +86,45 @@ impl Pipeline {
         }
     }
 
+    /// Serves `request` through `endpoints[index]`, the route decision's, with the values
+    /// its template captured (in the template's order).
     pub async fn handle(
         &self,
+        index: usize,
+        params: &[String],
         request: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<Response<Body>, Infallible> {
-        let path = request.uri().path().to_owned();
-        let mut path_matched = false;
-        for (endpoint, counters) in &self.endpoints {
-            let Some(params) = endpoint.template.matches(&path) else {
-                continue;
-            };
-            if endpoint.method != request.method() {
-                path_matched = true;
-                continue;
-            }
-            let (parts, body) = request.into_parts();
-            let targets: Vec<String> = endpoint
-                .backends
-                .iter()
-                .zip(counters)
-                .map(|(backend, counter)| {
-                    let host = &backend.hosts
-                        [counter.fetch_add(1, Ordering::Relaxed) % backend.hosts.len()];
-                    backend_url(host, &backend.url_pattern, &params, &parts, endpoint)
-                })
-                .collect();
-            return Ok(match endpoint.output_encoding {
-                OutputEncoding::NoOp => self.pass(endpoint, &targets[0], parts, body, peer).await,
-                OutputEncoding::Json => self.merge(endpoint, targets, parts, body, peer).await,
-            });
+    ) -> Response<Body> {
+        let (endpoint, counters) = &self.endpoints[index];
+        let params: path_template::Params<'_> = endpoint
+            .template
+            .params()
+            .zip(params.iter().map(String::as_str))
+            .collect();
+        let (parts, body) = request.into_parts();
+        if let Err(refusal) = upstream::check(endpoint, &params, &parts) {
+            tracing::info!(
+                "[ENDPOINT: {}] {} {} from {peer}: {refusal}",
+                endpoint.endpoint,
+                parts.method,
+                parts.uri.path()
+            );
+            return refusal.response();
         }
-        // Read what the client sent so the connection can serve its next request; a body
-        // larger than this is not worth waiting for, and hyper then closes the connection.
-        let _ = Limited::new(request.into_body(), UNMATCHED_BODY_DRAIN_BYTES)
-            .collect()
-            .await;
-        Ok(if path_matched {
-            text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n")
-        } else {
-            text(StatusCode::NOT_FOUND, "404 page not found\n")
-        })
+        let targets: Vec<String> = endpoint
+            .backends
+            .iter()
+            .zip(counters)
+            .map(|(backend, counter)| {
+                let host =
+                    &backend.hosts[counter.fetch_add(1, Ordering::Relaxed) % backend.hosts.len()];
+                backend_url(host, &backend.url_pattern, &params, &parts, endpoint)
+            })
+            .collect();
+        match endpoint.output_encoding {
+            OutputEncoding::NoOp => self.pass(endpoint, &targets[0], parts, body, peer).await,
+            OutputEncoding::Json => self.merge(endpoint, targets, parts, body, peer).await,
+        }
     }
 
     /// `no-op`: one backend, its answer streamed through as it arrives.
@@ -142,22 +143,18 @@ impl Pipeline {
         };
         let request = match backend_request(endpoint, backend, url, &parts, peer).body(body) {
             Ok(r) => r,
-            Err(e) => {
-                return failed(
-                    endpoint,
-                    url,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &e.to_string(),
-                )
-            }
+            Err(e) => return failed(endpoint, url, Refusal::Internal, &e.to_string()),
         };
         let answer = tokio::time::timeout(endpoint.timeout, self.stream_client.request(request));
         match (answer.await, refused.get()) {
             (Ok(Ok(response)), _) => pass_through(response),
             // The client's body failed the call: the client is answered why.
             (_, Some(refusal)) => refusal.response(),
-            (Ok(Err(e)), None) => failed(endpoint, url, StatusCode::BAD_GATEWAY, &e.to_string()),
-            (Err(_), None) => timed_out(endpoint, url),
+            (Ok(Err(e)), None) => failed(endpoint, url, Refusal::Unavailable, &e.to_string()),
+            (Err(_), None) => {
+                let reason = timeout_reason(endpoint);
+                failed(endpoint, url, Refusal::UpstreamTimedOut, &reason)
+            }
         }
     }
 
@@ -179,7 +176,7 @@ impl Pipeline {
             Ok(collected) => collected.to_bytes(),
             Err(BodyError::Refused(refusal)) => return refusal.response(),
             Err(e @ BodyError::Client(_)) => {
-                return failed(endpoint, &urls[0], StatusCode::BAD_REQUEST, &e.to_string())
+                return failed(endpoint, &urls[0], Refusal::Body, &e.to_string())
             }
         };
         let calls = endpoint.backends.iter().zip(urls).map(|(backend, url)| {
@@ -206,10 +203,7 @@ impl Pipeline {
                     }),
                     Err(_) => Err(Failure {
                         url,
-                        reason: format!(
-                            "no answer within the endpoint timeout of {:?}",
-                            endpoint.timeout
-                        ),
+                        reason: timeout_reason(endpoint),
                         timed_out: true,
                     }),
                 }
@@ -236,17 +230,11 @@ impl Pipeline {
             }
         }
         if answered == 0 {
-            let status = if timed_out {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
+            let refusal = match timed_out {
+                true => Refusal::UpstreamTimedOut,
+                false => Refusal::Failed,
             };
-            let mut response = Response::new(full(Bytes::new()));
-            *response.status_mut() = status;
-            response
-                .headers_mut()
-                .insert("X-KrakenD-Completed", HeaderValue::from_static("false"));
-            return response;
+            return refusal.response();
         }
         let mut response = json(Value::Object(merged));
         if answered < endpoint.backends.len() {
@@ -273,6 +261,21 @@ impl Pipeline {
             .to_bytes();
         serde_json::from_slice(&body).map_err(|e| format!("backend body is not JSON: {e}"))
     }
+}
+
+/// Answers a request no route takes (404, or 405 when one takes its path under
+/// another method) with `status` and `body`.
+pub async fn refuse(
+    status: StatusCode,
+    body: &'static str,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    // Read what the client sent so the connection can serve its next request; a body
+    // larger than this is not worth waiting for, and hyper then closes the connection.
+    let _ = Limited::new(request.into_body(), UNMATCHED_BODY_DRAIN_BYTES)
+        .collect()
+        .await;
+    text(status, body)
 }
 
 /// Runs the futures concurrently and returns their outputs in order.
@@ -317,16 +320,7 @@ fn backend_url(
         host.authority().map(|a| a.as_str()).unwrap_or_default(),
         path_template::substitute(pattern, params)
     );
-    let forwarded: Vec<&str> = parts
-        .uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            !name.is_empty() && endpoint.input_query_strings.allows(name, false)
-        })
-        .collect();
+    let forwarded: Vec<&str> = upstream::query(endpoint, parts.uri.query().unwrap_or("")).collect();
     if !forwarded.is_empty() {
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&forwarded.join("&"));
@@ -347,22 +341,14 @@ fn backend_request(
         .method(backend.method.clone().unwrap_or(parts.method.clone()))
         .uri(url)
         .header("X-Forwarded-For", peer.ip().to_string());
-    for (name, value) in &parts.headers {
-        let hop = HOP_BY_HOP.contains(&name.as_str()) || name == header::HOST;
-        if !hop && endpoint.input_headers.allows(name.as_str(), true) {
-            request = request.header(name, value);
-        }
+    for (name, value) in upstream::headers(endpoint, &parts.headers) {
+        request = request.header(name, value);
     }
     if !endpoint.input_headers.allows("user-agent", true) {
         request = request.header(
             header::USER_AGENT,
             concat!("KrakenD-style host/", env!("CARGO_PKG_VERSION")),
         );
-    }
-    if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
-        if !endpoint.input_headers.allows("content-type", true) {
-            request = request.header(header::CONTENT_TYPE, content_type);
-        }
     }
     request
 }
@@ -386,29 +372,25 @@ pub fn json(value: Value) -> Response<Body> {
     response
 }
 
-fn failed(endpoint: &Endpoint, url: &str, status: StatusCode, reason: &str) -> Response<Body> {
+/// Logs why a backend failed, with its URL, and answers the client in general terms.
+fn failed(endpoint: &Endpoint, url: &str, refusal: Refusal, reason: &str) -> Response<Body> {
     tracing::warn!(
         "[ENDPOINT: {}] backend {url} failed: {reason}",
         endpoint.endpoint
     );
-    let mut response = Response::new(full(Bytes::new()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("X-KrakenD-Completed", HeaderValue::from_static("false"));
-    response
+    refusal.response()
 }
 
-fn timed_out(endpoint: &Endpoint, url: &str) -> Response<Body> {
-    let reason = format!(
+fn timeout_reason(endpoint: &Endpoint) -> String {
+    format!(
         "no answer within the endpoint timeout of {:?}",
         endpoint.timeout
-    );
-    failed(endpoint, url, StatusCode::GATEWAY_TIMEOUT, &reason)
+    )
 }
 
-pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
+/// A plain-text response the host writes itself.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -419,14 +401,8 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 
 /// A response the host gives itself (a preflight, a 401, a 429...).
 pub fn answer(answer: crate::protect::Answer) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::from(answer.body)));
-    *response.status_mut() = answer.status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    add_headers(headers, answer.headers);
+    let mut response = text(answer.status, answer.body);
+    add_headers(response.headers_mut(), answer.headers);
     response
 }
 

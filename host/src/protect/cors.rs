@@ -1,6 +1,9 @@
 //! CORS, root `extra_config."security/cors"`: preflights answered by the host, and the
 //! `Access-Control-*` headers added to every response of an allowed origin, hijacked
 //! streams included.
+//!
+//! `Origin: null` is what sandboxed iframes, `data:` and `file:` pages send: any page can
+//! make itself one, so `*` never allows it; only a listed `"null"` does.
 
 use std::time::Duration;
 
@@ -66,6 +69,15 @@ impl Cors {
         }
     }
 
+    /// What this setting allows that it probably should not, for `run` and `check`.
+    pub fn warning(&self) -> Option<&'static str> {
+        (self.any_origin && self.credentials).then_some(
+            "security/cors: allow_origins [\"*\"] with allow_credentials reflects every \
+             origin with credentials: any web site can read what its visitors' cookies \
+             give access to; list the origins instead",
+        )
+    }
+
     pub fn check(&self, request: &RequestInfo<'_>) -> Outcome {
         let Some(origin) = request
             .headers
@@ -74,7 +86,8 @@ impl Cors {
         else {
             return Outcome::Headers(Vec::new());
         };
-        let allowed = self.any_origin || self.origins.iter().any(|o| o == origin);
+        let allowed =
+            (self.any_origin && origin != "null") || self.origins.iter().any(|o| o == origin);
         let preflight_method = request.headers.get("access-control-request-method");
         if request.method == "OPTIONS" {
             if let Some(method) = preflight_method {
@@ -148,5 +161,53 @@ impl Cors {
                 .push(("Access-Control-Max-Age", self.max_age_secs.to_string()));
         }
         answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed_origin(cors: &Cors, origin: &str) -> Option<String> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("origin", origin.parse().unwrap());
+        let request = RequestInfo {
+            method: "GET",
+            peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            headers: &headers,
+        };
+        match cors.check(&request) {
+            Outcome::Headers(headers) => headers
+                .into_iter()
+                .find(|(name, _)| *name == "Access-Control-Allow-Origin")
+                .map(|(_, value)| value),
+            Outcome::Preflight(_) => panic!("not a preflight"),
+        }
+    }
+
+    fn cors(config: serde_json::Value) -> Cors {
+        Cors::new(serde_json::from_value(config).unwrap())
+    }
+
+    #[test]
+    fn a_null_origin_is_allowed_only_when_listed() {
+        let any = cors(serde_json::json!({"allow_credentials": true}));
+        assert_eq!(allowed_origin(&any, "null"), None);
+        assert_eq!(
+            allowed_origin(&any, "https://a.example").as_deref(),
+            Some("https://a.example")
+        );
+        assert!(any.warning().is_some());
+        let any_without_credentials = cors(serde_json::json!({}));
+        assert_eq!(allowed_origin(&any_without_credentials, "null"), None);
+        assert_eq!(
+            allowed_origin(&any_without_credentials, "https://a").as_deref(),
+            Some("*")
+        );
+        assert_eq!(any_without_credentials.warning(), None);
+        let listed =
+            cors(serde_json::json!({"allow_origins": ["null"], "allow_credentials": true}));
+        assert_eq!(allowed_origin(&listed, "null").as_deref(), Some("null"));
+        assert_eq!(listed.warning(), None);
     }
 }

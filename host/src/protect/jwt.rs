@@ -1,13 +1,20 @@
 //! JWT validation per endpoint, `extra_config."auth/validator"` (KrakenD's keys): the token
 //! from `Authorization: Bearer` or the cookie `cookie_key` (an EventSource cannot set
 //! headers, so cookies are how browsers authenticate streams), verified against the keys of
-//! a JWK set, with `exp`, `audience` and `issuer` checked. The set is a local file
-//! (`jwk_local_path`) or a URL (`jwk_url`, http or https), fetched before the gateway serves
-//! and again every `cache_duration`; a failed refresh keeps the keys it had. 401 for a missing, bad or
-//! expired token; 403 when none of `roles` is in the claim `roles_key` (dots walk nested
-//! objects, as in `realm_access.roles`).
+//! a JWK set. The set is a local file (`jwk_local_path`) or a URL (`jwk_url`, http or
+//! https), fetched before the gateway serves and again every `cache_duration`; a failed
+//! refresh keeps the keys it had.
+//!
+//! The claims are checked fully: `exp` is required and must not be past, `nbf` and `iat`
+//! must not be in the future, each within `leeway` of clock skew; with `audience` or
+//! `issuer` configured, a token must carry that claim with an allowed value (a token
+//! without it is refused, not waved through). 401 for a missing, bad or expired token,
+//! saying only that (the reason goes to the log); 403 when none of `roles` is in the claim
+//! `roles_key` (dots walk nested objects, as in `realm_access.roles`). A token that passes
+//! is valid until its `exp` plus the leeway, which a handed-over stream is told.
 
 use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use jsonwebtoken::jwk::JwkSet;
@@ -32,6 +39,28 @@ pub struct JwtConfig {
     cache: Option<bool>,
     #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
     cache_duration: Option<std::time::Duration>,
+    /// The clock skew allowed on `exp`, `nbf` and `iat`, in whole seconds.
+    #[serde(default, deserialize_with = "config_values::duration::deserialize_opt")]
+    leeway: Option<std::time::Duration>,
+}
+
+/// The clock skew allowed between the token's issuer and the gateway: a minute, as
+/// jsonwebtoken and most validators default to; larger lets an expired token live longer.
+const DEFAULT_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A token that passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authorised {
+    /// Its `exp` plus the leeway, in Unix seconds: when the validator stops accepting it.
+    pub valid_until: u64,
+}
+
+impl Authorised {
+    /// How long from `now` the token is still accepted.
+    pub fn valid_for(&self, now: SystemTime) -> Duration {
+        let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Duration::from_secs(self.valid_until).saturating_sub(now)
+    }
 }
 
 type Keys = Vec<(Option<String>, DecodingKey)>;
@@ -48,6 +77,8 @@ pub struct Validator {
     keys: std::sync::RwLock<std::sync::Arc<Keys>>,
     source: Option<KeySource>,
     validation: Validation,
+    /// `validation.leeway`, in seconds.
+    leeway_secs: u64,
     roles_key: String,
     roles: Vec<String>,
     cookie_key: Option<String>,
@@ -103,17 +134,35 @@ impl Validator {
             (None, None) => return Err(("jwk_local_path".into(), "missing (or jwk_url)".into())),
         };
         let _ = config.cache;
+        let leeway = config.leeway.unwrap_or(DEFAULT_LEEWAY);
+        if leeway.subsec_nanos() != 0 {
+            return Err((
+                "leeway".into(),
+                format!("{leeway:?} is not a whole number of seconds (JWT times are in seconds)"),
+            ));
+        }
         let mut validation = Validation::new(alg);
+        validation.leeway = leeway.as_secs();
+        // jsonwebtoken checks `nbf` only when asked, and `aud` and `iss` only when the
+        // token has them: a token without the claim would pass a configured check.
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
         match &config.audience {
-            Some(audience) => validation.set_audience(audience),
+            Some(audience) => {
+                validation.set_audience(audience);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &config.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Self {
             keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
             source,
+            leeway_secs: validation.leeway,
             validation,
             roles_key: config.roles_key.unwrap_or_else(|| "roles".into()),
             roles: config.roles.unwrap_or_default(),
@@ -121,29 +170,58 @@ impl Validator {
         })
     }
 
-    pub fn check(&self, request: &RequestInfo<'_>) -> Result<(), Answer> {
-        let token = self
-            .token(request)
-            .ok_or_else(|| unauthorized("no token"))?;
-        let header =
-            jsonwebtoken::decode_header(&token).map_err(|e| unauthorized(&e.to_string()))?;
+    /// The token's verdict: 401 or 403 with the reason logged, or until when it is valid.
+    pub fn check(&self, request: &RequestInfo<'_>) -> Result<Authorised, Answer> {
+        let Some(token) = self.token(request) else {
+            return Err(unauthorized("token required\n"));
+        };
+        let claims = self.claims(&token).map_err(|reason| {
+            tracing::info!("[JWT] {}: invalid token: {reason}", request.peer);
+            unauthorized("invalid token\n")
+        })?;
+        if !self.roles.is_empty() && !self.has_a_role(&claims.value) {
+            return Err(Answer::new(
+                StatusCode::FORBIDDEN,
+                "missing a required role\n",
+            ));
+        }
+        Ok(Authorised {
+            valid_until: claims.exp.saturating_add(self.leeway_secs),
+        })
+    }
+
+    /// The claims of a token with a valid signature and valid times, or why not.
+    fn claims(&self, token: &str) -> Result<Claims, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
         let key = match &header.kid {
             Some(kid) => keys.iter().find(|(id, _)| id.as_deref() == Some(kid)),
             None => keys.first(),
         }
         .map(|(_, key)| key)
-        .ok_or_else(|| unauthorized("unknown key id (or the key set is not loaded)"))?;
-        let data = jsonwebtoken::decode::<Value>(&token, key, &self.validation)
-            .map_err(|e| unauthorized(&e.to_string()))?;
-        if self.roles.is_empty() || self.has_a_role(&data.claims) {
-            Ok(())
-        } else {
-            Err(Answer::new(
-                StatusCode::FORBIDDEN,
-                "missing a required role\n",
-            ))
+        .ok_or("unknown key id (or the key set is not loaded)")?;
+        let value = jsonwebtoken::decode::<Value>(token, key, &self.validation)
+            .map_err(|e| e.to_string())?
+            .claims;
+        // jsonwebtoken has required `exp` as a number.
+        let exp = seconds(&value["exp"]).ok_or("exp is not a number of seconds")?;
+        // It skips an `nbf` that is not a number, and does not look at `iat` at all: both
+        // are checked here.
+        for claim in ["nbf", "iat"] {
+            if !value[claim].is_null() && seconds(&value[claim]).is_none() {
+                return Err(format!("{claim} is not a number of seconds"));
+            }
         }
+        if let Some(iat) = seconds(&value["iat"]) {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            if iat > now.saturating_add(self.leeway_secs) {
+                return Err(format!("issued in the future (iat {iat}, now {now})"));
+            }
+        }
+        Ok(Claims { value, exp })
     }
 
     /// Where this validator fetches its keys, if from a URL.
@@ -204,8 +282,21 @@ fn parse_keys(jwks: &str) -> Result<Keys, String> {
     Ok(keys)
 }
 
-fn unauthorized(why: &str) -> Answer {
-    let mut answer = Answer::new(StatusCode::UNAUTHORIZED, format!("invalid token: {why}\n"));
+/// A token's claims, with its `exp`.
+struct Claims {
+    value: Value,
+    exp: u64,
+}
+
+/// A NumericDate claim as whole seconds (fractions are allowed and dropped).
+fn seconds(claim: &Value) -> Option<u64> {
+    claim
+        .as_u64()
+        .or_else(|| claim.as_f64().filter(|s| *s >= 0.0).map(|s| s as u64))
+}
+
+fn unauthorized(body: &'static str) -> Answer {
+    let mut answer = Answer::new(StatusCode::UNAUTHORIZED, body);
     answer.headers.push(("WWW-Authenticate", "Bearer".into()));
     answer
 }
@@ -224,19 +315,28 @@ Y59axyZT9EPn7H/XPenjYo+OirbqUDjRqu3DeO9bCeqtiaAO2XaR5gxE
 -----END PRIVATE KEY-----";
 
     fn validator(extra: serde_json::Value) -> Validator {
-        let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec1", "alg": "ES256",
-            "x": "7vhll0Kh4EhFBLFEwaj8wOKIjEY-ZGOfWscmU_RD5-w",
-            "y": "f9c96eNij46KtupQONGq7cN471sJ6q2JoA7ZdpHmDEQ"}]});
-        let path = std::env::temp_dir().join(format!("jwks-{}.json", std::process::id()));
-        std::fs::write(&path, jwks.to_string()).unwrap();
+        config(extra).unwrap()
+    }
+
+    fn config(extra: serde_json::Value) -> Result<Validator, (String, String)> {
+        // Written once: the tests run in parallel, and a rewrite would race their reads.
+        static JWKS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        let path = JWKS.get_or_init(|| {
+            let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec1", "alg": "ES256",
+                "x": "7vhll0Kh4EhFBLFEwaj8wOKIjEY-ZGOfWscmU_RD5-w",
+                "y": "f9c96eNij46KtupQONGq7cN471sJ6q2JoA7ZdpHmDEQ"}]});
+            let path = std::env::temp_dir().join(format!("jwks-{}.json", std::process::id()));
+            std::fs::write(&path, jwks.to_string()).unwrap();
+            path
+        });
         let mut config = json!({"alg": "ES256", "jwk_local_path": path});
         for (k, v) in extra.as_object().unwrap() {
             config[k] = v.clone();
         }
-        Validator::new(serde_json::from_value(config).unwrap()).unwrap()
+        Validator::new(serde_json::from_value(config).unwrap())
     }
 
-    fn status(validator: &Validator, claims: serde_json::Value) -> u16 {
+    fn verdict(validator: &Validator, claims: serde_json::Value) -> Result<Authorised, Answer> {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some("ec1".into());
         let key = EncodingKey::from_ec_pem(EC_PRIVATE_PEM.as_bytes()).unwrap();
@@ -245,13 +345,21 @@ Y59axyZT9EPn7H/XPenjYo+OirbqUDjRqu3DeO9bCeqtiaAO2XaR5gxE
         headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
         let request = RequestInfo {
             method: "GET",
-            path: "/",
             peer: std::net::Ipv4Addr::LOCALHOST.into(),
             headers: &headers,
         };
-        validator
-            .check(&request)
-            .map_or_else(|a| a.status.as_u16(), |()| 200)
+        validator.check(&request)
+    }
+
+    fn status(validator: &Validator, claims: serde_json::Value) -> u16 {
+        verdict(validator, claims).map_or_else(|a| a.status.as_u16(), |_| 200)
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     #[test]
@@ -270,5 +378,81 @@ Y59axyZT9EPn7H/XPenjYo+OirbqUDjRqu3DeO9bCeqtiaAO2XaR5gxE
         let mut no_role = good;
         no_role["realm_access"]["roles"] = json!(["user"]);
         assert_eq!(status(&v, no_role), 403);
+    }
+
+    #[test]
+    fn a_configured_audience_or_issuer_must_be_in_the_token() {
+        let v = validator(json!({"audience": ["api"], "issuer": "https://idp"}));
+        let exp = now() + 3600;
+        assert_eq!(
+            status(&v, json!({"aud": "api", "iss": "https://idp", "exp": exp})),
+            200
+        );
+        assert_eq!(status(&v, json!({"iss": "https://idp", "exp": exp})), 401);
+        assert_eq!(status(&v, json!({"aud": "api", "exp": exp})), 401);
+        assert_eq!(
+            status(&v, json!({"aud": 7, "iss": "https://idp", "exp": exp})),
+            401
+        );
+        // Neither configured: neither is required.
+        assert_eq!(status(&validator(json!({})), json!({"exp": exp})), 200);
+        assert_eq!(status(&validator(json!({})), json!({})), 401, "exp is");
+    }
+
+    #[test]
+    fn nbf_and_iat_in_the_future_are_refused_beyond_the_leeway() {
+        let v = validator(json!({"leeway": "30s"}));
+        let (now, exp) = (now(), now() + 3600);
+        for claim in ["nbf", "iat"] {
+            let at = |t: u64| json!({"exp": exp, claim: t});
+            assert_eq!(status(&v, at(now)), 200, "{claim}");
+            assert_eq!(status(&v, at(now + 20)), 200, "{claim} within the leeway");
+            assert_eq!(status(&v, at(now + 120)), 401, "{claim} in the future");
+            assert_eq!(
+                status(&v, json!({"exp": exp, claim: "soon"})),
+                401,
+                "{claim}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_leeway_bounds_exp_and_how_long_a_token_is_valid() {
+        let now = now();
+        let strict = validator(json!({"leeway": "0s"}));
+        assert_eq!(status(&strict, json!({"exp": now - 5})), 401);
+        let lenient = validator(json!({}));
+        assert_eq!(
+            status(&lenient, json!({"exp": now - 5})),
+            200,
+            "60s by default"
+        );
+        assert_eq!(status(&lenient, json!({"exp": now - 120})), 401);
+        let authorised = verdict(&strict, json!({"exp": now + 2})).unwrap();
+        assert_eq!(authorised.valid_until, now + 2);
+        let at = UNIX_EPOCH + Duration::from_secs(now);
+        assert_eq!(authorised.valid_for(at), Duration::from_secs(2));
+        assert_eq!(
+            authorised.valid_for(at + Duration::from_secs(9)),
+            Duration::ZERO
+        );
+        let authorised = verdict(&lenient, json!({"exp": now + 2})).unwrap();
+        assert_eq!(authorised.valid_until, now + 62);
+        assert_eq!(
+            config(json!({"leeway": "1500ms"})).unwrap_err().0,
+            "leeway",
+            "whole seconds only"
+        );
+    }
+
+    #[test]
+    fn a_refusal_says_only_that_the_token_is_invalid() {
+        let v = validator(json!({"issuer": "https://idp"}));
+        let answer = verdict(&v, json!({"exp": now() + 60, "iss": "https://evil"})).unwrap_err();
+        assert_eq!(
+            (answer.status.as_u16(), answer.body.as_str()),
+            (401, "invalid token\n")
+        );
+        assert_eq!(answer.headers, [("WWW-Authenticate", "Bearer".to_owned())]);
     }
 }

@@ -4,10 +4,10 @@
 //!
 //! They run on the head, before a plugin's claim is honoured, so a hijacked stream is
 //! protected exactly like a normal request, and the response headers they add (CORS)
-//! travel with the handoff for the plugin to write. A streaming route takes the protections
-//! of the `endpoints[]` entry with the same path template and method: declaring the stream
-//! there (a `no-op` endpoint to the same origin) also serves it, unbuffered, if the plugin
-//! is not loaded.
+//! travel with the handoff for the plugin to write. Which endpoint's JWT and rate limit
+//! apply is the route decision's ([`crate::route`]): a plugin route takes those of its
+//! `endpoints[]` twin (the same shape and method); declaring the stream there (a `no-op`
+//! endpoint to the same origin) also serves it, unbuffered, if the plugin is not loaded.
 
 pub mod cors;
 pub mod jwks;
@@ -40,7 +40,6 @@ impl Headers for http::HeaderMap {
 /// What the protections look at.
 pub struct RequestInfo<'a> {
     pub method: &'a str,
-    pub path: &'a str,
     pub peer: IpAddr,
     pub headers: &'a dyn Headers,
 }
@@ -67,9 +66,19 @@ impl Answer {
 }
 
 pub enum Verdict {
-    /// Route the request; add these headers to its response.
-    Pass(Vec<ResponseHeader>),
+    /// Route the request.
+    Pass(Pass),
     Answer(Answer),
+}
+
+/// What the protections let through, and what they add.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Headers for the request's response (CORS).
+    pub headers: Vec<ResponseHeader>,
+    /// The JWT that authorised the request, if one did: a handed-over stream must end when
+    /// it stops being valid.
+    pub token: Option<jwt::Authorised>,
 }
 
 /// One endpoint's protections.
@@ -81,59 +90,30 @@ pub struct EndpointGuard {
 
 pub struct Guard {
     cors: Option<cors::Cors>,
-    endpoints: Vec<GuardedEndpoint>,
-}
-
-struct GuardedEndpoint {
-    endpoint: String,
-    template: path_template::Template,
-    method: http::Method,
-    guard: std::sync::Arc<EndpointGuard>,
+    /// By `endpoints[]` index.
+    endpoints: Vec<std::sync::Arc<EndpointGuard>>,
 }
 
 impl Guard {
     pub fn new(config: &Config) -> Self {
         Self {
             cors: config.cors.clone(),
-            endpoints: config
-                .endpoints
-                .iter()
-                .map(|e| GuardedEndpoint {
-                    endpoint: e.endpoint.clone(),
-                    template: e.template.clone(),
-                    method: e.method.clone(),
-                    guard: e.guard.clone(),
-                })
-                .collect(),
+            endpoints: config.endpoints.iter().map(|e| e.guard.clone()).collect(),
         }
-    }
-
-    fn find(&self, method: &str, path: &str) -> Option<&GuardedEndpoint> {
-        self.endpoints
-            .iter()
-            .find(|e| e.method.as_str() == method && e.template.matches(path).is_some())
     }
 
     /// The endpoints whose JWT keys come from a URL.
     pub fn url_keyed(&self) -> Vec<std::sync::Arc<EndpointGuard>> {
         self.endpoints
             .iter()
-            .filter(|e| {
-                e.guard
-                    .jwt
-                    .as_ref()
-                    .is_some_and(|j| j.key_source().is_some())
-            })
-            .map(|e| e.guard.clone())
+            .filter(|guard| guard.jwt.as_ref().is_some_and(|j| j.key_source().is_some()))
+            .cloned()
             .collect()
     }
 
-    /// The `endpoints[]` template a request matches, for metrics.
-    pub fn endpoint_of(&self, method: &str, path: &str) -> Option<&str> {
-        self.find(method, path).map(|e| e.endpoint.as_str())
-    }
-
-    pub fn check(&self, request: &RequestInfo<'_>) -> Verdict {
+    /// CORS for every request, then the JWT and rate limit of `endpoints[protected_by]`,
+    /// the entry the route decision names.
+    pub fn check(&self, request: &RequestInfo<'_>, protected_by: Option<usize>) -> Verdict {
         let headers = match &self.cors {
             Some(cors) => match cors.check(request) {
                 cors::Outcome::Preflight(answer) => return Verdict::Answer(answer),
@@ -141,19 +121,25 @@ impl Guard {
             },
             None => Vec::new(),
         };
-        if let Some(GuardedEndpoint { guard, .. }) = self.find(request.method, request.path) {
-            // The cheap check first: a flood of bad tokens must not buy signature checks.
-            let refused = guard
-                .rate_limit
-                .as_ref()
-                .and_then(|limit| limit.check(request).err())
-                .or_else(|| guard.jwt.as_ref().and_then(|jwt| jwt.check(request).err()));
-            if let Some(mut answer) = refused {
+        let Some(guard) = protected_by.map(|index| &self.endpoints[index]) else {
+            return Verdict::Pass(Pass {
+                headers,
+                token: None,
+            });
+        };
+        // The cheap check first: a flood of bad tokens must not buy signature checks.
+        let checked = guard
+            .rate_limit
+            .as_ref()
+            .map_or(Ok(()), |limit| limit.check(request))
+            .and_then(|()| guard.jwt.as_ref().map(|jwt| jwt.check(request)).transpose());
+        match checked {
+            Ok(token) => Verdict::Pass(Pass { headers, token }),
+            Err(mut answer) => {
                 // CORS headers on errors too, so that a browser can read why.
                 answer.headers.extend(headers);
-                return Verdict::Answer(answer);
+                Verdict::Answer(answer)
             }
         }
-        Verdict::Pass(headers)
     }
 }

@@ -185,7 +185,6 @@ mod tests {
         let (peer, headers) = request(ip);
         let info = RequestInfo {
             method: "GET",
-            path: "/",
             peer,
             headers: &headers,
         };
