@@ -23,7 +23,8 @@ import argparse, os, selectors, signal, socket, sys, tempfile, time
 
 
 def say(line):
-    print(f"socket-launcher: {line}", flush=True)
+    # One write, so that a gateway's log line, on the same stdout, never lands inside it.
+    os.write(sys.stdout.fileno(), f"socket-launcher: {line}\n".encode())
 
 
 def bind(address, backlog):
