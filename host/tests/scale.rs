@@ -1,7 +1,7 @@
 //! Past one process and one machine: several processes on one port (`reuse_port`), sockets
 //! passed by a service manager (socket activation), a rolling handover under a connect
-//! storm that refuses and resets nothing while resuming clients lose no event, and two
-//! gateways on one Kafka cluster behind haproxy, a browser moving from one to the other.
+//! storm that refuses and resets nothing while resuming clients lose no event. (N gateways
+//! on one Kafka cluster, behind haproxy, are in `kafka.rs`.)
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sse::{Event, Parser};
 use testkit::{
-    activated_host, body_of, broker, gateway, get_json, haproxy, listen_queue, origin, unused_port,
-    Broker, GatewayBuilder, PageWatcher, Process, RawClient, ResumingClient, ScriptedOrigin, STEP,
+    activated_host, body_of, gateway, get_json, listen_queue, origin, unused_port, GatewayBuilder,
+    Process, RawClient, ResumingClient, ScriptedOrigin, STEP,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -400,116 +399,4 @@ async fn a_rolling_handover_under_a_connect_storm_refuses_nothing_and_loses_no_e
         let wrong = gaps_and_repeats(&events);
         assert!(wrong.is_empty(), "ids out of sequence: {wrong:?}");
     }
-}
-
-/// Two gateways on one Kafka broker, as N gateways behind a load balancer would run.
-fn kafka_gateways(broker: &Broker) -> [testkit::Gateway; 2] {
-    let build = || {
-        gateway()
-            .plugin_block(
-                PLUGIN,
-                json!({"backend_host": broker.url(), "topic": "orders", "event_header": "type",
-                       "endpoint": "/orders", "keepalive": "200ms", "reconnect_delay": "50ms"}),
-            )
-            .plugin_block(
-                "static-filesystem",
-                json!({"prefix": "/www/", "path": concat!(env!("CARGO_MANIFEST_DIR"), "/../www")}),
-            )
-            .run()
-    };
-    [build(), build()]
-}
-
-async fn order(broker: &Broker, partition: i32, value: &str) {
-    broker
-        .produce("orders", partition, "user", value, &[("type", "order")])
-        .await;
-}
-
-fn events_of(client: &RawClient) -> Vec<Event> {
-    let mut events = Vec::new();
-    Parser::new().feed(body_of(&client.received), |e| events.push(e));
-    events
-}
-
-/// A Kafka event's id is the topic's place (the next offset of every partition), so any
-/// gateway resumes a client where another left it, exactly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn any_gateway_resumes_a_kafka_client_another_one_served_exactly() {
-    let broker = broker();
-    broker.create_topic("orders", 2);
-    let [a, b] = kafka_gateways(&broker);
-    for (partition, value) in [(0, "o1"), (1, "o2"), (0, "o3")] {
-        order(&broker, partition, value).await;
-    }
-    let mut on_a = RawClient::get(a.addr, "/orders", &[]).await;
-    on_a.read_until_count(b"event: order\n", 3).await;
-    let seen = events_of(&on_a);
-    drop(on_a);
-    for (partition, value) in [(1, "o4"), (0, "o5")] {
-        order(&broker, partition, value).await;
-    }
-    // Resumed on the other gateway from the second event: the third, then what came since.
-    let header = format!("Last-Event-ID: {}", seen[1].id);
-    let mut on_b = RawClient::get(b.addr, "/orders", &[&header]).await;
-    on_b.read_until_count(b"event: order\n", 3).await;
-    order(&broker, 1, "o6").await;
-    on_b.read_until(b"data: o6\n").await;
-    let mut resumed: Vec<String> = events_of(&on_b).into_iter().map(|e| e.data).collect();
-    let live = resumed.pop();
-    resumed.sort();
-    let mut expected = vec![seen[2].data.clone(), "o4".into(), "o5".into()];
-    expected.sort();
-    assert_eq!(resumed, expected, "nothing lost, nothing twice");
-    assert_eq!(live.as_deref(), Some("o6"));
-}
-
-/// The page, in headless Chromium, streams a topic through haproxy from one of two
-/// gateways; that gateway is killed, and the browser's EventSource reconnects through
-/// haproxy to the other one with its `Last-Event-ID`, and shows every message once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn behind_haproxy_a_browser_resumes_on_the_other_gateway_when_its_own_dies() {
-    let broker = broker();
-    broker.create_topic("orders", 2);
-    let gateways = kafka_gateways(&broker);
-    let balancer = haproxy(&[gateways[0].addr, gateways[1].addr]);
-    order(&broker, 0, "m1").await;
-    order(&broker, 1, "m2").await;
-    let mut page = PageWatcher::open(&format!(
-        "http://{}/www/?stream=/orders&types=order",
-        balancer.addr
-    ));
-    let shown = page.wait_for(2).await;
-    assert_eq!(shown["state"], "open", "{shown}");
-    order(&broker, 0, "m3").await;
-    page.wait_for(3).await;
-
-    let streaming = "GET /orders from ";
-    let on = |g: &testkit::Gateway| g.process.log().contains(streaming);
-    let [first, second] = gateways;
-    let (serving, other) = match (on(&first), on(&second)) {
-        (true, false) => (first, second),
-        (false, true) => (second, first),
-        both => panic!("the stream is on {both:?}"),
-    };
-    drop(serving); // SIGKILL: as a crash, no drain
-    let deadline = Instant::now() + STEP;
-    while page.wait_for(0).await["state"] != "reconnecting" {
-        assert!(Instant::now() < deadline, "the page never noticed");
-    }
-    // Produced while the browser has no stream: the other gateway must fetch them.
-    order(&broker, 1, "m4").await;
-    order(&broker, 0, "m5").await;
-    let shown = page.wait_for(5).await;
-    other.process.wait_for_log(streaming);
-    let mut values: Vec<&str> = shown["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    values.sort();
-    assert_eq!(values, ["m1", "m2", "m3", "m4", "m5"], "{shown}");
-    assert_eq!(shown["reconnects"], 1, "{shown}");
-    assert_eq!(shown["state"], "open", "{shown}");
 }
