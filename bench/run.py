@@ -55,12 +55,18 @@ def drain(proc):
     threading.Thread(target=proc.stdout.read, daemon=True).start()
 
 
-def start(cmd, marker):
+def start(cmd, marker, earlier=None):
+    """Starts `cmd` and returns it with what follows `marker` in its log (and, with
+    `earlier`, what followed that marker in a line before)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = None
     for line in proc.stdout:
-        if marker in line:
+        if earlier and earlier in line:
+            seen = line.split(earlier)[1].strip()
+        elif marker in line:
             drain(proc)
-            return proc, line.split(marker)[1].strip()
+            value = line.split(marker)[1].strip()
+            return (proc, value, seen) if earlier else (proc, value)
     raise SystemExit(f"{cmd[0]} did not start")
 
 
@@ -156,8 +162,10 @@ def failures(report, connections, what):
 
 
 class Target:
-    def __init__(self, name, port, pids, fanout_path="/broadcast/s5"):
+    def __init__(self, name, port, pids, fanout_path="/broadcast/s5", metrics_port=None):
         self.name, self.port, self.pids, self.fanout_path = name, port, pids, fanout_path
+        # The gateway's metrics listener, where its /__stats is served.
+        self.metrics_port = metrics_port
 
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
@@ -182,13 +190,17 @@ def start_gateway(origin_port, tmp):
                 "routes": [
                     {"endpoint": "/{kind}/{id}", "backend_url_pattern": "/{kind}/{id}"},
                     {"endpoint": "/fanout/{id}", "backend_url_pattern": "/broadcast/{id}",
-                     "fanout": True}]}}},
+                     "fanout": True}]}},
+            "telemetry/metrics": {"listen_address": "127.0.0.1:0"}},
     }
     path = os.path.join(tmp, "krakend.json")
     with open(path, "w") as f:
         json.dump(config, f)
-    proc, addr = start([f"{RELEASE}/host", "run", "-c", path], "Listening on ")
-    return [proc], Target("gateway", int(addr.rsplit(":", 1)[1]), [proc.pid], "/fanout/s5")
+    proc, addr, metrics = start([f"{RELEASE}/host", "run", "-c", path],
+                                "[SERVICE: HTTP Server] Listening on ",
+                                earlier="[SERVICE: Metrics] Listening on ")
+    port = lambda address: int(address.rsplit(":", 1)[1])
+    return [proc], Target("gateway", port(addr), [proc.pid], "/fanout/s5", port(metrics))
 
 
 def start_nginx(origin_port, tmp):

@@ -51,8 +51,8 @@ def http_get(port, path):
     return data.split(b"\r\n\r\n", 1)[1]
 
 
-def route_stats(port):
-    stats = json.loads(http_get(port, "/__stats"))
+def route_stats(metrics_port):
+    stats = json.loads(http_get(metrics_port, "/__stats"))
     routes = stats["plugins"]["krakend-server-plugin-streaming"]["routes"]
     return next(r for r in routes if r["endpoint"] == "/{kind}/{id}")
 
@@ -123,7 +123,7 @@ def main():
     def fault_round(label, give_up):
         """The crowd, the origin killed 5 s and 20 s later (the second time while the crowd
         is stalled), and the crowd closed once the gateway has dropped it all."""
-        dropped_before = route_stats(port)["drops"]["client_stalled"]
+        dropped_before = route_stats(target.metrics_port)["drops"]["client_stalled"]
         crowd.extend(stalled_crowd(port, STALLED))
         crowd_at = time.time()
         sample(gateway.pid, f"{label}: {STALLED} stalled clients connected")
@@ -131,10 +131,10 @@ def main():
             until(crowd_at + delay)
             origin.kill_and_restart()
             sample(gateway.pid, f"{label}: origin killed and restarted")
-        while route_stats(port)["drops"]["client_stalled"] < dropped_before + STALLED \
+        while route_stats(target.metrics_port)["drops"]["client_stalled"] < dropped_before + STALLED \
                 and time.time() < give_up:
             time.sleep(1)
-        dropped = route_stats(port)["drops"]["client_stalled"] - dropped_before
+        dropped = route_stats(target.metrics_port)["drops"]["client_stalled"] - dropped_before
         sample(gateway.pid, f"{label}: {dropped} of {STALLED} stalled clients dropped by the gateway")
         for s in crowd:
             s.close()
@@ -143,9 +143,9 @@ def main():
 
     crowd = []
     try:
-        while route_stats(port)["active"] < STREAMS and time.time() < started + 0.1 * seconds:
+        while route_stats(target.metrics_port)["active"] < STREAMS and time.time() < started + 0.1 * seconds:
             time.sleep(0.5)
-        before_warmup = sample(gateway.pid, f"{route_stats(port)['active']} streams connected")
+        before_warmup = sample(gateway.pid, f"{route_stats(target.metrics_port)['active']} streams connected")
         fault_round("warm-up", started + 0.45 * seconds)
         until(time.time() + 5)
         steady_start = sample(gateway.pid, "steady state begins")
@@ -155,7 +155,7 @@ def main():
         steady_end = sample(gateway.pid, "steady state ends")
         out, _ = load.communicate(timeout=seconds + 120)
         report = json.loads(out)
-        stats = route_stats(port)
+        stats = route_stats(target.metrics_port)
     finally:
         for s in crowd:
             s.close()
