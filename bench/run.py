@@ -32,12 +32,20 @@ apt-get when missing). Raises RLIMIT_NOFILE to the hard limit: 10,000 proxied st
 (SO_REUSEPORT), as nginx runs one worker per core. `make bench` runs it; results also go to
 bench/results/. Quick mode for a smoke run: BENCH_SCALE=0.1 shortens durations and connection
 counts. `--only s6` runs S6 alone (`BENCH_SCALE=0.2`: 20,000 clients).
+
+Before/after in one run: BENCH_GATEWAY_BEFORE=<dir> adds a column "gateway-before", the host
+binary and the plugin's .so found in <dir> (another build, e.g. main's) run with the same
+config, started and measured like every other target. BENCH_TARGETS=floor,gateway (names
+from floor, gateway, nginx, haproxy; direct always runs, and the floor too, the "over direct"
+rows' base) runs a subset.
 """
 import argparse, json, math, os, re, resource, shutil, socket, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+BEFORE = os.environ.get("BENCH_GATEWAY_BEFORE")
+CHOSEN = os.environ.get("BENCH_TARGETS")
 WORKERS = os.cpu_count() or 1
 
 
@@ -179,10 +187,11 @@ def start_floor(origin_port, _tmp):
     return procs, Target("floor", int(addr.rsplit(":", 1)[1]), [p.pid for p in procs])
 
 
-def start_gateway(origin_port, tmp):
+def start_gateway(origin_port, tmp, build=RELEASE, name="gateway"):
+    """The host and the plugin from `build`, a directory holding both."""
     config = {
         "version": 3, "port": 0, "listen_ip": "127.0.0.1",
-        "plugin": {"folder": RELEASE, "pattern": "krakend_server_plugin_streaming.so"},
+        "plugin": {"folder": build, "pattern": "krakend_server_plugin_streaming.so"},
         "extra_config": {"plugin/http-server": {
             "name": ["krakend-server-plugin-streaming"],
             "krakend-server-plugin-streaming": {
@@ -193,14 +202,32 @@ def start_gateway(origin_port, tmp):
                      "fanout": True}]}},
             "telemetry/metrics": {"listen_address": "127.0.0.1:0"}},
     }
-    path = os.path.join(tmp, "krakend.json")
+    path = os.path.join(tmp, f"{name}.json")
     with open(path, "w") as f:
         json.dump(config, f)
-    proc, addr, metrics = start([f"{RELEASE}/host", "run", "-c", path],
+    proc, addr, metrics = start([f"{build}/host", "run", "-c", path],
                                 "[SERVICE: HTTP Server] Listening on ",
                                 earlier="[SERVICE: Metrics] Listening on ")
     port = lambda address: int(address.rsplit(":", 1)[1])
-    return [proc], Target("gateway", port(addr), [proc.pid], "/fanout/s5", port(metrics))
+    return [proc], Target(name, port(addr), [proc.pid], "/fanout/s5", port(metrics))
+
+
+def start_gateway_before(origin_port, tmp):
+    return start_gateway(origin_port, tmp, os.path.abspath(BEFORE), "gateway-before")
+
+
+def chosen_targets():
+    """The start functions of the targets this run measures (see BENCH_TARGETS)."""
+    starts = {"floor": start_floor, "gateway": start_gateway, "nginx": start_nginx,
+              "haproxy": start_haproxy}
+    names = CHOSEN.split(",") if CHOSEN else list(starts)
+    if unknown := [n for n in names if n not in starts]:
+        raise SystemExit(f"BENCH_TARGETS: unknown target {unknown}; known: {', '.join(starts)}")
+    chosen = [starts[n] for n in starts if n == "floor" or n in names]
+    if BEFORE:
+        chosen.insert(chosen.index(start_gateway) + 1 if start_gateway in chosen else 1,
+                      start_gateway_before)
+    return chosen
 
 
 def start_nginx(origin_port, tmp):
@@ -599,7 +626,7 @@ def main():
     results = {}
     try:
         targets = [Target("direct", origin_port, [origin.pid])]
-        for start_target in (start_floor, start_gateway, start_nginx, start_haproxy):
+        for start_target in chosen_targets():
             procs, target = start_target(origin_port, tmp)
             processes += procs
             targets.append(target)

@@ -144,6 +144,6 @@ fuzz_target!(|data: &[u8]| {
     };
     match parse(&text) {
         Ok(block) => check(&block),
-        Err(reason) => assert!(!reason.is_empty()),
+        Err(error) => assert!(!error.to_string().is_empty()),
     }
 });
