@@ -345,14 +345,16 @@ fn gaps_and_repeats(events: &[Value]) -> Vec<String> {
 /// left unanswered, the old gateway exits 0, and every relay client, resuming on the new
 /// gateway by `Last-Event-ID` as EventSource does, sees its ids with no gap and no repeat.
 ///
-/// Fan-out clients belong here too once a draining gateway spreads its streams' ends over
-/// `drain_spread` and a fresh hub refills resuming clients from the origin (issue 17's
-/// drain work): today the new process's hub opens its upstream from the first client's
-/// id, and clients behind it get the ring's gap comment instead of their events.
+/// Fan-out clients belong here too once a fresh hub refills resuming clients from the
+/// origin (issue 17's fan-out catch-up): today the new process's hub opens its upstream
+/// from the first client's id, and a client whose id is older gets the ring's gap comment
+/// instead of its events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_handover_under_a_connect_storm_refuses_nothing_and_loses_no_event() {
     let origin = origin().interval_ms(20).retry_ms(100).run();
+    // The streams' ends spread over 2 s of the drain, within its 5 s.
     let launcher = relay_gateway(&origin)
+        .plugin_key("drain_spread", json!("2s"))
         .root("shutdown_timeout", json!("5s"))
         .launch();
     let old = launcher.gateway_pids()[0];

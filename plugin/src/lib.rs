@@ -20,6 +20,7 @@
 
 mod balancer;
 pub mod config;
+mod drain;
 mod fanout;
 mod pool;
 mod pump;
@@ -36,7 +37,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abi::{Claimed, Logger, RouteDecl, ServerPlugin};
-use tokio_util::sync::CancellationToken;
 
 use balancer::Balancer;
 use config::{Block, Route};
@@ -60,7 +60,7 @@ struct Shared {
     logger: Logger,
     /// Streams open in the whole block (its `max_streams` counter).
     active: AtomicUsize,
-    shutdown: CancellationToken,
+    drain: drain::Drain,
 }
 
 struct RouteState {
@@ -152,7 +152,7 @@ impl StreamingPlugin {
                 pool,
                 logger,
                 active: AtomicUsize::new(0),
-                shutdown: CancellationToken::new(),
+                drain: drain::Drain::default(),
             }),
         })
     }
@@ -277,7 +277,16 @@ impl ServerPlugin for StreamingPlugin {
     }
 
     fn shutdown(&self, deadline: Duration) -> usize {
-        self.shared.shutdown.cancel();
+        // Half the deadline at most: the rest is for the last streams to reach an event
+        // boundary and close.
+        let wanted = self.shared.block.drain_spread;
+        let spread = wanted.min(deadline / 2);
+        if spread < wanted {
+            self.shared.logger.warn(&format!(
+                "[PLUGIN: {PLUGIN_NAME}] drain_spread {wanted:?} is more than half the host's shutdown_timeout {deadline:?}: streams end over {spread:?}"
+            ));
+        }
+        self.shared.drain.start(spread);
         let until = Instant::now() + deadline;
         loop {
             let open = self.shared.active.load(Relaxed);
@@ -324,7 +333,8 @@ mod tests {
 
     /// The whole task of a claimed connection (the handoff and either kind of route) is
     /// what each connection holds, beyond the relay's future above: 2,744 bytes when this
-    /// was written, the bound that rounded up to 64.
+    /// was written, 2,776 with the drain's spread (each stream's turn, and its wait for
+    /// it in the selects); the bound rounds that up to 64.
     #[test]
     fn a_claimed_connection_s_whole_task_stays_small() {
         extern "C" fn no_log(_: abi::LogLevel, _: abi_stable::std_types::RStr<'_>) {}
@@ -352,6 +362,6 @@ mod tests {
         };
         let task = super::stream_task(plugin.shared.clone(), 0, handoff);
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 2752, "a claimed connection's task is {size} bytes");
+        assert!(size <= 2816, "a claimed connection's task is {size} bytes");
     }
 }
