@@ -13,7 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use wire::framing::Framing;
 
-use super::testing::{connected, log_line, logged, new_session, paused, plugin, stats};
+use super::testing::{
+    connected, log_line, logged, new_session, paused, plugin, stats, Peer, TestClient,
+};
 use super::*;
 use crate::pump::{pump, Scan, UpstreamEnd};
 use crate::respond::Refusal;
@@ -148,6 +150,17 @@ fn events_and_bytes_are_counted_once_in_the_stats_and_the_access_log() {
     });
 }
 
+/// Ends `session` for the drain's `cut`; the client got event 1, then the shutdown event.
+async fn drained_after_event_1(mut session: Session<'_, TestClient>, cut: CutOff, peer: &mut Peer) {
+    let end = session.cut_off(cut).await;
+    session.end(end).await;
+    peer.read_to_end().await;
+    assert_eq!(
+        peer.body(),
+        b"id: 1\ndata: a\n\nevent: bye\ndata: drain\n\n"
+    );
+}
+
 #[test]
 fn a_drain_ends_the_stream_between_events_with_the_shutdown_event() {
     paused(|| async {
@@ -172,13 +185,7 @@ fn a_drain_ends_the_stream_between_events_with_the_shutdown_event() {
             panic!("{ended:?}")
         };
         assert_eq!(cut, CutOff::Drain);
-        let end = session.cut_off(cut).await;
-        session.end(end).await;
-        peer.read_to_end().await;
-        assert_eq!(
-            peer.body(),
-            b"id: 1\ndata: a\n\nevent: bye\ndata: drain\n\n"
-        );
+        drained_after_event_1(session, cut, &mut peer).await;
         assert_eq!(stats(&plugin)["drops"]["shutdown"], 1);
         assert!(logged(
             "GET /s/drained 200 stream ended (the gateway drained) after "
@@ -222,13 +229,7 @@ fn a_spread_drain_ends_each_stream_at_its_own_moment_at_an_event_boundary() {
             ended_after.abs_diff(moment) < Duration::from_millis(1),
             "{ended_after:?}"
         );
-        let end = session.cut_off(cut).await;
-        session.end(end).await;
-        peer.read_to_end().await;
-        assert_eq!(
-            peer.body(),
-            b"id: 1\ndata: a\n\nevent: bye\ndata: drain\n\n"
-        );
+        drained_after_event_1(session, cut, &mut peer).await;
     });
 }
 
