@@ -591,7 +591,7 @@ def s6_scale_out(tmp):
         "S6 delivery p99 (us)": merged_quantile(histograms, 0.99),
         "S6 events timed": sum(c for h in histograms for _, c in h),
         "S6 KiB per client": (peak - idle) / clients,
-        "S6 connect failures": sum(failures(r, n, f"S6 load {i}") for i, (n, r) in enumerate(reports)),
+        "S6 failures (connects, cuts, gaps, repeats)": sum(failures(r, n, f"S6 load {i}") for i, (n, r) in enumerate(reports)),
         "S6 load average at start": load_average,
     }
 
