@@ -13,6 +13,11 @@ as one table.
   S5 fan-out     10,000 clients of one stream at 10 events/s for 15 s: p50, p99, memory per
                  client. The origin's broadcast serves direct clients and the proxies' (one
                  upstream each); the gateway's fan-out route takes it once and fans it out
+  S6 scale-out   100,000 fan-out clients of one stream at 1 event/s, across as many gateway
+                 processes sharing one port (reuse_port) and load processes (each from a
+                 loopback address of its own) as the descriptor limit needs: delivery p50,
+                 p99, memory per client, connect failures. The gateway alone, last, on an
+                 origin of its own
 
 Then the TLS and HTTP/2 rows (bench/tls.py, its own table): S1 and S3 over HTTP/1.1 on TLS
 and over HTTP/2 on TLS against nginx, haproxy and the gateway (skipped, saying so, while the
@@ -30,7 +35,7 @@ apt-get when missing). Raises RLIMIT_NOFILE to the hard limit: 10,000 proxied st
 20,000 descriptors, so the floor and haproxy run one process per core sharing the port
 (SO_REUSEPORT), as nginx runs one worker per core. `make bench` runs it; results also go to
 bench/results/. Quick mode for a smoke run: BENCH_SCALE=0.1 shortens durations and connection
-counts.
+counts. `--only s6` runs S6 alone (`BENCH_SCALE=0.2`: 20,000 clients).
 
 Before/after in one run: BENCH_GATEWAY_BEFORE=<dir> adds a column "gateway-before", the host
 binary and the plugin's .so found in <dir> (another build, e.g. main's) run with the same
@@ -38,7 +43,7 @@ config, started and measured like every other target. BENCH_TARGETS=floor,gatewa
 from floor, gateway, nginx, haproxy; direct always runs, and the floor too, the "over direct"
 rows' base) runs a subset.
 """
-import json, os, re, resource, shutil, socket, subprocess, sys, tempfile, threading, time
+import argparse, json, math, os, re, resource, shutil, socket, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
@@ -464,9 +469,177 @@ def table(results, baseline="direct"):
     return "\n".join(out)
 
 
+# S6: clients of one process, at most: the hard descriptor limit less what a process needs
+# besides its clients (the upstream, the log, the runtime's own, the plugin library).
+S6_SPARE_DESCRIPTORS = 1000
+# The kernel spreads connections across a port's sockets by a hash, not evenly: room for a
+# process to get this much more than its share.
+S6_SPREAD_MARGIN = 1.05
+
+
+def ephemeral_ports():
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low, high = map(int, f.read().split())
+    return high - low + 1
+
+
+def mem_available_kib():
+    with open("/proc/meminfo") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("MemAvailable:"))
+
+
+def merged_quantile(histograms, quantile):
+    """The quantile of several sse-load histograms (`[[ns, count], ...]`), in µs."""
+    counts = {}
+    for histogram in histograms:
+        for value, count in histogram:
+            counts[value] = counts.get(value, 0) + count
+    total = sum(counts.values())
+    if total == 0:
+        return float("nan")
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= quantile * total:
+            return value / 1000
+    return max(counts) / 1000
+
+
+def start_s6_gateways(origin_port, tmp, count, per_process):
+    """`count` gateway processes on one port (reuse_port), each taking `per_process` clients."""
+    port = free_port()
+    config = {
+        "version": 3, "port": port, "listen_ip": "127.0.0.1", "reuse_port": True,
+        "max_connections": per_process,
+        "plugin": {"folder": RELEASE, "pattern": "krakend_server_plugin_streaming.so"},
+        "extra_config": {"plugin/http-server": {
+            "name": ["krakend-server-plugin-streaming"],
+            "krakend-server-plugin-streaming": {
+                "backend_host": f"http://127.0.0.1:{origin_port}", "max_streams": per_process,
+                "routes": [{"endpoint": "/fanout/{id}", "backend_url_pattern": "/broadcast/{id}",
+                            "fanout": True}]}}},
+    }
+    path = os.path.join(tmp, "s6-krakend.json")
+    with open(path, "w") as f:
+        json.dump(config, f)
+    procs = []
+    for i in range(count):
+        log = os.path.join(tmp, f"s6-gateway-{i}.log")
+        with open(log, "w") as out:
+            procs.append(subprocess.Popen([f"{RELEASE}/host", "run", "-c", path], stdout=out,
+                                          stderr=subprocess.STDOUT))
+        wait_listening(procs[-1], port, log)
+    return procs, port
+
+
+def sample_descriptors(pids, stop, peaks):
+    """Each process's peak count of open descriptors, until `stop` is set."""
+    while not stop.is_set():
+        for pid in pids:
+            try:
+                peaks[pid] = max(peaks.get(pid, 0), len(os.listdir(f"/proc/{pid}/fd")))
+            except OSError:
+                pass
+        stop.wait(0.5)
+
+
+def s6_scale_out(tmp):
+    """S6's rows, or SystemExit when the machine cannot hold the run."""
+    clients = scaled(100000)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    per_process = hard - S6_SPARE_DESCRIPTORS
+    gateways = math.ceil(clients * S6_SPREAD_MARGIN / per_process)
+    loads = math.ceil(clients / per_process)
+    per_load = math.ceil(clients / loads)
+    # Each load process connects from its own address, with that address's ephemeral ports.
+    if per_load > ephemeral_ports():
+        raise SystemExit(f"S6: {per_load:,} connections per load process, but only "
+                         f"{ephemeral_ports():,} ephemeral ports (net.ipv4.ip_local_port_range)")
+    # Gateway (~1.1 KiB), load tool (~2 KiB) and two sockets' kernel memory (~4 KiB each).
+    needed_kib = clients * 12
+    if mem_available_kib() < needed_kib:
+        raise SystemExit(f"S6: about {needed_kib // 1024:,} MiB needed, "
+                         f"{mem_available_kib() // 1024:,} MiB available")
+    load_average = os.getloadavg()[0]
+    print(f"S6: {clients:,} clients, {gateways} gateway and {loads} load processes "
+          f"({per_process:,} descriptors each for clients; hard limit {hard:,}), "
+          f"{ephemeral_ports():,} ephemeral ports per source address, load average {load_average:.2f}",
+          file=sys.stderr)
+    origin_port = free_port()
+    origin = subprocess.Popen([f"{RELEASE}/sse-server", "--addr", f"127.0.0.1:{origin_port}",
+                               "--broadcast-rate", "1"], stdout=subprocess.PIPE, text=True)
+    drain(origin)
+    processes = [origin]
+    stop = threading.Event()
+    try:
+        wait_port(origin_port)
+        procs, port = start_s6_gateways(origin_port, tmp, gateways, per_process)
+        processes += procs
+        pids = [p.pid for p in procs]
+        time.sleep(1)
+        idle = rss_kib(pids)
+        descriptors = {}
+        threading.Thread(target=sample_descriptors, args=(pids, stop, descriptors), daemon=True).start()
+        # Connecting 100,000 clients takes a while on 2 cores: each load process times
+        # (and runs for `seconds`) from when its clients are all in (--after-connect);
+        # events before are counted and checked, not timed.
+        seconds = scaled(30, 10)
+        runs = []
+        for i in range(loads):
+            n = min(per_load, clients - i * per_load)
+            cmd = [f"{RELEASE}/sse-load", f"http://127.0.0.1:{port}/fanout/s6", "-c", str(n),
+                   "-d", str(seconds), "--after-connect", "--source", f"127.0.0.{2 + i}",
+                   "--json", "--histogram"]
+            if i == 0:
+                for pid in pids:
+                    cmd += ["--pid", str(pid)]
+            runs.append((n, subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)))
+        reports = []
+        for n, run in runs:
+            out, _ = run.communicate()
+            if run.returncode != 0:
+                raise SystemExit(f"S6: sse-load failed ({run.returncode})")
+            reports.append((n, json.loads(out)))
+    finally:
+        stop.set()
+        for proc in reversed(processes):
+            proc.terminate()
+        for proc in processes:
+            proc.wait(timeout=30)
+    histograms = [r["latency_histogram_ns"] for _, r in reports]
+    peak = sum(p["kib"] for p in reports[0][1]["max_rss_kib"])
+    per_gateway = sorted(descriptors.values())
+    return {
+        "S6 clients": clients,
+        "S6 gateway processes": gateways,
+        "S6 load processes": loads,
+        "S6 peak descriptors per gateway process (min-max)":
+            f"{per_gateway[0]:,}-{per_gateway[-1]:,}" if per_gateway else "n/a",
+        "S6 delivery p50 (us)": merged_quantile(histograms, 0.5),
+        "S6 delivery p99 (us)": merged_quantile(histograms, 0.99),
+        "S6 events timed": sum(c for h in histograms for _, c in h),
+        "S6 KiB per client": (peak - idle) / clients,
+        "S6 failures (connects, cuts, gaps, repeats)": sum(failures(r, n, f"S6 load {i}") for i, (n, r) in enumerate(reports)),
+        "S6 load average at start": load_average,
+    }
+
+
+def s6_table(rows):
+    out = ["| S6 scale-out | gateway |", "|---|---|"]
+    for row, value in rows.items():
+        cell = f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
+        out.append(f"| {row.removeprefix('S6 ')} | {cell} |")
+    return "\n".join(out)
+
+
 def main():
+    parser = argparse.ArgumentParser(description="The SSE benchmark (see the header).")
+    parser.add_argument("--only", choices=["s6"], help="run one scenario alone")
+    only = parser.parse_args().only
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if only == "s6":
+        return report({}, {}, [], s6=run_s6())
     if hard < max(19000, 20000 // WORKERS + 200):
         print(f"warning: RLIMIT_NOFILE hard limit is {hard}; S3's 9,000 streams take ~19,000 in "
               f"the gateway, S5's 10,000 clients {20000 // WORKERS:,} in each floor or haproxy "
@@ -510,15 +683,33 @@ def main():
         for proc in processes:
             proc.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
+    # Last and alone: it takes every core and most descriptors the machine has.
+    report(results, tls_results, tls_skipped, s6=run_s6())
+
+
+def run_s6():
+    print("S6 against the gateway", file=sys.stderr)
+    tmp = tempfile.mkdtemp(prefix="sse-bench-s6-")
+    try:
+        return s6_scale_out(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(results, tls_results, tls_skipped, s6):
     machine = f"{os.cpu_count()} cores, {os.uname().release}, {time.strftime('%Y-%m-%d %H:%M')}"
-    print(f"\nSSE benchmark (scale {SCALE}; {machine}); (ratio to direct; on the 'over direct' "
-          "rows, ratio to the floor's)\n")
-    print(table(results))
-    tls.report(tls_results, tls_skipped)
+    if results:
+        print(f"\nSSE benchmark (scale {SCALE}; {machine}); (ratio to direct; on the 'over direct' "
+              "rows, ratio to the floor's)\n")
+        print(table(results))
+        import tls  # its rows reuse this file's targets and load
+        tls.report(tls_results, tls_skipped)
+    print(f"\nS6 (scale {SCALE}; {machine})\n")
+    print(s6_table(s6))
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", time.strftime("%Y%m%d-%H%M%S") + ".json"), "w") as f:
         json.dump({"machine": machine, "scale": SCALE, "results": results, "tls": tls_results,
-                   "tls_skipped": tls_skipped}, f, indent=1)
+                   "tls_skipped": tls_skipped, "s6": s6}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # What the end-to-end tests need besides Rust, installed when missing (`make test` runs this):
-# curl, ss (a listener's backlog), headless Chromium driven by Node's playwright-core, the LLM
+# curl, ss (a listener's backlog and queue), haproxy and systemd-socket-activate (the
+# multi-gateway and socket-activation tests), headless Chromium driven by Node's playwright-core, the LLM
 # clients (the OpenAI Python SDK, @microsoft/fetch-event-source), and a Kafka-protocol broker.
 # Each step is skipped when its result is already there, so a cached run costs a few checks.
 set -euo pipefail
 
 missing=()
-for tool in curl ss chromium node npm python3; do
+for tool in curl ss haproxy systemd-socket-activate chromium node npm python3; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   packages=("${missing[@]/#node/nodejs}")
   packages=("${packages[@]/#ss/iproute2}")
+  packages=("${packages[@]/#systemd-socket-activate/systemd}")
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
 fi

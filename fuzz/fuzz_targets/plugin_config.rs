@@ -22,6 +22,7 @@ const BLOCK: Vocabulary = Vocabulary {
         "eject_for",
         "retry_after",
         "shutdown_event",
+        "drain_spread",
         "endpoint",
         "methods",
         "backend_url_pattern",

@@ -7,6 +7,10 @@
 //! once, unread, so the descriptors kept back stay free for what already runs (streams'
 //! upstream dials, the metrics listener). When `accept` itself fails (out of descriptors)
 //! it backs off instead of spinning, and both say so in the log at most once a second.
+//!
+//! With `reuse_port` the main listener is bound with `SO_REUSEPORT`, so that several
+//! gateway processes share one port and the kernel spreads new connections across them.
+//! The listener may also come ready-made from a service manager ([`crate::activation`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,8 +33,13 @@ pub fn system_backlog() -> u32 {
         .unwrap_or(FALLBACK_BACKLOG)
 }
 
-/// Listens on the first of `address`'s resolutions that can be bound, with `backlog`.
-pub async fn listen(address: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
+/// Listens on the first of `address`'s resolutions that can be bound, with `backlog`, and
+/// with `SO_REUSEPORT` when `reuse_port`.
+pub async fn listen(
+    address: impl ToSocketAddrs,
+    backlog: u32,
+    reuse_port: bool,
+) -> io::Result<TcpListener> {
     let mut last_error = None;
     for address in lookup_host(address).await? {
         let socket = if address.is_ipv4() {
@@ -40,6 +49,11 @@ pub async fn listen(address: impl ToSocketAddrs, backlog: u32) -> io::Result<Tcp
         };
         // As `TcpListener::bind` does: a restarted gateway rebinds at once.
         socket.set_reuseaddr(true)?;
+        // Every process on the port must set it, and the kernel lets only processes of
+        // the same user join (so another user cannot take a share of the connections).
+        if reuse_port {
+            socket.set_reuseport(true)?;
+        }
         match socket.bind(address).and_then(|()| socket.listen(backlog)) {
             Ok(listener) => return Ok(listener),
             Err(e) => last_error = Some(e),

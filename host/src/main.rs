@@ -6,10 +6,11 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use host::activation::{self, Activation, Notifier, Sockets};
 use host::config::{self, Config};
 use host::connections::Connections;
 use host::gate::Limits;
@@ -68,15 +69,18 @@ fn main() -> ExitCode {
             debug,
             port,
         } => {
-            // The config says how to log, so it is read first; its errors are logged with
+            // First, while the process has one thread and has opened nothing: the sockets
+            // a service manager passed, if any.
+            let (activation, notifier) = activation::take();
+            // The config says how to log, so it is read next; its errors are logged with
             // the defaults.
             let loaded = config::load(&config);
             let logging = loaded.as_ref().ok().and_then(|c| c.logging.clone());
             let _logs = init_logging(debug, logging.as_ref());
-            match loaded
-                .map_err(anyhow::Error::from)
-                .and_then(|config| run(config, port, debug))
-            {
+            match loaded.map_err(anyhow::Error::from).and_then(|config| {
+                let activation = activation?;
+                run(config, port, debug, activation, &notifier)
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -226,9 +230,31 @@ fn test_plugin(server: bool, files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()> {
+fn run(
+    mut config: Config,
+    port: Option<u16>,
+    debug: bool,
+    activation: Activation,
+    notifier: &Notifier,
+) -> anyhow::Result<()> {
     if let Some(port) = port {
         config.port = port;
+    }
+    let passed = match activation {
+        Activation::Sockets(sockets) => Some(sockets),
+        Activation::NotOurs(pid) => {
+            tracing::warn!(
+                "[SERVICE: HTTP Server] LISTEN_FDS is meant for process {pid:?}, not this one ({}): ignored",
+                std::process::id()
+            );
+            None
+        }
+        Activation::None => None,
+    };
+    if passed.as_ref().is_some_and(|p| p.metrics.is_some()) && config.metrics_address.is_none() {
+        anyhow::bail!(
+            "LISTEN_FDS passes a socket named metrics, but the config has no extra_config.telemetry/metrics to serve on it"
+        );
     }
     tracing::info!("Starting host version {}", env!("CARGO_PKG_VERSION"));
     let plugins = inject_plugins(&config).0;
@@ -255,27 +281,55 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
         let backlog = config
             .backlog
             .map_or_else(listener::system_backlog, NonZeroU32::get);
+        let (http_passed, metrics_passed) = match passed {
+            Some(Sockets { http, metrics }) => (Some(http), metrics),
+            None => (None, None),
+        };
         // The metrics listener is bound (and logged) before the HTTP server, whose line
-        // says that the gateway is up.
-        let metrics = match &config.metrics_address {
-            Some(address) => {
-                let metrics = listener::listen(address.as_str(), backlog)
-                    .await
-                    .with_context(|| format!("listening for metrics on {address}"))?;
+        // says that the gateway is up. Never SO_REUSEPORT: a port shared by several
+        // processes would answer each scrape with the counters of whichever process the
+        // kernel picked.
+        let metrics = match (&config.metrics_address, metrics_passed) {
+            (Some(address), passed) => {
+                let metrics = match passed {
+                    Some(socket) => tokio::net::TcpListener::from_std(socket)?,
+                    None => listener::listen(address.as_str(), backlog, false)
+                        .await
+                        .with_context(|| format!("listening for metrics on {address}"))?,
+                };
                 tracing::info!("[SERVICE: Metrics] Listening on {}", metrics.local_addr()?);
                 Some(metrics)
             }
-            None => None,
+            // Refused in `run` before the runtime started.
+            (None, _) => None,
         };
-        let listener = listener::listen((config.listen_ip.as_str(), config.port), backlog)
-            .await
-            .with_context(|| format!("listening on {}:{}", config.listen_ip, config.port))?;
         let max_connections = config
             .max_connections
             .map_or_else(Connections::default_limit, NonZeroUsize::get);
-        tracing::info!(
-            "[SERVICE: HTTP Server] max_connections {max_connections}, accept backlog {backlog}"
-        );
+        let listener = match http_passed {
+            Some(socket) => {
+                tracing::info!(
+                    "[SERVICE: HTTP Server] max_connections {max_connections}, serving the listening socket passed in LISTEN_FDS (port, listen_ip, reuse_port and backlog are the socket's own)"
+                );
+                tokio::net::TcpListener::from_std(socket)?
+            }
+            None => {
+                let shared = if config.reuse_port {
+                    ", reuse_port (the port is shared with the other processes bound to it)"
+                } else {
+                    ""
+                };
+                tracing::info!(
+                    "[SERVICE: HTTP Server] max_connections {max_connections}, accept backlog {backlog}{shared}"
+                );
+                let address = (config.listen_ip.as_str(), config.port);
+                listener::listen(address, backlog, config.reuse_port)
+                    .await
+                    .with_context(|| {
+                        format!("listening on {}:{}", config.listen_ip, config.port)
+                    })?
+            }
+        };
         let connections = Arc::new(Connections::new(max_connections));
         tracing::info!(
             "[SERVICE: HTTP Server] Listening on {}",
@@ -304,9 +358,17 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
         if let Some(metrics) = metrics {
             tokio::spawn(server::serve_metrics(metrics, gateway.clone()));
         }
-        let acceptor = listener::Acceptor::new(listener, connections, "HTTP Server");
+        let acceptor = listener::Acceptor::new(listener, connections.clone(), "HTTP Server");
+        notifier.notify("READY=1");
+        // `run` drops the acceptor when the signal comes, so the listener is closed before
+        // the drain starts. Bound with `reuse_port`, that stops the kernel queueing new
+        // connections for this process (those already in its queue are reset, unless
+        // `net.ipv4.tcp_migrate_req` moves them to another process of the port). Passed by
+        // a service manager, the socket stays open in the manager and in the process that
+        // replaces this one, with its queue.
         server::run(acceptor, gateway.clone(), shutdown_signal()).await;
-        drain(&gateway.plugins, config.shutdown_timeout).await;
+        notifier.notify("STOPPING=1");
+        drain(&gateway.plugins, &connections, config.shutdown_timeout).await;
         Ok(())
     })
 }
@@ -375,18 +437,35 @@ fn inject_plugins(config: &Config) -> (ServerPlugins, Vec<String>) {
     (injected, refusals)
 }
 
-/// The listener is closed: asks the plugins to end their streams within `deadline`. A
-/// second signal exits at once.
-async fn drain(plugins: &Arc<ServerPlugins>, deadline: std::time::Duration) {
+/// The listener is closed: asks the plugins to end their streams within `deadline`, then
+/// waits, within the same deadline, for the connections the host still serves (requests
+/// accepted just before the signal, and keep-alive connections, until they close), so that
+/// none is cut before its answer. A second signal exits at once.
+async fn drain(plugins: &Arc<ServerPlugins>, connections: &Connections, deadline: Duration) {
     tracing::info!("[SERVICE: HTTP Server] Shutting down: draining streams for up to {deadline:?}");
+    let until = tokio::time::Instant::now() + deadline;
     let plugins = plugins.clone();
     let drained = tokio::task::spawn_blocking(move || plugins.shutdown(deadline));
-    tokio::select! {
-        open = drained => match open {
+    let closed = async {
+        match drained.await {
             Ok(0) => tracing::info!("[SERVICE: HTTP Server] All streams ended"),
-            Ok(open) => tracing::warn!("[SERVICE: HTTP Server] {open} streams still open at the deadline"),
+            Ok(open) => {
+                tracing::warn!("[SERVICE: HTTP Server] {open} streams still open at the deadline")
+            }
             Err(e) => tracing::error!("[SERVICE: HTTP Server] drain failed: {e}"),
-        },
+        }
+        while connections.count() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        match connections.count() {
+            0 => {}
+            open => tracing::warn!(
+                "[SERVICE: HTTP Server] {open} connections still open at the deadline"
+            ),
+        }
+    };
+    tokio::select! {
+        () = closed => {}
         () = shutdown_signal() => {
             tracing::warn!("[SERVICE: HTTP Server] Second signal: exiting now");
             std::process::exit(1);

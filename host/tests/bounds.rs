@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use testkit::{body_of, gateway, json_backend, origin, Gateway, RawClient, ScriptedOrigin};
+use testkit::{
+    body_of, gateway, json_backend, listen_queue, origin, Gateway, RawClient, ScriptedOrigin,
+};
 
 /// The value of the unlabelled metric `name`.
 fn metric(text: &str, name: &str) -> u64 {
@@ -58,20 +60,6 @@ async fn a_silent_connection_is_closed_at_the_read_header_timeout_and_later_head
     assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
 }
 
-/// The accept backlog of the socket listening on `port`, as the kernel reports it.
-fn listen_backlog(port: u16) -> u32 {
-    let output = std::process::Command::new("ss")
-        .args(["-ltnH", &format!("sport = :{port}")])
-        .output()
-        .expect("running ss (iproute2)");
-    let text = String::from_utf8_lossy(&output.stdout);
-    // LISTEN  Recv-Q  Send-Q (the backlog)  Local  Peer
-    text.split_whitespace()
-        .nth(2)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no listening socket on port {port}: {text:?}"))
-}
-
 #[tokio::test]
 async fn the_listener_takes_the_kernels_backlog_or_the_configured_one() {
     let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
@@ -80,9 +68,9 @@ async fn the_listener_takes_the_kernels_backlog_or_the_configured_one() {
         .parse()
         .unwrap();
     let default = gateway().run();
-    assert_eq!(listen_backlog(default.addr.port()), somaxconn);
+    assert_eq!(listen_queue(default.addr.port()).backlog, somaxconn);
     let configured = gateway().root("backlog", json!(100)).run();
-    assert_eq!(listen_backlog(configured.addr.port()), 100);
+    assert_eq!(listen_queue(configured.addr.port()).backlog, 100);
 }
 
 #[tokio::test]

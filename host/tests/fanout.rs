@@ -89,18 +89,57 @@ async fn one_upstream_serves_every_client_and_resumes_at_the_seam() {
     assert_eq!(stats["streams"], 5, "{stats}");
 }
 
-#[tokio::test]
-async fn an_id_the_ring_no_longer_holds_is_announced_not_skipped() {
-    let mut origin = ScriptedOrigin::start().await;
+/// A gateway whose ring (3 events) holds ids 4 to 6 of `/ticker/a`, and its upstream.
+async fn ring_of_4_to_6(origin: &mut ScriptedOrigin) -> (Gateway, RawClient, OriginConn) {
     let gateway = fanout(&origin.url(), json!({"replay": 3, "client_queue": 3}));
     let mut watcher = RawClient::get(gateway.addr, "/ticker/a", &[]).await;
-    let mut upstream = open_upstream(&mut origin).await;
+    let mut upstream = open_upstream(origin).await;
     for i in 1..=6 {
         upstream.send(events(i..=i).as_bytes()).await;
         watcher.read_until(format!("id: {i}\n").as_bytes()).await;
     }
+    (gateway, watcher, upstream)
+}
 
+/// A client whose id the ring does not hold (as every client but the first of a fresh hub
+/// in a restarted gateway) reads what it missed from the origin, resumed from its id, up to
+/// the ring, then follows the ring: no gap, no repeat, no comment.
+#[tokio::test]
+async fn an_id_the_ring_no_longer_holds_is_caught_up_from_the_origin() {
+    let mut origin = ScriptedOrigin::start().await;
+    let (gateway, _watcher, mut upstream) = ring_of_4_to_6(&mut origin).await;
     let mut late = RawClient::get(gateway.addr, "/ticker/a", &["Last-Event-ID: 2"]).await;
+    let mut catch_up = origin.accept().await;
+    assert_eq!(
+        catch_up.header("last-event-id"),
+        Some("2"),
+        "{}",
+        catch_up.head
+    );
+    catch_up.send_event_stream_head().await;
+    // Event 4 is the seam: the ring holds it, and what follows it.
+    catch_up.send(events(3..=4).as_bytes()).await;
+    late.read_until(b"id: 6\ndata: tick 6\n\n").await;
+    upstream.send(events(7..=7).as_bytes()).await;
+    late.read_until(b"id: 7\ndata: tick 7\n\n").await;
+    assert_eq!(body_of(&late.received), events(3..=7).as_bytes());
+    assert!(
+        catch_up.closed_within(testkit::STEP).await,
+        "the catch-up upstream is closed at the seam"
+    );
+}
+
+/// When the origin cannot resume from the client's id either, the client gets what the
+/// ring holds, announced by a comment, never a silent gap.
+#[tokio::test]
+async fn an_id_neither_the_ring_nor_the_origin_resumes_from_is_announced_not_skipped() {
+    let mut origin = ScriptedOrigin::start().await;
+    let (gateway, _watcher, _upstream) = ring_of_4_to_6(&mut origin).await;
+    let mut late = RawClient::get(gateway.addr, "/ticker/a", &["Last-Event-ID: 2"]).await;
+    let mut catch_up = origin.accept().await;
+    catch_up
+        .send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        .await;
     late.read_until(b"id: 6\ndata: tick 6\n\n").await;
     let body = String::from_utf8_lossy(body_of(&late.received)).into_owned();
     assert_eq!(

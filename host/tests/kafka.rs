@@ -1,11 +1,15 @@
 //! Kafka topics as event streams, against a real Kafka-protocol broker (tansu, which
 //! `.ci/run` installs): replay then live, exact resume by `Last-Event-ID` after a client
 //! reconnect and after a gateway restart, a broker restart mid-stream, a broker that is
-//! down at connect, key filters, and the page in a real browser.
+//! down at connect, key filters, the page in a real browser, and N gateways on one topic:
+//! any one resumes a client another served, and behind haproxy a browser moves from a
+//! gateway that dies to the other one.
+
+use std::time::Instant;
 
 use serde_json::{json, Value};
 use sse::{Event, Parser};
-use testkit::{body_of, broker, gateway, Broker, Gateway, PageWatcher, RawClient};
+use testkit::{body_of, broker, gateway, haproxy, Broker, Gateway, PageWatcher, RawClient, STEP};
 
 const PLUGIN: &str = "krakend-server-plugin-streaming";
 
@@ -42,6 +46,18 @@ fn events_of(client: &RawClient) -> Vec<Event> {
 
 fn data(events: &[Event]) -> Vec<&str> {
     events.iter().map(|e| e.data.as_str()).collect()
+}
+
+/// What the page shows, sorted: partitions interleave in any order.
+fn sorted_data(shown: &Value) -> Vec<&str> {
+    let mut values: Vec<&str> = shown["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    values.sort();
+    values
 }
 
 async fn order(broker: &Broker, partition: i32, user: &str, value: &str) {
@@ -216,14 +232,84 @@ async fn the_page_shows_the_topic_live_across_a_gateway_restart() {
     gateway.restart();
     order(&broker, 1, "bob", "o4").await;
     let shown = page.wait_for(4).await;
-    let mut values: Vec<&str> = shown["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    values.sort();
+    let values = sorted_data(&shown);
     assert_eq!(values, ["o1", "o2", "o3", "o4"], "{shown}");
+    assert_eq!(shown["reconnects"], 1, "{shown}");
+    assert_eq!(shown["state"], "open", "{shown}");
+}
+
+/// A Kafka event's id is the topic's place (the next offset of every partition), so any
+/// gateway resumes a client where another left it, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_gateway_resumes_a_kafka_client_another_one_served_exactly() {
+    let broker = broker();
+    broker.create_topic("orders", 2);
+    let [a, b] = [(); 2].map(|()| kafka_gateway(&broker, json!({})));
+    for (partition, value) in [(0, "o1"), (1, "o2"), (0, "o3")] {
+        order(&broker, partition, "user", value).await;
+    }
+    let mut on_a = RawClient::get(a.addr, "/orders", &[]).await;
+    on_a.read_until_count(b"event: order\n", 3).await;
+    let seen = events_of(&on_a);
+    drop(on_a);
+    for (partition, value) in [(1, "o4"), (0, "o5")] {
+        order(&broker, partition, "user", value).await;
+    }
+    // Resumed on the other gateway from the second event: the third, then what came since.
+    let header = format!("Last-Event-ID: {}", seen[1].id);
+    let mut on_b = RawClient::get(b.addr, "/orders", &[&header]).await;
+    on_b.read_until_count(b"event: order\n", 3).await;
+    order(&broker, 1, "user", "o6").await;
+    on_b.read_until(b"data: o6\n").await;
+    let mut resumed: Vec<String> = events_of(&on_b).into_iter().map(|e| e.data).collect();
+    let live = resumed.pop();
+    resumed.sort();
+    let mut expected = vec![seen[2].data.clone(), "o4".into(), "o5".into()];
+    expected.sort();
+    assert_eq!(resumed, expected, "nothing lost, nothing twice");
+    assert_eq!(live.as_deref(), Some("o6"));
+}
+
+/// The page, in headless Chromium, streams a topic through haproxy from one of two
+/// gateways; that gateway is killed, and the browser's EventSource reconnects through
+/// haproxy to the other one with its `Last-Event-ID`, and shows every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_a_browser_resumes_on_the_other_gateway_when_its_own_dies() {
+    let broker = broker();
+    broker.create_topic("orders", 2);
+    let gateways = [(); 2].map(|()| kafka_gateway(&broker, json!({})));
+    let balancer = haproxy(&[gateways[0].addr, gateways[1].addr]);
+    order(&broker, 0, "user", "m1").await;
+    order(&broker, 1, "user", "m2").await;
+    let mut page = PageWatcher::open(&format!(
+        "http://{}/www/?stream=/orders&types=order",
+        balancer.addr
+    ));
+    let shown = page.wait_for(2).await;
+    assert_eq!(shown["state"], "open", "{shown}");
+    order(&broker, 0, "user", "m3").await;
+    page.wait_for(3).await;
+
+    let streaming = "GET /orders from ";
+    let on = |g: &Gateway| g.process.log().contains(streaming);
+    let [first, second] = gateways;
+    let (serving, other) = match (on(&first), on(&second)) {
+        (true, false) => (first, second),
+        (false, true) => (second, first),
+        both => panic!("the stream is on {both:?}"),
+    };
+    drop(serving); // SIGKILL: as a crash, no drain
+    let deadline = Instant::now() + STEP;
+    while page.wait_for(0).await["state"] != "reconnecting" {
+        assert!(Instant::now() < deadline, "the page never noticed");
+    }
+    // Produced while the browser has no stream: the other gateway must fetch them.
+    order(&broker, 1, "user", "m4").await;
+    order(&broker, 0, "user", "m5").await;
+    let shown = page.wait_for(5).await;
+    other.process.wait_for_log(streaming);
+    let values = sorted_data(&shown);
+    assert_eq!(values, ["m1", "m2", "m3", "m4", "m5"], "{shown}");
     assert_eq!(shown["reconnects"], 1, "{shown}");
     assert_eq!(shown["state"], "open", "{shown}");
 }

@@ -21,6 +21,7 @@
 mod balancer;
 mod body;
 pub mod config;
+mod drain;
 mod fanout;
 mod pool;
 mod pump;
@@ -37,7 +38,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abi::{Claimed, Logger, RouteDecl, ServerPlugin};
-use tokio_util::sync::CancellationToken;
 
 use balancer::Balancer;
 use config::{Block, Route};
@@ -61,7 +61,7 @@ struct Shared {
     logger: Logger,
     /// Streams open in the whole block (its `max_streams` counter).
     active: AtomicUsize,
-    shutdown: CancellationToken,
+    drain: drain::Drain,
 }
 
 struct RouteState {
@@ -153,7 +153,7 @@ impl StreamingPlugin {
                 pool,
                 logger,
                 active: AtomicUsize::new(0),
-                shutdown: CancellationToken::new(),
+                drain: drain::Drain::default(),
             }),
         })
     }
@@ -291,7 +291,16 @@ impl ServerPlugin for StreamingPlugin {
     }
 
     fn shutdown(&self, deadline: Duration) -> usize {
-        self.shared.shutdown.cancel();
+        // Half the deadline at most: the rest is for the last streams to reach an event
+        // boundary and close.
+        let wanted = self.shared.block.drain_spread;
+        let spread = wanted.min(deadline / 2);
+        if spread < wanted {
+            self.shared.logger.warn(&format!(
+                "[PLUGIN: {PLUGIN_NAME}] drain_spread {wanted:?} is more than half the host's shutdown_timeout {deadline:?}: streams end over {spread:?}"
+            ));
+        }
+        self.shared.drain.start(spread);
         let until = Instant::now() + deadline;
         loop {
             let open = self.shared.active.load(Relaxed);
@@ -349,7 +358,9 @@ mod tests {
     /// The whole task of a claimed connection (the handoff and either kind of route) is
     /// what each connection holds, beyond the relay's future above: 2,744 bytes when this
     /// was written; 2,768 once a request carried its method, body and `resume` (the body
-    /// itself is on the heap, the handoff's body bounds boxed); the bound rounds up to 64.
+    /// itself is on the heap, the handoff's body bounds boxed), and then with the drain's
+    /// spread (each stream's turn, and its wait for it in the selects); the bound rounds
+    /// the measured size up to 64.
     #[test]
     fn a_claimed_connection_s_whole_task_stays_small() {
         extern "C" fn no_log(_: abi::LogLevel, _: abi_stable::std_types::RStr<'_>) {}

@@ -90,7 +90,7 @@ pub async fn pump<C: ClientTransport>(
         last_read,
         session
     )));
-    let mut drained = pin!(session.drain().cancelled());
+    let mut drained = pin!(session.drained());
     // The buffer, the length of the kept-back event start at its front, and the new bytes.
     let mut read = upstream.first.take().map(|(buf, filled)| (buf, 0, filled));
     loop {

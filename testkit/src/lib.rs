@@ -1,6 +1,7 @@
 //! End-to-end test helpers: the real binaries on 127.0.0.1:0, scripted origins (plain, https,
-//! HTTP/2), raw clients, curl, an HTTP/2 client, a test PKI, and the real LLM clients (the
-//! OpenAI SDK, fetch-event-source in Chromium).
+//! HTTP/2), raw clients, curl, an HTTP/2 client, a test PKI, the real LLM clients (the OpenAI
+//! SDK, fetch-event-source in Chromium), and what scaling out needs: the socket launcher,
+//! haproxy, and the resuming `client`.
 //!
 //! ```text
 //! let origin = origin().count(3).run();                    // target/release/sse-server
@@ -14,27 +15,34 @@
 
 mod curl;
 mod h2;
+mod haproxy;
 mod kafka;
+mod launcher;
 mod llm;
 mod page;
 mod process;
 mod raw;
+mod resuming;
 mod scripted;
 mod temp;
 mod tls;
 
 pub use curl::{curl, Curl, CurlOutput, CurlStream};
 pub use h2::{H2Client, H2Origin, H2Request, H2Stream, StreamEnd, Windows};
+pub use haproxy::{haproxy, Haproxy};
 pub use kafka::{broker, Broker};
+pub use launcher::{listen_queue, Launcher, ListenQueue};
 pub use llm::{
     chat_messages, chunk_content, fetch_event_source, mock_release, mock_requests, openai_chat,
     sdk_spec, sdk_stream_live, the_one_chat_request, ClientReports,
 };
 pub use page::PageWatcher;
 pub use process::{
-    bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process,
+    activated_host, bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder,
+    Process,
 };
 pub use raw::{body_of, get_json, RawClient};
+pub use resuming::ResumingClient;
 pub use scripted::{json_backend, page_server, unused_port, OriginConn, ScriptedOrigin};
 pub use temp::{TempDir, TempPath};
 pub use tls::{CertKey, ClientAuth, TestPki, ALPN_H2, ALPN_HTTP1, SERVER_NAMES};

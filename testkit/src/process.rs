@@ -39,7 +39,7 @@ pub struct Process {
 
 impl Process {
     /// Spawns `command` and waits for a stdout line containing `marker` followed by an address.
-    fn spawn(mut command: Command, marker: &'static str) -> Self {
+    pub fn spawn(mut command: Command, marker: &'static str) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -189,6 +189,12 @@ impl OriginBuilder {
         self
     }
 
+    /// The `retry:` each stream starts with (`--retry-ms`): how long clients wait to resume.
+    pub fn retry_ms(mut self, ms: u64) -> Self {
+        self.args.extend(["--retry-ms".into(), ms.to_string()]);
+        self
+    }
+
     pub fn run(self) -> Process {
         let mut command = Command::new(bin("sse-server"));
         command.args(["--addr", &self.addr]).args(&self.args);
@@ -240,6 +246,25 @@ fn metrics_address(process: &Process) -> SocketAddr {
 }
 
 impl Gateway {
+    fn new(process: Process, config: TempPath, debug: bool, env: Vec<(String, String)>) -> Self {
+        Self {
+            addr: process.addr,
+            metrics_addr: metrics_address(&process),
+            process,
+            config,
+            debug,
+            env,
+        }
+    }
+
+    /// A second gateway process with the same config on the same port (which the config's
+    /// `reuse_port` lets both bind).
+    pub fn another_on_the_same_port(&self) -> Process {
+        let process = start_host(&self.config, self.debug, Some(self.addr.port()), &self.env);
+        assert_eq!(process.addr, self.addr);
+        process
+    }
+
     /// The plugins' counters from `/__stats`, on the metrics listener.
     pub async fn stats(&self) -> Value {
         crate::get_json(self.metrics_addr, "/__stats").await
@@ -359,17 +384,31 @@ impl GatewayBuilder {
         )
     }
 
+    /// The config file `run` would start the gateway with.
+    pub fn config_file(mut self) -> TempPath {
+        self.write_config().0
+    }
+
     pub fn run(mut self) -> Gateway {
         let (config, debug) = self.write_config();
         let process = start_host(&config, debug, None, &self.env);
-        Gateway {
-            addr: process.addr,
-            metrics_addr: metrics_address(&process),
-            process,
-            config,
-            debug,
-            env: self.env,
-        }
+        Gateway::new(process, config, debug, self.env)
+    }
+
+    /// Runs the gateway on `socket`, passed as a service manager passes it (see
+    /// [`activated_host`]) rather than bound from the config's `port`.
+    pub fn run_on_socket(mut self, socket: std::net::TcpListener) -> Gateway {
+        let (config, debug) = self.write_config();
+        let mut command = activated_host(&config, std::os::fd::OwnedFd::from(socket));
+        command.envs(self.env.iter().map(|(n, v)| (n, v)));
+        let process = Process::spawn(command, GATEWAY_LISTENING);
+        Gateway::new(process, config, debug, self.env)
+    }
+
+    /// Runs the gateway under `scripts/socket-launcher.py`, which holds its socket on a free
+    /// port and hands it from one gateway process to the next.
+    pub fn launch(self) -> crate::Launcher {
+        crate::Launcher::start(self.config_file())
     }
 
     /// Runs `host check -c` on the config: whether it passed, and what it printed.
@@ -422,6 +461,9 @@ impl GatewayBuilder {
     }
 }
 
+/// What the gateway prints, followed by its address, once it listens.
+const GATEWAY_LISTENING: &str = "[SERVICE: HTTP Server] Listening on ";
+
 /// `host run -c config` (with `-d`, and `-p port` when given).
 fn start_host(
     config: &TempPath,
@@ -438,7 +480,27 @@ fn start_host(
     if let Some(port) = port {
         command.arg("-p").arg(port.to_string());
     }
-    Process::spawn(command, "[SERVICE: HTTP Server] Listening on ")
+    Process::spawn(command, GATEWAY_LISTENING)
+}
+
+/// `host run -c config` as a service manager starts it: `descriptor` as descriptor 3,
+/// `LISTEN_FDS=1` and `LISTEN_PID` the gateway's own pid. `sh` gets the descriptor as its
+/// stdin, moves it to 3 and `exec`s the gateway, which keeps sh's pid (`$$`): all in safe
+/// code, without a `pre_exec` hook.
+pub fn activated_host(config: &TempPath, descriptor: impl Into<Stdio>) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"exec 3<&0 0</dev/null; export LISTEN_PID=$$; exec "$@""#)
+        .arg("sh")
+        .arg(bin("host"))
+        .arg("run")
+        .arg("-c")
+        .arg(config.path())
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_FDNAMES")
+        .stdin(descriptor);
+    command
 }
 
 impl Gateway {

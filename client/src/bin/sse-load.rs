@@ -25,7 +25,7 @@ struct Args {
     duration: f64,
     /// Count the duration from the moment every stream's first connection has been tried
     /// (connected or failed), so that all of them are held for the whole duration however
-    /// long connecting takes.
+    /// long connecting takes; only the events received from then on are timed.
     #[arg(long)]
     after_connect: bool,
     /// Connection attempts (with their TLS and HTTP/2 handshakes) in flight at once.
@@ -67,6 +67,14 @@ struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Add the latency histogram's values to the JSON report, `[[ns, count], ...]`, to
+    /// merge the reports of several load processes exactly.
+    #[arg(long)]
+    histogram: bool,
+    /// Connect from this address: each source address has its own ephemeral ports, so
+    /// load processes from 127.0.0.2, 127.0.0.3, ... open past one address's ~28,000.
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,7 +90,8 @@ fn main() -> anyhow::Result<()> {
         (_, true) => Some(Http2::Cleartext),
         _ => None,
     };
-    let transport = Transport::choose(&url, trust, http2.map(|h| (h, args.streams_per_conn)))?;
+    let mut transport = Transport::choose(&url, trust, http2.map(|h| (h, args.streams_per_conn)))?;
+    transport.source = args.source;
     let options = LoadOptions {
         addr: url.resolve()?,
         url,
@@ -99,7 +108,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = runtime.block_on(run(options));
-    let json = report.to_json();
+    let mut json = report.to_json();
+    if args.histogram {
+        json["latency_histogram_ns"] = report.histogram_json();
+    }
     if args.json {
         println!("{json}");
     } else {

@@ -8,7 +8,9 @@
 //! (ALPN `h2`, or h2c); events are read and counted the same way over all of them.
 //!
 //! It runs on one thread so that on a small machine it takes one core and leaves the rest
-//! to the origin and the proxy under test.
+//! to the origin and the proxy under test. Past one source address's ephemeral ports
+//! (about 28,000 here), several processes connect each from an address of its own
+//! (the transport's `source`: all of 127.0.0.0/8 is loopback) and merge their histograms.
 
 mod h2;
 mod scan;
@@ -49,6 +51,8 @@ pub struct LoadOptions {
     /// Count `duration` from the moment every stream's first connection attempt has ended
     /// (connected or failed), not from the start: a run of many clients on a loaded
     /// machine then holds them all connected for `duration`, however long connecting took.
+    /// Only the events received from then on are timed (all are counted and checked): the
+    /// connecting is not the steady state.
     pub after_connect: bool,
     /// Connection attempts (with their TLS and HTTP/2 handshakes, and over HTTP/1.1 the
     /// response head) in flight at once, so the listen backlog is not the test.
@@ -110,6 +114,15 @@ impl Report {
             "silent_streams": self.silent_streams,
             "max_rss_kib": self.max_rss_kib.iter().map(|(pid, kib)| serde_json::json!({"pid": pid, "kib": kib})).collect::<Vec<_>>(),
         })
+    }
+
+    /// The latency histogram's recorded values, `[[nanoseconds, count], ...]`, so that the
+    /// reports of several load processes merge exactly.
+    pub fn histogram_json(&self) -> serde_json::Value {
+        self.latency_ns
+            .iter_recorded()
+            .map(|v| serde_json::json!([v.value_iterated_to(), v.count_at_value()]))
+            .collect()
     }
 }
 
@@ -339,10 +352,12 @@ async fn read(
     // when the chunked framing is broken.
     let mut scan = |bytes: &[u8]| {
         let now = monotonic_ns();
+        let timed = !shared.options.after_connect
+            || shared.tried.load(Ordering::Relaxed) == shared.options.streams;
         let mut events = 0;
         let mut on_event = |event: Received| {
             events += 1;
-            if let Some(stamp_ns) = event.stamp_ns {
+            if let (Some(stamp_ns), true) = (event.stamp_ns, timed) {
                 latencies.push(now.saturating_sub(stamp_ns));
             }
             if let Some(id) = event.id {

@@ -4,13 +4,13 @@
 //! combinations are the only difference between runs; reading and counting events is the
 //! same for all of them ([`Body`] is what the reader sees).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
@@ -53,6 +53,9 @@ pub struct Transport {
     /// For `https://`: the client config, offering `protocol`'s ALPN.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub protocol: Protocol,
+    /// The address connections come from; `None`: the kernel's choice. One source
+    /// address has about 28,000 ephemeral ports towards one server address.
+    pub source: Option<IpAddr>,
 }
 
 /// Why the options do not make a transport for the URL.
@@ -92,7 +95,11 @@ impl Transport {
             (false, Some(_)) => return Err(TransportError::TrustWithoutTls),
             (false, None) => None,
         };
-        Ok(Self { tls, protocol })
+        Ok(Self {
+            tls,
+            protocol,
+            source: None,
+        })
     }
 
     /// Cleartext HTTP/1.1, a connection per stream.
@@ -100,6 +107,7 @@ impl Transport {
         Self {
             tls: None,
             protocol: Protocol::Http1,
+            source: None,
         }
     }
 }
@@ -115,7 +123,14 @@ pub(super) async fn dial(
     url: &StreamUrl,
     transport: &Transport,
 ) -> std::io::Result<Socket> {
-    let tcp = TcpStream::connect(addr).await?;
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(source) = transport.source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let tcp = socket.connect(addr).await?;
     tcp.set_nodelay(true)?;
     let Some(config) = &transport.tls else {
         return Ok(Either::Left(tcp));

@@ -64,6 +64,8 @@ pub struct Config {
     pub client_send_buffer: Option<usize>,
     /// The listeners' accept backlog; `None`: `net.core.somaxconn`.
     pub backlog: Option<NonZeroU32>,
+    /// Bind the main listener with `SO_REUSEPORT`, so several processes share its port.
+    pub reuse_port: bool,
     /// Client connections open at once, handed-over ones included; `None`: from the
     /// descriptor limit (`Connections::default_limit`).
     pub max_connections: Option<NonZeroUsize>,
@@ -254,6 +256,8 @@ struct RawConfig {
     read_timeout: Option<Duration>,
     client_send_buffer: Option<usize>,
     backlog: Option<NonZeroU32>,
+    #[serde(default)]
+    reuse_port: bool,
     max_connections: Option<NonZeroUsize>,
     plugin: Option<PluginFolder>,
     #[serde(default)]
@@ -485,6 +489,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             Some(bytes) => Some(bytes),
         },
         backlog: raw.backlog,
+        reuse_port: raw.reuse_port,
         max_connections: raw.max_connections,
         plugin: raw.plugin,
         server_plugins,
@@ -645,6 +650,7 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_secs(75));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.read_timeout, Some(Duration::from_secs(30)));
+        assert!(!config.reuse_port, "one process per port unless asked");
         assert_eq!(config.server_plugins[0].name, "p1");
         assert_eq!(
             config.server_plugins[0].config_json,
@@ -698,6 +704,7 @@ mod tests {
             (r#"{"version": 3, "max_header_count": 513}"#.into(), "max_header_count: 513 is not between 1 and 512"),
             (r#"{"version": 3, "max_connections": 0}"#.into(), "max_connections: invalid value: integer `0`, expected a nonzero"),
             (r#"{"version": 3, "backlog": -1}"#.into(), "backlog: invalid value: integer `-1`"),
+            (r#"{"version": 3, "reuse_port": "yes"}"#.into(), "reuse_port: invalid type: string \"yes\", expected a boolean"),
             (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", "max_body_bytes": "1MB", {backend}}}]}}"#), "endpoints[0].max_body_bytes: invalid type"),
             (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", "output_encoding": "xml", {backend}}}]}}"#), "endpoints[0].output_encoding: unknown variant `xml`"),
             (r#"{"version": 3, "extra_config": {"plugin/http-server": {"name": "p"}}}"#.into(), "extra_config.plugin/http-server"),

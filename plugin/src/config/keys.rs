@@ -76,10 +76,12 @@ pub(super) struct BlockKeys {
     #[serde(default, deserialize_with = "duration")]
     pub retry_after: Option<Duration>,
     pub shutdown_event: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub drain_spread: Option<Duration>,
 }
 
 /// The names of [`BlockKeys`]' fields, to split the top of the block.
-const BLOCK_KEYS: [&str; 9] = [
+const BLOCK_KEYS: [&str; 10] = [
     "routes",
     "max_streams",
     "read_buffer_bytes",
@@ -89,6 +91,7 @@ const BLOCK_KEYS: [&str; 9] = [
     "eject_for",
     "retry_after",
     "shutdown_event",
+    "drain_spread",
 ];
 
 #[derive(Deserialize, Clone)]

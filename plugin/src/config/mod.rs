@@ -50,6 +50,12 @@ pub const DEFAULT_MAX_POOLED_BUFFERS: usize = 128;
 /// Concurrent streams for the whole block: each holds two descriptors, and 20,000 is a
 /// common hard per-process limit.
 pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// The drain spreads the streams' ends over 5 s: `max_streams` (10,000) reconnects then
+/// reach the next process at 2,000 a second rather than in one burst, and half the host's
+/// default `shutdown_timeout` (10 s) is left for the last streams to reach an event
+/// boundary. Longer would hold a deploy up for little: browsers add their own `retry:`
+/// wait (3 s by default) on top.
+pub const DEFAULT_DRAIN_SPREAD: Duration = Duration::from_secs(5);
 /// Headers passed upstream when the config lists none.
 pub const DEFAULT_FORWARD_HEADERS: [&str; 4] =
     ["Accept", "Last-Event-ID", "Authorization", "Cookie"];
@@ -71,6 +77,8 @@ pub struct Block {
     pub retry_after: Duration,
     /// Written to each client when the gateway drains, before its stream ends.
     pub shutdown_event: Option<String>,
+    /// How long a drain spreads the streams' ends over (see `crate::drain`).
+    pub drain_spread: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +200,7 @@ pub fn parse(json: &str) -> Result<Block, ConfigError> {
         shutdown_event: block
             .shutdown_event
             .map(|event| format!("{}\n\n", event.trim_end_matches(['\r', '\n']))),
+        drain_spread: block.drain_spread.unwrap_or(DEFAULT_DRAIN_SPREAD),
     })
 }
 

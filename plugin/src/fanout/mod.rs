@@ -5,13 +5,15 @@
 //! a [`hub::Hub`]. The source's events are serialized once into the hub's ring; every
 //! client follows the ring at its own pace (`follow`). A client that sends `Last-Event-ID`
 //! (or `?lastEventId=`) resumes just past that event when the ring holds it; when it does
-//! not, the client gets everything the ring holds, announced by a comment line, never a
-//! silent gap. A client more than `client_queue` live events behind is disconnected (it
+//! not, it reads what it missed from the origin, then follows the ring (`origin_catch_up`;
+//! a Kafka client, from the broker), and only when the origin cannot give it that, it gets
+//! everything the ring holds, announced by a comment line, never a silent gap. A client more than `client_queue` live events behind is disconnected (it
 //! resumes by `Last-Event-ID`); the source and the other clients never wait for it.
 
 mod follow;
 mod hub;
 mod kafka;
+mod origin_catch_up;
 mod ring;
 mod sse_source;
 
@@ -102,6 +104,11 @@ pub async fn serve<C: ClientTransport>(
         Place::CatchUp(catch_up) => {
             kafka::catch_up_then_follow(catch_up, &follow, &mut session, signal).await
         }
+        // Boxed: rare, and inline it would enlarge every fan-out client's task.
+        Place::FromOrigin(id) => {
+            let catch_up = origin_catch_up::catch_up_then_follow(id, &follow, &mut session, signal);
+            Box::pin(catch_up).await
+        }
     };
     session.end(end).await;
 }
@@ -119,6 +126,9 @@ enum Place {
     Ring { cursor: u64, note: Option<String> },
     /// Kafka: read from the broker up to the hub's position, then follow the ring.
     CatchUp(kafka::CatchUp),
+    /// An SSE source's ring does not hold this `Last-Event-ID`: read from the origin up to
+    /// the ring, then follow it.
+    FromOrigin(String),
 }
 
 fn join_sse(request: &Wanted, shared: &Arc<Shared>, route_index: usize) -> Joined {
@@ -145,8 +155,10 @@ fn join_sse(request: &Wanted, shared: &Arc<Shared>, route_index: usize) -> Joine
                     note: None,
                 };
             };
-            let (cursor, note) = state.resume(&id);
-            Place::Ring { cursor, note }
+            match state.resume(&id) {
+                (cursor, None) => Place::Ring { cursor, note: None },
+                (_, Some(_)) => Place::FromOrigin(id),
+            }
         }),
     }
 }

@@ -11,6 +11,7 @@
 //! of an event, and the stream goes on (resuming the upstream instead would have the
 //! origin send the same event again).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,10 +21,11 @@ use tokio::io::AsyncReadExt;
 
 use super::dropped_event;
 use super::hub::{Hub, Status};
+use crate::pool::Buffer;
 use crate::reconnect::{Reconnect, Waited};
 use crate::stats::RouteStats;
 use crate::upstream::{self, Broken, Request, Upstream};
-use crate::{within, Shared, PLUGIN_NAME};
+use crate::{within, RouteState, Shared, PLUGIN_NAME};
 
 pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
     let route = &shared.routes[route_index];
@@ -36,19 +38,7 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
         ))
     };
     loop {
-        let mut headers = b"Accept: text/event-stream\r\n".to_vec();
-        for (name, value) in &route.config.set_headers {
-            wire::header_line(&mut headers, name, value);
-        }
-        let request = Request {
-            method: http::Method::GET,
-            target: hub.key.clone(),
-            headers,
-            last_event_id: Some(hub.lock().position.clone()),
-            sticky_key: None,
-            body: Vec::new(),
-            resume: true,
-        };
+        let request = hub_request(route, &hub.key, hub.lock().position.clone());
         let opened = tokio::select! {
             opened = upstream::open(route, &request, &shared.pool) => opened,
             () = hub.stop.cancelled() => return,
@@ -72,7 +62,8 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
                         ));
                     }
                 };
-                let mut reader = EventReader::new(&hub, &position, max_event_bytes, &oversized);
+                let publish = |id: &str, bytes| hub.publish(id, None, bytes);
+                let mut reader = EventReader::new(&publish, &position, max_event_bytes, &oversized);
                 let ended = tokio::select! {
                     ended = reader.read(upstream, route.config.upstream_idle_timeout) => ended,
                     () = hub.stop.cancelled() => return,
@@ -101,9 +92,11 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
     }
 }
 
-/// Cuts an upstream body into whole events and publishes them.
-struct EventReader<'a> {
-    hub: &'a Hub,
+/// Cuts an upstream body into whole events and publishes them (the hub's source) or hands
+/// them over (a client's catch-up from the origin).
+pub struct EventReader<'a> {
+    /// Told of each whole event: its id (the stream's last event ID after it), its bytes.
+    publish: &'a (dyn Fn(&str, Bytes) + Sync),
     scanner: Scanner,
     event: Pending,
     /// Events dropped for their size on this connection.
@@ -146,14 +139,14 @@ impl Pending {
 }
 
 impl<'a> EventReader<'a> {
-    fn new(
-        hub: &'a Hub,
+    pub fn new(
+        publish: &'a (dyn Fn(&str, Bytes) + Sync),
         position: &str,
         max_event_bytes: usize,
         on_oversized: &'a (dyn Fn(u64) + Sync),
     ) -> Self {
         Self {
-            hub,
+            publish,
             scanner: Scanner::resuming(position),
             event: Pending {
                 bytes: Vec::new(),
@@ -168,35 +161,17 @@ impl<'a> EventReader<'a> {
     /// Reads until the body ends (`Ok`) or breaks or goes idle (`Err`, saying how).
     async fn read(
         &mut self,
-        mut upstream: Upstream,
+        upstream: Upstream,
         idle: Option<std::time::Duration>,
     ) -> Result<(), Broken> {
-        let mut ranges = Vec::new();
-        let (mut buf, first) = upstream.first.take().expect("a fresh upstream");
-        let mut filled = first;
-        loop {
-            ranges.clear();
-            let whole =
-                upstream::payload(&mut upstream.body, &buf[..], filled.clone(), &mut ranges)?;
-            for range in &ranges {
-                self.scan(&buf[range.clone()]);
-            }
-            if whole {
-                return Ok(());
-            }
-            let n = within(idle, upstream.stream.read(&mut buf[..]))
-                .await
-                .map_err(|_| Broken::Idle)??;
-            if n == 0 {
-                return upstream::closed(&upstream.body);
-            }
-            filled = 0..n;
-        }
+        let mut body = Body::new(upstream);
+        while !body.step(self, idle).await? {}
+        Ok(())
     }
 
     fn scan(&mut self, chunk: &[u8]) {
         let mut from = 0;
-        let (hub, event, oversized) = (self.hub, &mut self.event, &mut self.oversized);
+        let (publish, event, oversized) = (self.publish, &mut self.event, &mut self.oversized);
         let on_oversized = self.on_oversized;
         self.scanner.feed(chunk, |piece| match piece {
             Piece::EventEnd { end, last_event_id } => {
@@ -206,10 +181,10 @@ impl<'a> EventReader<'a> {
                     *oversized += 1;
                     on_oversized(*oversized);
                     let note = dropped_event(last_event_id, event.max);
-                    hub.publish(last_event_id, None, Bytes::from(note));
+                    publish(last_event_id, Bytes::from(note));
                 } else if event.bytes.iter().any(|&b| b != b'\n' && b != b'\r') {
                     // Blank lines alone dispatch nothing in a browser: not worth a publish.
-                    hub.publish(last_event_id, None, Bytes::copy_from_slice(&event.bytes));
+                    publish(last_event_id, Bytes::copy_from_slice(&event.bytes));
                 }
                 event.clear();
             }
@@ -221,6 +196,79 @@ impl<'a> EventReader<'a> {
             _ => {}
         });
         self.event.hold(&chunk[from..]);
+    }
+}
+
+/// An upstream body, read a buffer at a time.
+pub struct Body {
+    upstream: Upstream,
+    buf: Buffer,
+    /// The body bytes read with the head, until the first step takes them.
+    first: Option<Range<usize>>,
+    ranges: Vec<Range<usize>>,
+}
+
+impl Body {
+    pub fn new(mut upstream: Upstream) -> Self {
+        let (buf, first) = upstream.first.take().expect("a fresh upstream");
+        Self {
+            upstream,
+            buf,
+            first: Some(first),
+            ranges: Vec::new(),
+        }
+    }
+
+    /// Reads once (the bytes read with the head, the first time) and feeds the payload to
+    /// `reader`; says whether the body is whole. Cancel-safe: nothing is read or fed
+    /// until the read completes, and nothing is awaited after.
+    pub async fn step(
+        &mut self,
+        reader: &mut EventReader<'_>,
+        idle: Option<std::time::Duration>,
+    ) -> Result<bool, Broken> {
+        let filled = match self.first.take() {
+            Some(first) => first,
+            None => {
+                let n = within(idle, self.upstream.stream.read(&mut self.buf[..]))
+                    .await
+                    .map_err(|_| Broken::Idle)??;
+                if n == 0 {
+                    return upstream::closed(&self.upstream.body).map(|()| true);
+                }
+                0..n
+            }
+        };
+        self.ranges.clear();
+        let whole = upstream::payload(
+            &mut self.upstream.body,
+            &self.buf[..],
+            filled,
+            &mut self.ranges,
+        )?;
+        for range in &self.ranges {
+            reader.scan(&self.buf[range.clone()]);
+        }
+        Ok(whole)
+    }
+}
+
+/// The request of a shared stream from `last_event_id`: the hub's, and a catching-up
+/// client's, which must see the same events. No client's headers shape it; the route's
+/// `set_headers` do.
+pub fn hub_request(route: &RouteState, key: &str, last_event_id: String) -> Request {
+    let mut headers = b"Accept: text/event-stream\r\n".to_vec();
+    for (name, value) in &route.config.set_headers {
+        wire::header_line(&mut headers, name, value);
+    }
+    Request {
+        method: http::Method::GET,
+        target: key.to_owned(),
+        headers,
+        last_event_id: Some(last_event_id),
+        sticky_key: None,
+        body: Vec::new(),
+        resume: true,
     }
 }
 
@@ -247,7 +295,8 @@ mod tests {
         let hub = &membership.hub;
         let told = std::sync::Mutex::new(Vec::new());
         let on_oversized = |n| told.lock().unwrap().push(n);
-        let mut reader = EventReader::new(hub, "0", MAX, &on_oversized);
+        let publish = |id: &str, bytes| hub.publish(id, None, bytes);
+        let mut reader = EventReader::new(&publish, "0", MAX, &on_oversized);
         let mut stream = b"id: 1\ndata: small\n\nid: 2\ndata: ".to_vec();
         stream.extend([b'x'; 1000]);
         stream.extend(b"\n\nid: 3\ndata: after\n\n: ");

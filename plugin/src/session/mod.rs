@@ -20,9 +20,9 @@ use abi::RequestHead;
 use http::StatusCode;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::body::{BodyRefused, Unread};
+use crate::drain::{Drain, Turn};
 use crate::respond::{LogLine, Refusal, EVENT_STREAM_HEADERS};
 use crate::stats::RouteStats;
 use crate::{within, RouteState, Shared, Slot, PLUGIN_NAME};
@@ -60,6 +60,8 @@ pub struct Session<'a, C> {
     events: u64,
     bytes: u64,
     reconnects: u32,
+    /// When, within the drain's spread, this stream ends.
+    drain_turn: Turn,
 }
 
 /// What the client has been answered so far.
@@ -102,6 +104,7 @@ impl<'a, C: ClientTransport> Session<'a, C> {
             events: 0,
             bytes: 0,
             reconnects: 0,
+            drain_turn: shared.drain.turn(),
         }
     }
 
@@ -281,7 +284,7 @@ impl<'a, C: ClientTransport> Session<'a, C> {
 
     /// The cut-off due now, if any: for loops that write without waiting in between.
     pub fn cut_off_due(&self) -> Option<CutOff> {
-        if self.shared.shutdown.is_cancelled() {
+        if self.shared.drain.is_due(self.drain_turn) {
             Some(CutOff::Drain)
         } else if self.expires_at.is_some_and(|at| Instant::now() >= at) {
             Some(CutOff::TokenExpired)
@@ -293,12 +296,13 @@ impl<'a, C: ClientTransport> Session<'a, C> {
     /// Completes at the stream's next cut-off: the drain, or the token's expiry. It
     /// borrows nothing of the session, so it can be polled beside its writes.
     pub fn next_cut_off(&self) -> impl Future<Output = CutOff> + Send + 'a {
-        next_cut_off(&self.shared.shutdown, self.expires_at)
+        next_cut_off(&self.shared.drain, self.drain_turn, self.expires_at)
     }
 
-    /// The drain's token, for selects that poll it beside the session's own futures.
-    pub fn drain(&self) -> &'a CancellationToken {
-        &self.shared.shutdown
+    /// Completes at this stream's moment of the drain (see [`crate::drain`]), for selects
+    /// that poll it beside the session's own futures.
+    pub fn drained(&self) -> impl Future<Output = ()> + Send + 'a {
+        self.shared.drain.due(self.drain_turn)
     }
 
     /// Completes once the client is gone.
@@ -369,8 +373,8 @@ impl<'a, C: ClientTransport> Session<'a, C> {
     }
 }
 
-/// Completes at the next cut-off: the drain (`shutdown`), or `expires_at`.
-async fn next_cut_off(shutdown: &CancellationToken, expires_at: Option<Instant>) -> CutOff {
+/// Completes at the next cut-off: the stream's moment of the `drain`, or `expires_at`.
+async fn next_cut_off(drain: &Drain, turn: Turn, expires_at: Option<Instant>) -> CutOff {
     let expiry = async {
         match expires_at {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -378,7 +382,7 @@ async fn next_cut_off(shutdown: &CancellationToken, expires_at: Option<Instant>)
         }
     };
     tokio::select! {
-        () = shutdown.cancelled() => CutOff::Drain,
+        () = drain.due(turn) => CutOff::Drain,
         () = expiry => CutOff::TokenExpired,
     }
 }

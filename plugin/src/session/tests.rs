@@ -13,7 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use wire::framing::Framing;
 
-use super::testing::{connected, log_line, logged, new_session, paused, plugin, stats};
+use super::testing::{
+    connected, log_line, logged, new_session, paused, plugin, stats, Peer, TestClient,
+};
 use super::*;
 use crate::pump::{pump, Scan, UpstreamEnd};
 use crate::respond::Refusal;
@@ -151,6 +153,17 @@ fn events_and_bytes_are_counted_once_in_the_stats_and_the_access_log() {
     });
 }
 
+/// Ends `session` for the drain's `cut`; the client got event 1, then the shutdown event.
+async fn drained_after_event_1(mut session: Session<'_, TestClient>, cut: CutOff, peer: &mut Peer) {
+    let end = session.cut_off(cut).await;
+    session.end(end).await;
+    peer.read_to_end().await;
+    assert_eq!(
+        peer.body(),
+        b"id: 1\ndata: a\n\nevent: bye\ndata: drain\n\n"
+    );
+}
+
 #[test]
 fn a_drain_ends_the_stream_between_events_with_the_shutdown_event() {
     paused(|| async {
@@ -168,24 +181,58 @@ fn a_drain_ends_the_stream_between_events_with_the_shutdown_event() {
         let pumping = pump(&mut session, &mut upstream, &mut scan, &pool);
         let drain = async {
             peer.read_until(b"data: a\n\n", 1).await;
-            plugin.shared.shutdown.cancel();
+            plugin.shared.drain.start(Duration::ZERO);
         };
         let (ended, ()) = tokio::join!(pumping, drain);
         let Err(End::CutOff(cut)) = ended else {
             panic!("{ended:?}")
         };
         assert_eq!(cut, CutOff::Drain);
-        let end = session.cut_off(cut).await;
-        session.end(end).await;
-        peer.read_to_end().await;
-        assert_eq!(
-            peer.body(),
-            b"id: 1\ndata: a\n\nevent: bye\ndata: drain\n\n"
-        );
+        drained_after_event_1(session, cut, &mut peer).await;
         assert_eq!(stats(&plugin)["drops"]["shutdown"], 1);
         assert!(logged(
             "GET /s/drained 200 stream ended (the gateway drained) after "
         ));
+    });
+}
+
+#[test]
+fn a_spread_drain_ends_each_stream_at_its_own_moment_at_an_event_boundary() {
+    paused(|| async {
+        let plugin =
+            plugin(json!({"drain_spread": "8s", "shutdown_event": "event: bye\ndata: drain"}));
+        // The first session takes the first turn, at the drain's start.
+        let (first_client, _first_peer) = connected(4096);
+        let first = new_session(&plugin, "/s/first", first_client, None);
+        let (client, mut peer) = connected(4096);
+        let mut session = new_session(&plugin, "/s/later", client, None);
+        let (mut upstream, mut origin) = upstream().await;
+        session.start_event_stream().await.unwrap();
+        let started = Instant::now();
+        plugin.shared.drain.start(plugin.shared.block.drain_spread);
+        assert_eq!(first.cut_off_due(), Some(CutOff::Drain));
+        assert_eq!(session.cut_off_due(), None, "its moment is later");
+        let pool = plugin.shared.pool.clone();
+        let mut scan = Scan::new(Some(sse::Scanner::default()));
+        let pumping = pump(&mut session, &mut upstream, &mut scan, &pool);
+        let origin_side = async {
+            // Streamed on during the drain, until the stream's own moment.
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            origin.write_all(b"id: 1\ndata: a\n\n").await.unwrap();
+            peer.read_until(b"data: a\n\n", 1).await;
+        };
+        let (ended, ()) = tokio::join!(pumping, origin_side);
+        let Err(End::CutOff(cut)) = ended else {
+            panic!("{ended:?}")
+        };
+        // The second turn: 1 / φ of the spread.
+        let moment = Duration::from_secs_f64(8.0 * 0.618_034);
+        let ended_after = Instant::now() - started;
+        assert!(
+            ended_after.abs_diff(moment) < Duration::from_millis(1),
+            "{ended_after:?}"
+        );
+        drained_after_event_1(session, cut, &mut peer).await;
     });
 }
 
