@@ -212,7 +212,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, gatew
                 }
             };
             let request = HijackRequest {
-                socket,
+                client: abi::ClientTransport::Socket(socket),
+                http_version: abi::HttpVersion::Http11,
                 route: claim.route,
                 head,
                 read_ahead: read_ahead.to_vec().into(),

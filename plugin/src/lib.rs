@@ -12,6 +12,10 @@
 //! happened for the host's `/__stats`.
 
 mod balancer;
+// The plugin's side of a TLS or HTTP/2 client; phase 2 of issue 14 wires it into the
+// session (until then a bridged client is refused in `hijack`).
+#[allow(dead_code)]
+mod bridged;
 pub mod config;
 mod fanout;
 mod pool;
@@ -152,7 +156,7 @@ impl ServerPlugin for StreamingPlugin {
 
     fn hijack(&self, claimed: Claimed) -> Result<(), String> {
         let Claimed {
-            stream,
+            client,
             route,
             head,
             response_headers,
@@ -164,6 +168,10 @@ impl ServerPlugin for StreamingPlugin {
         if route >= self.shared.routes.len() {
             return Err(format!("no route {route}"));
         }
+        // Dropping a bridged transport answers its client 502 (phase 2 serves it).
+        let abi::Client::Tcp(stream) = client else {
+            return Err("TLS and HTTP/2 clients are not served yet".into());
+        };
         stream
             .set_nonblocking(true)
             .map_err(|e| format!("socket: {e}"))?;
