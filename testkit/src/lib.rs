@@ -14,6 +14,7 @@
 mod kafka;
 mod llm;
 mod page;
+mod pki;
 mod process;
 mod raw;
 mod scripted;
@@ -22,6 +23,7 @@ mod temp;
 pub use kafka::{broker, Broker};
 pub use llm::{fetch_event_source, mock_release, mock_requests, openai_chat, ClientReports};
 pub use page::PageWatcher;
+pub use pki::{CertFiles, TestPki};
 pub use process::{
     bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process,
 };
