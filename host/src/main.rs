@@ -10,15 +10,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use host::accept;
 use host::config::{self, Config};
 use host::connections::Connections;
 use host::gate::Limits;
-use host::listener;
 use host::pipeline::Pipeline;
 use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
-use host::protect::Guard;
+use host::protect::Protections;
 use host::route::Router;
-use host::server::{self, Gateway};
+use host::shared::Shared;
 use host::static_files::StaticFiles;
 
 #[derive(Parser)]
@@ -254,12 +254,12 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
     runtime.block_on(async move {
         let backlog = config
             .backlog
-            .map_or_else(listener::system_backlog, NonZeroU32::get);
+            .map_or_else(accept::system_backlog, NonZeroU32::get);
         // The metrics listener is bound (and logged) before the HTTP server, whose line
         // says that the gateway is up.
         let metrics = match &config.metrics_address {
             Some(address) => {
-                let metrics = listener::listen(address.as_str(), backlog)
+                let metrics = accept::listen(address.as_str(), backlog)
                     .await
                     .with_context(|| format!("listening for metrics on {address}"))?;
                 tracing::info!("[SERVICE: Metrics] Listening on {}", metrics.local_addr()?);
@@ -267,7 +267,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             }
             None => None,
         };
-        let listener = listener::listen((config.listen_ip.as_str(), config.port), backlog)
+        let listener = accept::listen((config.listen_ip.as_str(), config.port), backlog)
             .await
             .with_context(|| format!("listening on {}:{}", config.listen_ip, config.port))?;
         let max_connections = config
@@ -281,17 +281,17 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             "[SERVICE: HTTP Server] Listening on {}",
             listener.local_addr()?
         );
-        let gateway = Arc::new(Gateway {
+        let shared = Arc::new(Shared {
             plugins: Arc::new(plugins),
             router: Arc::new(router),
             connections: connections.clone(),
-            guard: Guard::new(&config),
+            protections: Protections::new(&config),
             metrics: Arc::default(),
             debug,
             pipeline: Pipeline::new(&config),
             static_files,
             limits: Limits {
-                max_head_bytes: config.max_header_bytes,
+                max_header_bytes: config.max_header_bytes,
                 max_headers: config.max_header_count,
                 read_header_timeout: config.read_header_timeout,
                 idle_timeout: config.idle_timeout,
@@ -299,13 +299,13 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
                 send_buffer: config.client_send_buffer,
             },
         });
-        host::protect::jwks::load(&gateway.guard).await;
+        host::protect::jwks::load(&shared.protections).await;
         if let Some(metrics) = metrics {
-            tokio::spawn(server::serve_metrics(metrics, gateway.clone()));
+            tokio::spawn(host::metrics::serve_metrics(metrics, shared.clone()));
         }
-        let acceptor = listener::Acceptor::new(listener, connections, "HTTP Server");
-        server::run(acceptor, gateway.clone(), shutdown_signal()).await;
-        drain(&gateway.plugins, config.shutdown_timeout).await;
+        let acceptor = accept::Acceptor::new(listener, connections, "HTTP Server");
+        accept::run(acceptor, shared.clone(), shutdown_signal()).await;
+        drain(&shared.plugins, config.shutdown_timeout).await;
         Ok(())
     })
 }

@@ -14,7 +14,7 @@ use path_template::Template;
 use crate::protect::cors::{Cors, CorsConfig};
 use crate::protect::jwt::{JwtConfig, Validator};
 use crate::protect::ratelimit::{RateLimit, RateLimitConfig};
-use crate::protect::EndpointGuard;
+use crate::protect::EndpointProtections;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -134,7 +134,7 @@ pub struct Endpoint {
     pub input_headers: Forward,
     pub input_query_strings: Forward,
     /// JWT and rate limits (`auth/validator`, `qos/ratelimit/router`).
-    pub guard: Arc<EndpointGuard>,
+    pub protections: Arc<EndpointProtections>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -576,7 +576,7 @@ fn endpoint(
         .transpose()
         .map_err(|m| (".extra_config.qos/ratelimit/router".to_owned(), m))?;
     Ok(Endpoint {
-        guard: Arc::new(EndpointGuard { jwt, rate_limit }),
+        protections: Arc::new(EndpointProtections { jwt, rate_limit }),
         endpoint: raw.endpoint,
         template,
         method: endpoint_method,

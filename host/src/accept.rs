@@ -1,4 +1,5 @@
-//! The listening sockets and their accept loop.
+//! Where a connection starts: the listening sockets, their accept loop, and each accepted
+//! connection's first step (its socket options, then the protocol that serves it).
 //!
 //! A listener is bound with an accept backlog as deep as the kernel allows rather than
 //! the 128 of `TcpListener::bind`: a burst of connects beyond the backlog is dropped by
@@ -8,14 +9,17 @@
 //! upstream dials, the metrics listener). When `accept` itself fails (out of descriptors)
 //! it backs off instead of spinning, and both say so in the log at most once a second.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use tokio::net::{lookup_host, TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 
 use crate::connections::{Connections, Slot};
+use crate::shared::Shared;
 
 /// The backlog when `net.core.somaxconn` cannot be read: Linux's default since 5.4.
 const FALLBACK_BACKLOG: u32 = 4096;
@@ -122,6 +126,31 @@ impl Acceptor {
             }
         }
     }
+}
+
+/// Serves the connections `acceptor` admits until `shutdown` completes.
+pub async fn run(mut acceptor: Acceptor, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            (stream, peer, slot) = acceptor.accept() => {
+                tokio::spawn(serve_connection(stream, peer, slot, shared.clone()));
+            }
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared: Arc<Shared>) {
+    let accepted = tokio::time::Instant::now();
+    // Events are small and latency matters more than packet count.
+    let _ = stream.set_nodelay(true);
+    // What a client that stops reading can cost in kernel memory, and how soon a write
+    // to it blocks (which is what `client_write_timeout` measures).
+    if let Some(bytes) = shared.limits.send_buffer {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+    }
+    crate::http1::serve(stream, peer, (accepted, BytesMut::new()), slot, shared).await;
 }
 
 /// Errors of one connection (reset or aborted before it was accepted), not of the listener.

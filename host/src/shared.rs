@@ -1,0 +1,30 @@
+//! What every connection of the gateway shares: the plugins, the one router, the
+//! protections, the pipeline, the counters and the limits. Built once at `run`.
+
+use std::sync::Arc;
+
+use crate::connections::Connections;
+use crate::gate::Limits;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::plugins::ServerPlugins;
+use crate::protect::Protections;
+use crate::route::Router;
+use crate::static_files::StaticFiles;
+
+/// The gateway's state, shared by all its connections.
+pub struct Shared {
+    pub plugins: Arc<ServerPlugins>,
+    /// The one route decision per request head.
+    pub router: Arc<Router>,
+    /// Client connections open now, handed-over ones included.
+    pub connections: Arc<Connections>,
+    pub protections: Protections,
+    pub metrics: Arc<Metrics>,
+    /// `host run -d`: `/__debug/*` answers and logs what it received.
+    pub debug: bool,
+    pub pipeline: Pipeline,
+    pub limits: Limits,
+    /// `static-filesystem`, when configured.
+    pub static_files: Option<StaticFiles>,
+}
