@@ -2,7 +2,8 @@
 //! route decided once by the gate; hyper serves the requests the host answers itself
 //! ([`respond`](crate::respond)), and the connection ends at the head the gate stopped at:
 //! a rejection the host answers before closing, or a plugin's claim, which goes to the
-//! [`handoff`](crate::handoff) with the socket itself.
+//! [`handoff`](crate::handoff) with the client's transport (the socket itself, or the TLS
+//! session lent through the bridged transport).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::DEFAULT_MAX_HEADER_COUNT;
@@ -26,6 +26,7 @@ use crate::protect::Answer;
 use crate::respond::respond;
 use crate::route::Pending;
 use crate::shared::Shared;
+use crate::transport::ClientStream;
 
 /// After answering a rejected request, how long the host keeps reading (and discarding)
 /// what the client still sends, so closing does not reset the connection before the
@@ -33,10 +34,10 @@ use crate::shared::Shared;
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 64 * 1024;
 
-/// Serves a plain-TCP HTTP/1.1 connection accepted at `accepted`, of which `read` was
-/// read already.
-pub async fn serve(
-    stream: TcpStream,
+/// Serves an HTTP/1.1 connection (TCP, or TLS over it) accepted at `accepted`, of which
+/// `read` was read already.
+pub async fn serve<IO: ClientStream>(
+    stream: IO,
     peer: SocketAddr,
     (accepted, read): (Instant, BytesMut),
     slot: Slot,
@@ -59,7 +60,10 @@ pub async fn serve(
         let decision = pending.pop();
         async move {
             let response = match decision {
-                Some(decision) => respond(&shared, decision, request, peer).await,
+                Some(decision) => {
+                    let request = pipeline::client_body(request);
+                    respond(&shared, decision, request, peer).await
+                }
                 None => {
                     tracing::error!("connection from {peer}: a request without a route decision");
                     pipeline::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
@@ -98,16 +102,16 @@ pub async fn serve(
                 Ok(pass) => pass,
                 Err(answer) => return answer_and_close(stream, answer).await,
             };
-            let socket = match stream.into_std() {
-                Ok(stream) => stream.into(),
+            let (transport, read_ahead) = match stream.into_transport(read_ahead) {
+                Ok(taken) => taken,
                 Err(e) => {
                     return tracing::warn!("connection from {peer}: cannot detach the socket: {e}")
                 }
             };
             let client = Client {
-                transport: abi::ClientTransport::Socket(socket),
+                transport,
                 version: abi::HttpVersion::Http11,
-                read_ahead: read_ahead.to_vec(),
+                read_ahead,
                 peer,
                 slot,
             };
@@ -116,7 +120,7 @@ pub async fn serve(
     }
 }
 
-async fn reject(stream: TcpStream, peer: SocketAddr, rejection: Rejection) {
+async fn reject(stream: impl ClientStream, peer: SocketAddr, rejection: Rejection) {
     tracing::info!(
         "rejected a request from {peer}: {} {}",
         rejection.status.as_u16(),
@@ -128,7 +132,7 @@ async fn reject(stream: TcpStream, peer: SocketAddr, rejection: Rejection) {
 
 /// Writes a response the host gives itself on a connection hyper no longer drives, closes
 /// it, and lingers so the close does not reset the connection before the client has read it.
-async fn answer_and_close(mut stream: TcpStream, answer: Answer) {
+async fn answer_and_close(mut stream: impl ClientStream, answer: Answer) {
     let mut headers = Vec::new();
     for (name, value) in &answer.headers {
         wire::header_line(&mut headers, name, value.as_bytes());

@@ -290,6 +290,12 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
             debug,
             pipeline: Pipeline::new(&config),
             static_files,
+            tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            http2: host::http2::Settings {
+                use_h2c: config.use_h2c,
+                max_concurrent_streams: config.max_concurrent_streams,
+            },
+            draining: tokio_util::sync::CancellationToken::new(),
             limits: Limits {
                 max_header_bytes: config.max_header_bytes,
                 max_headers: config.max_header_count,
@@ -305,6 +311,7 @@ fn run(mut config: Config, port: Option<u16>, debug: bool) -> anyhow::Result<()>
         }
         let acceptor = accept::Acceptor::new(listener, connections, "HTTP Server");
         accept::run(acceptor, shared.clone(), shutdown_signal()).await;
+        shared.draining.cancel();
         drain(&shared.plugins, config.shutdown_timeout).await;
         Ok(())
     })

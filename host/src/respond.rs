@@ -5,19 +5,18 @@
 
 use std::net::SocketAddr;
 
-use http::StatusCode;
-use hyper::body::Incoming;
-
-use crate::pipeline::{self, Body};
+use crate::pipeline::{self, Body, ClientBody};
 use crate::protect::{RequestInfo, Verdict};
 use crate::route::{Decision, Route};
 use crate::shared::Shared;
+use http::StatusCode;
 
-/// Serves one request hyper parsed, as the route decision of its head says.
+/// Serves one request (HTTP/1.1 as hyper parsed it, or an HTTP/2 stream's), as the route
+/// decision of its head says.
 pub async fn respond(
     shared: &Shared,
     decision: Decision,
-    request: http::Request<Incoming>,
+    request: http::Request<ClientBody>,
     peer: SocketAddr,
 ) -> http::Response<Body> {
     match decision.route {
@@ -56,8 +55,8 @@ pub async fn respond(
                     let status = StatusCode::METHOD_NOT_ALLOWED;
                     pipeline::refuse(status, "405 method not allowed\n", request).await
                 }
-                // Health and Debug were answered above, and a plugin's route never reaches
-                // hyper: the gate hands its connection over at the head.
+                // Health and Debug were answered above, and a plugin's route is handed
+                // over at its head (by the gate, or the HTTP/2 stream's own decision).
                 Route::NotFound | Route::Health | Route::Debug | Route::Plugin(_) => {
                     not_found(request).await
                 }
@@ -79,7 +78,7 @@ pub async fn respond(
     response
 }
 
-async fn not_found(request: http::Request<Incoming>) -> http::Response<Body> {
+async fn not_found(request: http::Request<ClientBody>) -> http::Response<Body> {
     pipeline::refuse(StatusCode::NOT_FOUND, "404 page not found\n", request).await
 }
 

@@ -27,4 +27,9 @@ pub struct Shared {
     pub limits: Limits,
     /// `static-filesystem`, when configured.
     pub static_files: Option<StaticFiles>,
+    /// Root `tls`: the port speaks TLS only.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub http2: crate::http2::Settings,
+    /// Cancelled when the gateway drains: HTTP/2 connections send GOAWAY.
+    pub draining: tokio_util::sync::CancellationToken,
 }
