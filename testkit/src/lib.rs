@@ -1,5 +1,6 @@
-//! End-to-end test helpers: the real binaries on 127.0.0.1:0, scripted origins, raw clients,
-//! and the real LLM clients (the OpenAI SDK, fetch-event-source in Chromium).
+//! End-to-end test helpers: the real binaries on 127.0.0.1:0, scripted origins (plain, https,
+//! HTTP/2), raw clients, curl, an HTTP/2 client, a test PKI, and the real LLM clients (the
+//! OpenAI SDK, fetch-event-source in Chromium).
 //!
 //! ```text
 //! let origin = origin().count(3).run();                    // target/release/sse-server
@@ -11,25 +12,29 @@
 
 #![forbid(unsafe_code)]
 
+mod curl;
+mod h2;
 mod kafka;
 mod llm;
 mod page;
-mod pki;
 mod process;
 mod raw;
 mod scripted;
 mod temp;
+mod tls;
 
+pub use curl::{curl, Curl, CurlOutput, CurlStream};
+pub use h2::{H2Client, H2Origin, H2Request, H2Stream, StreamEnd, Windows};
 pub use kafka::{broker, Broker};
 pub use llm::{fetch_event_source, mock_release, mock_requests, openai_chat, ClientReports};
 pub use page::PageWatcher;
-pub use pki::{CertFiles, TestPki};
 pub use process::{
     bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder, Process,
 };
 pub use raw::{body_of, get_json, RawClient};
 pub use scripted::{json_backend, page_server, unused_port, OriginConn, ScriptedOrigin};
 pub use temp::{TempDir, TempPath};
+pub use tls::{CertKey, ClientAuth, TestPki, ALPN_H2, ALPN_HTTP1, SERVER_NAMES};
 
 /// How long any single step of a test may wait before it fails instead of hanging.
 pub const STEP: std::time::Duration = std::time::Duration::from_secs(10);

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -62,31 +62,7 @@ impl RawClient {
 
     /// Reads until `needle` has been received `count` times in all.
     pub async fn read_until_count(&mut self, needle: &[u8], count: usize) -> &[u8] {
-        let seen = |received: &[u8]| {
-            received
-                .windows(needle.len())
-                .filter(|w| *w == needle)
-                .count()
-        };
-        let found = timeout(STEP, async {
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                if seen(&self.received) >= count {
-                    return true;
-                }
-                match self.stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => self.received.extend_from_slice(&buf[..n]),
-                }
-            }
-        })
-        .await;
-        assert!(
-            matches!(found, Ok(true)),
-            "never received {:?} {count} times; got {:?}",
-            String::from_utf8_lossy(needle),
-            String::from_utf8_lossy(&self.received)
-        );
+        read_until_count(self, needle, count).await;
         &self.received
     }
 
@@ -100,6 +76,65 @@ impl RawClient {
         );
         self.received
     }
+}
+
+impl Receiver for RawClient {
+    fn received(&self) -> &[u8] {
+        &self.received
+    }
+
+    async fn read_more(&mut self) -> bool {
+        read_into(&mut self.stream, &mut self.received).await
+    }
+}
+
+/// One read of `reader` appended to `received`; `false` at its end (or an error).
+pub(crate) async fn read_into(
+    reader: &mut (impl AsyncRead + Unpin),
+    received: &mut Vec<u8>,
+) -> bool {
+    let mut buf = [0u8; 16 * 1024];
+    match reader.read(&mut buf).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            received.extend_from_slice(&buf[..n]);
+            true
+        }
+    }
+}
+
+/// A client of a test, as the `read_until` helpers see it: the bytes received so far, and a
+/// way to receive more.
+pub(crate) trait Receiver {
+    fn received(&self) -> &[u8];
+    /// Receives more bytes into `received`; `false` once the stream has ended.
+    async fn read_more(&mut self) -> bool;
+}
+
+/// Receives until `needle` has been received `count` times in all; panics with what was
+/// received after [`STEP`] or when the stream ends first.
+pub(crate) async fn read_until_count(client: &mut impl Receiver, needle: &[u8], count: usize) {
+    let seen = |received: &[u8]| {
+        received
+            .windows(needle.len())
+            .filter(|w| *w == needle)
+            .count()
+    };
+    let found = timeout(STEP, async {
+        while seen(client.received()) < count {
+            if !client.read_more().await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        matches!(found, Ok(true)),
+        "never received {:?} {count} times; got {:?}",
+        String::from_utf8_lossy(needle),
+        String::from_utf8_lossy(client.received())
+    );
 }
 
 /// `GET path` on a new connection, its body parsed as JSON; panics with the response when

@@ -13,15 +13,15 @@ fn server_tls(block: serde_json::Value) -> Result<Option<Arc<rustls::ServerConfi
     server(&serde_json::from_value(block).unwrap())
 }
 
-fn pair(files: &testkit::CertFiles) -> serde_json::Value {
+fn pair(files: &testkit::CertKey) -> serde_json::Value {
     json!({"public_key": files.cert, "private_key": files.key})
 }
 
 #[test]
 fn bad_files_are_named_with_the_cause() {
-    let pki = TestPki::new("test CA");
-    let good = pki.server(&["a.test"]);
-    let other = pki.server(&["b.test"]);
+    let pki = TestPki::new();
+    let good = pki.server_cert("s1", &["a.test"]);
+    let other = pki.server_cert("s2", &["b.test"]);
     let not_pem = pki.file("not.pem", "hello\n");
     let missing = Path::new("/nonexistent/cert.pem");
     let cases = [
@@ -124,9 +124,9 @@ fn served_to(config: Arc<rustls::ServerConfig>, sni: &str) -> Vec<u8> {
 
 #[test]
 fn sni_picks_the_pair_and_an_unknown_name_gets_the_first() {
-    let pki = TestPki::new("test CA");
-    let a = pki.server(&["a.test"]);
-    let b = pki.server(&["b.test", "*.b.test"]);
+    let pki = TestPki::new();
+    let a = pki.server_cert("s3", &["a.test"]);
+    let b = pki.server_cert("s4", &["b.test", "*.b.test"]);
     let config = server_tls(json!({"keys": [pair(&a), pair(&b)]}))
         .unwrap()
         .unwrap();
@@ -144,11 +144,11 @@ fn sni_picks_the_pair_and_an_unknown_name_gets_the_first() {
 
 #[test]
 fn client_blocks_read_their_files() {
-    let pki = TestPki::new("test CA");
-    let client = pki.client("gateway");
-    let other = pki.client("other");
+    let pki = TestPki::new();
+    let client = pki.client_cert("c5", "gateway");
+    let other = pki.client_cert("c6", "other");
     let load = |block: serde_json::Value| ClientTls::load(&serde_json::from_value(block).unwrap());
-    let good = load(json!({"ca_certs": [pki.ca_cert], "client_certs": [{"certificate": client.cert, "private_key": client.key}], "disable_system_ca_pool": true})).unwrap();
+    let good = load(json!({"ca_certs": [pki.ca], "client_certs": [{"certificate": client.cert, "private_key": client.key}], "disable_system_ca_pool": true})).unwrap();
     assert!(!good.insecure);
     good.client_config();
     let error =
