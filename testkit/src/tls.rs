@@ -324,7 +324,10 @@ mod tests {
         assert!(error.to_string().contains("UnknownIssuer"), "{error}");
         // A server certificate is no client's, nor the other way round.
         let error = verify_client(&pki, &pki.server).unwrap_err();
-        assert!(error.to_string().contains("client authentication"), "{error}");
+        assert!(
+            error.to_string().contains("client authentication"),
+            "{error}"
+        );
         assert!(verify_server(&pki.ca, &pki.client, "test-client").is_err());
     }
 
