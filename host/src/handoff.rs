@@ -6,9 +6,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use abi::{ClientTransport, HijackRequest, HttpVersion, RequestHead};
+use abi::{ClientTransport, ConnectionSlot, HijackRequest, HttpVersion, RequestHead};
 
-use crate::connections::Slot;
 use crate::protect::{Answer, Pass, RequestInfo, Verdict};
 use crate::route::Claim;
 use crate::shared::Shared;
@@ -54,7 +53,7 @@ pub struct Client {
     pub read_ahead: Vec<u8>,
     pub peer: SocketAddr,
     /// The connection's place in the count (an HTTP/2 stream's own).
-    pub slot: Slot,
+    pub slot: ConnectionSlot,
 }
 
 /// Gives the claimed request to its plugin.
@@ -92,7 +91,7 @@ pub fn hand_over(shared: &Shared, claim: Claim, head: RequestHead, pass: Pass, c
                 u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
             })
             .into(),
-        slot: client.slot.into_ffi(),
+        slot: client.slot,
     };
     if let Err(e) = shared.plugins.hijack(plugin, request) {
         tracing::error!("[PLUGIN: {name}] hijack failed: {e}");

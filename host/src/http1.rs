@@ -113,7 +113,7 @@ pub async fn serve<IO: ClientStream>(
                 version: abi::HttpVersion::Http11,
                 read_ahead,
                 peer,
-                slot,
+                slot: slot.into_ffi(),
             };
             handoff::hand_over(&shared, claim, head, pass, client);
         }

@@ -4,14 +4,16 @@
 //! [`respond`](crate::respond)). A claimed stream goes to the plugin as an
 //! [`H2Transport`] (the plugin's calls drive the stream, flow control included); the
 //! others are answered here, body pumped with the stream's window and dropped at its
-//! reset. On drain the connection sends GOAWAY and serves its open streams to their end.
+//! reset. On drain, or after `idle_timeout` without a stream, the connection sends GOAWAY
+//! and serves its open streams to their end.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use abi::{Header, HttpVersion, RequestHead};
+use abi::{ConnectionSlot, FfiConnectionSlot, Header, HttpVersion, RequestHead};
+use abi_stable::sabi_trait::TD_Opaque;
 use bytes::{Buf, Bytes};
 use h2::server::SendResponse;
 use h2::RecvStream;
@@ -69,16 +71,33 @@ where
             Ok(Err(e)) => return tracing::debug!("HTTP/2 connection from {peer}: {e}"),
             Err(_) => return tracing::debug!("HTTP/2 connection from {peer}: no preface in time"),
         };
+    // Held by each stream while it is served (by the host's task, or by the plugin with
+    // the stream's slot): the connection is idle when only this one is left.
+    let open = Arc::new(());
+    let idle_timeout = shared.limits.idle_timeout;
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
     let mut going_away = false;
     loop {
         tokio::select! {
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    tokio::spawn(serve_stream(request, respond, peer, shared.clone()));
+                    let stream = serve_stream(request, respond, peer, shared.clone(), open.clone());
+                    tokio::spawn(stream);
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                 }
                 Some(Err(e)) => return tracing::debug!("HTTP/2 connection from {peer}: {e}"),
                 None => return,
             },
+            // No stream for `idle_timeout`: closed as an idle HTTP/1.1 connection is.
+            () = &mut idle, if !going_away => {
+                if Arc::strong_count(&open) == 1 {
+                    going_away = true;
+                    connection.graceful_shutdown();
+                } else {
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                }
+            }
             // GOAWAY: no new streams; the open ones end as their servers end them (the
             // plugins' drain, bounded by `shutdown_timeout`).
             () = shared.draining.cancelled(), if !going_away => {
@@ -95,6 +114,7 @@ async fn serve_stream(
     mut respond_to: SendResponse<Bytes>,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    open: Arc<()>,
 ) {
     if let Err(why) = one_host(&request) {
         tracing::info!("rejected an HTTP/2 request from {peer}: 400 {why}");
@@ -130,10 +150,26 @@ async fn serve_stream(
         version: HttpVersion::Http2,
         read_ahead: Vec::new(),
         peer,
-        slot,
+        slot: ConnectionSlot::from_value(
+            StreamSlot {
+                _counted: slot,
+                _open: open,
+            },
+            TD_Opaque,
+        ),
     };
     handoff::hand_over(&shared, claim, head, pass, client);
 }
+
+/// A claimed stream's place: in the connection count, and among its connection's open
+/// streams, for as long as the plugin keeps it.
+#[derive(Debug)]
+struct StreamSlot {
+    _counted: Slot,
+    _open: Arc<()>,
+}
+
+impl FfiConnectionSlot for StreamSlot {}
 
 /// RFC 9113 §8.3.1: `:authority` and `Host`, when both are sent, say the same; the rest
 /// is HTTP/1.1's rule (at most one valid `Host`), an absent one allowed.

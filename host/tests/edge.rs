@@ -156,3 +156,16 @@ async fn h2c_with_prior_knowledge_beside_http1_on_the_plain_port() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+#[tokio::test]
+async fn an_http2_connection_without_streams_is_closed_at_idle_timeout() {
+    let gateway = gateway()
+        .root("use_h2c", json!(true))
+        .root("idle_timeout", json!("1s"))
+        .run();
+    let mut client = H2Client::connect(gateway.addr).await;
+    let mut stream = client.get("/__health", &[]).await;
+    stream.read_until(br#"{"status":"ok"}"#).await;
+    // GOAWAY, then the close: what an idle HTTP/1.1 connection gets, in HTTP/2's words.
+    client.closed().await.unwrap();
+}
