@@ -4,7 +4,7 @@
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: build build-host build-plugin run test test-deps bench lint clean
+.PHONY: build build-host build-plugin run test test-deps bench soak fuzz lint clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -37,6 +37,17 @@ test-deps:
 # (not part of `make test`).
 bench: build
 	python3 bench/run.py
+
+# The soak (not part of `make test`): SOAK_STREAMS streams for SOAK_MINUTES through the
+# gateway with origin kills and a stalled-client crowd; fails on RSS growth, a lost or a
+# doubled event (see bench/soak.py).
+soak: build
+	python3 bench/soak.py
+
+# Every fuzz target for FUZZ_SECONDS each (not part of `make test`; needs the nightly
+# toolchain, and installs cargo-fuzz when missing): see fuzz/run.sh.
+fuzz:
+	fuzz/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

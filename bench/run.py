@@ -27,12 +27,20 @@ apt-get when missing). Raises RLIMIT_NOFILE to the hard limit: 10,000 proxied st
 (SO_REUSEPORT), as nginx runs one worker per core. `make bench` runs it; results also go to
 bench/results/. Quick mode for a smoke run: BENCH_SCALE=0.1 shortens durations and connection
 counts.
+
+Before/after in one run: BENCH_GATEWAY_BEFORE=<dir> adds a column "gateway-before", the host
+binary and the plugin's .so found in <dir> (another build, e.g. main's) run with the same
+config, started and measured like every other target. BENCH_TARGETS=floor,gateway (names
+from floor, gateway, nginx, haproxy; direct always runs, and the floor too, the "over direct"
+rows' base) runs a subset.
 """
 import json, os, re, resource, shutil, socket, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+BEFORE = os.environ.get("BENCH_GATEWAY_BEFORE")
+CHOSEN = os.environ.get("BENCH_TARGETS")
 WORKERS = os.cpu_count() or 1
 
 
@@ -50,12 +58,18 @@ def drain(proc):
     threading.Thread(target=proc.stdout.read, daemon=True).start()
 
 
-def start(cmd, marker):
+def start(cmd, marker, earlier=None):
+    """Starts `cmd` and returns it with what follows `marker` in its log (and, with
+    `earlier`, what followed that marker in a line before)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = None
     for line in proc.stdout:
-        if marker in line:
+        if earlier and earlier in line:
+            seen = line.split(earlier)[1].strip()
+        elif marker in line:
             drain(proc)
-            return proc, line.split(marker)[1].strip()
+            value = line.split(marker)[1].strip()
+            return (proc, value, seen) if earlier else (proc, value)
     raise SystemExit(f"{cmd[0]} did not start")
 
 
@@ -138,18 +152,23 @@ def load(url, connections, seconds, pids=()):
 
 def failures(report, connections, what):
     """Streams that failed to open or never got their head before the deadline (sse-load
-    counts neither as connected), ended early, or skipped ids; which of them goes to stderr."""
+    counts neither as connected), ended early, or skipped or repeated ids; which of them
+    goes to stderr."""
     refused, unanswered = report["connections_failed"], connections - report["connections_ok"] - report["connections_failed"]
     cut, gaps = report["premature_disconnects"], report["id_gaps"]
-    if refused or unanswered or cut or gaps:
+    doubled = report["id_duplicates"] + report["id_backwards"]
+    if refused or unanswered or cut or gaps or doubled:
         print(f"  {what}: {refused} failed to open, {unanswered} got no answer before the end, "
-              f"{cut} ended early, {gaps} ids skipped", file=sys.stderr)
-    return refused + unanswered + cut + gaps
+              f"{cut} ended early, {gaps} ids skipped, {doubled} ids repeated or going back",
+              file=sys.stderr)
+    return refused + unanswered + cut + gaps + doubled
 
 
 class Target:
-    def __init__(self, name, port, pids, fanout_path="/broadcast/s5"):
+    def __init__(self, name, port, pids, fanout_path="/broadcast/s5", metrics_port=None):
         self.name, self.port, self.pids, self.fanout_path = name, port, pids, fanout_path
+        # The gateway's metrics listener, where its /__stats is served.
+        self.metrics_port = metrics_port
 
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
@@ -163,10 +182,11 @@ def start_floor(origin_port, _tmp):
     return procs, Target("floor", int(addr.rsplit(":", 1)[1]), [p.pid for p in procs])
 
 
-def start_gateway(origin_port, tmp):
+def start_gateway(origin_port, tmp, build=RELEASE, name="gateway"):
+    """The host and the plugin from `build`, a directory holding both."""
     config = {
         "version": 3, "port": 0, "listen_ip": "127.0.0.1",
-        "plugin": {"folder": RELEASE, "pattern": "krakend_server_plugin_streaming.so"},
+        "plugin": {"folder": build, "pattern": "krakend_server_plugin_streaming.so"},
         "extra_config": {"plugin/http-server": {
             "name": ["krakend-server-plugin-streaming"],
             "krakend-server-plugin-streaming": {
@@ -174,13 +194,35 @@ def start_gateway(origin_port, tmp):
                 "routes": [
                     {"endpoint": "/{kind}/{id}", "backend_url_pattern": "/{kind}/{id}"},
                     {"endpoint": "/fanout/{id}", "backend_url_pattern": "/broadcast/{id}",
-                     "fanout": True}]}}},
+                     "fanout": True}]}},
+            "telemetry/metrics": {"listen_address": "127.0.0.1:0"}},
     }
-    path = os.path.join(tmp, "krakend.json")
+    path = os.path.join(tmp, f"{name}.json")
     with open(path, "w") as f:
         json.dump(config, f)
-    proc, addr = start([f"{RELEASE}/host", "run", "-c", path], "Listening on ")
-    return [proc], Target("gateway", int(addr.rsplit(":", 1)[1]), [proc.pid], "/fanout/s5")
+    proc, addr, metrics = start([f"{build}/host", "run", "-c", path],
+                                "[SERVICE: HTTP Server] Listening on ",
+                                earlier="[SERVICE: Metrics] Listening on ")
+    port = lambda address: int(address.rsplit(":", 1)[1])
+    return [proc], Target(name, port(addr), [proc.pid], "/fanout/s5", port(metrics))
+
+
+def start_gateway_before(origin_port, tmp):
+    return start_gateway(origin_port, tmp, os.path.abspath(BEFORE), "gateway-before")
+
+
+def chosen_targets():
+    """The start functions of the targets this run measures (see BENCH_TARGETS)."""
+    starts = {"floor": start_floor, "gateway": start_gateway, "nginx": start_nginx,
+              "haproxy": start_haproxy}
+    names = CHOSEN.split(",") if CHOSEN else list(starts)
+    if unknown := [n for n in names if n not in starts]:
+        raise SystemExit(f"BENCH_TARGETS: unknown target {unknown}; known: {', '.join(starts)}")
+    chosen = [starts[n] for n in starts if n == "floor" or n in names]
+    if BEFORE:
+        chosen.insert(chosen.index(start_gateway) + 1 if start_gateway in chosen else 1,
+                      start_gateway_before)
+    return chosen
 
 
 def start_nginx(origin_port, tmp):
@@ -411,7 +453,7 @@ def main():
     results = {}
     try:
         targets = [Target("direct", origin_port, [origin.pid])]
-        for start_target in (start_floor, start_gateway, start_nginx, start_haproxy):
+        for start_target in chosen_targets():
             procs, target = start_target(origin_port, tmp)
             processes += procs
             targets.append(target)
@@ -444,4 +486,5 @@ def main():
         json.dump({"machine": machine, "scale": SCALE, "results": results}, f, indent=1)
 
 
-main()
+if __name__ == "__main__":
+    main()

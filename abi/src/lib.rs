@@ -6,23 +6,23 @@
 //! is made, so a plugin built against another contract is refused instead of misbehaving.
 //!
 //! Plugin authors implement the plain [`ServerPlugin`] trait and call
-//! [`export_server_plugin!`]. The macro wraps the plugin in [`guard::Guarded`], which is the
-//! only implementor of the FFI object [`FfiServerPlugin`]: every call that crosses the
-//! boundary runs inside `catch_unwind`, because abi_stable aborts the whole process when a
-//! panic reaches an `extern "C"` function. One wrapper here means no plugin can forget it.
+//! [`export_server_plugin!`]. The macro wraps the plugin in [`unwind::CatchUnwind`], which
+//! is the only implementor of the FFI object [`FfiServerPlugin`]: every call that crosses
+//! the boundary runs inside `catch_unwind`, because abi_stable aborts the whole process when
+//! a panic reaches an `extern "C"` function. One wrapper here means no plugin can forget it.
 //!
 //! Changing any type in this crate is a versioned event: bump the crate's minor version.
 
 // `#[sabi_trait]` expands to impls of foreign traits inside a const block, which rustc flags.
 #![allow(non_local_definitions)]
 // Only the descriptor's ownership (`ClientSocket`) and the FFI objects' traits (generated
-// by `#[sabi_trait]`) need `unsafe`; each place allows it locally.
+// by `#[sabi_trait]`) need `unsafe`; each place allows it locally with a SAFETY comment.
 #![deny(unsafe_code)]
 
-pub mod guard;
 mod logger;
 mod request;
 pub mod transport;
+pub mod unwind;
 pub mod waker;
 
 pub use logger::{LogLevel, Logger};
@@ -41,8 +41,12 @@ use abi_stable::{
     StableAbi,
 };
 
-/// What a plugin implements. Calls may panic: the guard turns panics into errors.
+/// What a plugin implements. Calls may panic: [`unwind::CatchUnwind`] turns panics into
+/// errors.
 pub trait ServerPlugin: Send + Sync + 'static {
+    /// Why [`ServerPlugin::hijack`] refused a connection; the host logs its text.
+    type HijackError: std::fmt::Display;
+
     /// The routes this plugin serves, asked once when the host starts it. The host decides
     /// every request by its one rule (the most specific template wins) over these and its
     /// own endpoints, and hands a request over with the index of the route it picked.
@@ -50,7 +54,7 @@ pub trait ServerPlugin: Send + Sync + 'static {
 
     /// Takes over a claimed connection. The plugin owns the socket from here on, whatever it
     /// returns; it must not block: spawn the work on its own runtime and return.
-    fn hijack(&self, claimed: Claimed) -> Result<(), String>;
+    fn hijack(&self, claimed: Claimed) -> Result<(), Self::HijackError>;
 
     /// The plugin's counters as a JSON object, served by the host at `/__stats`.
     fn stats(&self) -> String {
@@ -187,7 +191,8 @@ impl RootModule for PluginModuleRef {
 /// Exports a [`ServerPlugin`] as this library's root module.
 ///
 /// `$name` is the registered plugin name; `$constructor` is
-/// `fn(config_json: &str, logger: Logger) -> Result<impl ServerPlugin, String>`.
+/// `fn(config_json: &str, logger: Logger) -> Result<impl ServerPlugin, impl Display>`: its
+/// error's text is what the host logs when the plugin refuses to start.
 /// The crate using it must depend on `abi_stable` (the export attribute names it).
 #[macro_export]
 macro_rules! export_server_plugin {
@@ -205,7 +210,7 @@ macro_rules! export_server_plugin {
                 $crate::FfiServerPluginBox,
                 ::abi_stable::std_types::RString,
             > {
-                $crate::guard::new_server(config, logger, $constructor)
+                $crate::unwind::new_server(config, logger, $constructor)
             }
             $crate::PluginModule { name, new_server }.leak_into_prefix()
         }

@@ -25,11 +25,13 @@ pub fn base_url(text: &str) -> Result<http::Uri, String> {
 /// [`base_url`] for a user that speaks no TLS to its upstreams: `http://` only, so that an
 /// `https://` host is refused rather than sent cleartext to its TLS port.
 pub fn http_base_url(text: &str) -> Result<http::Uri, String> {
-    let uri = base_url(text)?;
-    if uri.scheme_str() != Some("http") {
+    if !text
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+    {
         return Err(format!("{text:?} is not an http:// URL"));
     }
-    Ok(uri)
+    base_url(text)
 }
 
 /// The `host:port` to dial for a base URL from [`base_url`] (port 80 for `http`, 443 for

@@ -19,31 +19,31 @@ async fn tls_gateway(pki: &TestPki, tls: serde_json::Value) -> GatewayBuilder {
     }))
 }
 
-fn https(gateway: &testkit::Gateway, path: &str) -> String {
-    format!("https://localhost:{}{path}", gateway.addr.port())
+/// curl to `https://localhost:PORT{path}`, trusting the PKI's CA, `localhost` pinned to
+/// the gateway's address (not whatever else listens on `::1`).
+fn https(gateway: &testkit::Gateway, pki: &TestPki, path: &str) -> testkit::Curl {
+    let url = format!("https://localhost:{}{path}", gateway.addr.port());
+    curl(&url)
+        .cacert(&pki.ca)
+        .resolve("localhost", gateway.addr)
 }
 
 #[tokio::test]
 async fn tls_serves_the_pipeline_over_http1_and_http2() {
     let pki = TestPki::new();
     let gateway = tls_gateway(&pki, json!({})).await.run();
-    let url = https(&gateway, "/api");
-    let h1 = curl(&url).cacert(&pki.ca).http1_1().run().await;
+    let h1 = https(&gateway, &pki, "/api").http1_1().run().await;
     assert_eq!(
         (h1.status, h1.http_version.as_str()),
         (200, "1.1"),
         "{h1:?}"
     );
     assert_eq!(h1.body, br#"{"ok":true}"#);
-    let h2 = curl(&url).cacert(&pki.ca).http2().run().await;
+    let h2 = https(&gateway, &pki, "/api").http2().run().await;
     assert_eq!((h2.status, h2.http_version.as_str()), (200, "2"), "{h2:?}");
     assert_eq!(h2.body, br#"{"ok":true}"#);
     // The same route decision on both: an unknown path is the pipeline's 404.
-    let missing = curl(&https(&gateway, "/nope"))
-        .cacert(&pki.ca)
-        .http2()
-        .run()
-        .await;
+    let missing = https(&gateway, &pki, "/nope").http2().run().await;
     assert_eq!(missing.status, 404, "{missing:?}");
     // Several streams on one HTTP/2 connection.
     let mut client = H2Client::connect_tls(gateway.addr, pki.client_config(ALPN_H2)).await;
@@ -61,7 +61,6 @@ async fn garbage_plain_http_and_silence_on_the_tls_port_close_only_that_connecti
         .await
         .root("read_header_timeout", json!("1s"))
         .run();
-    let url = https(&gateway, "/api");
     // A stream open over TLS all along.
     let mut live = H2Client::connect_tls(gateway.addr, pki.client_config(ALPN_H2)).await;
 
@@ -82,7 +81,7 @@ async fn garbage_plain_http_and_silence_on_the_tls_port_close_only_that_connecti
 
     let mut stream = live.get("/__health", &[]).await;
     stream.read_until(br#"{"status":"ok"}"#).await;
-    let after = curl(&url).cacert(&pki.ca).run().await;
+    let after = https(&gateway, &pki, "/api").run().await;
     assert_eq!(after.status, 200, "{after:?}");
 }
 
@@ -95,18 +94,16 @@ async fn mtls_refuses_clients_without_a_trusted_certificate() {
     )
     .await
     .run();
-    let url = https(&gateway, "/api");
-    let anonymous = curl(&url).cacert(&pki.ca).run().await;
+    let anonymous = https(&gateway, &pki, "/api").run().await;
     assert_eq!(anonymous.status, 0, "{anonymous:?}");
     assert_ne!(anonymous.exit_code, 0, "{anonymous:?}");
-    let wrong = curl(&url)
-        .cacert(&pki.ca)
+    let wrong = https(&gateway, &pki, "/api")
         .cert(&pki.wrong_client)
         .run()
         .await;
     assert_eq!(wrong.status, 0, "{wrong:?}");
     for version in ["1.1", "2"] {
-        let request = curl(&url).cacert(&pki.ca).cert(&pki.client);
+        let request = https(&gateway, &pki, "/api").cert(&pki.client);
         let request = if version == "2" {
             request.http2()
         } else {

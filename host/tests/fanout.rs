@@ -230,7 +230,15 @@ async fn ten_thousand_clients_share_one_stream() {
     );
     let url = format!("http://{}/bench/shared?rate=10&size=100", gateway.addr);
     let output = tokio::process::Command::new(testkit::bin("sse-load"))
-        .args([&url, "-c", &CLIENTS.to_string(), "-d", "6", "--json"])
+        .args([
+            &url,
+            "-c",
+            &CLIENTS.to_string(),
+            "-d",
+            "3",
+            "--after-connect",
+            "--json",
+        ])
         .output()
         .await
         .expect("running sse-load");

@@ -1,6 +1,7 @@
 //! A bridged client (TLS or HTTP/2: the host keeps the connection and lends the plugin one
-//! request's stream, see `abi::transport`) as a tokio `AsyncRead + AsyncWrite`, so that a
-//! session serves it through the same code as a TCP socket.
+//! request's stream, see `abi::transport`) as a tokio `AsyncRead + AsyncWrite` and a
+//! session's [`ClientTransport`], so that a session serves it through the same code as a
+//! TCP socket.
 //!
 //! Each call crosses into the host's code on this thread, with the task's waker wrapped
 //! once per waker ([`WakerCache`]: a poll in the steady state allocates nothing). One
@@ -13,12 +14,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use abi::waker::WakerCache;
-use abi::{FfiPoll, FfiTransportBox, ResponseHead};
+use abi::{FfiPoll, FfiTransportBox, Header, ResponseHead};
 use abi_stable::std_types::{RIoError, RResult, RSlice, RSliceMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-/// Slices passed per vectored write: the pump writes up to 64 events per `writev`.
-const IOV_BATCH: usize = 64;
+use crate::session::{self, ClientTransport, IOV_BATCH};
 
 pub struct BridgedStream {
     transport: FfiTransportBox,
@@ -43,7 +43,7 @@ impl BridgedStream {
 
     /// Sends the response head, once, then `body` (all of a short answer's body; empty
     /// for a stream, whose body follows through `AsyncWrite`), flushed.
-    pub async fn write_head(&mut self, head: ResponseHead, body: &[u8]) -> io::Result<()> {
+    pub async fn send_head(&mut self, head: ResponseHead, body: &[u8]) -> io::Result<()> {
         self.transport
             .send_head(head)
             .into_result()
@@ -60,13 +60,13 @@ impl BridgedStream {
     }
 
     /// Completes once the client is gone, with the cause.
-    pub async fn closed(&mut self) -> io::Error {
+    pub async fn gone(&mut self) -> io::Error {
         std::future::poll_fn(|cx| self.poll_closed(cx)).await
     }
 
     /// Ends the response at once, dropping what the client has not taken (RST_STREAM, or
     /// a TLS connection reset): a stalled client's bytes would hold a clean end back.
-    pub fn abort(mut self) {
+    pub fn reset(mut self) {
         self.transport.reset();
     }
 }
@@ -130,6 +130,37 @@ impl AsyncWrite for BridgedStream {
         let this = self.get_mut();
         let waker = this.waker.get(cx.waker());
         io_result(this.transport.poll_shutdown(waker))
+    }
+}
+
+/// The session's side: the same calls as over TCP, in the transport's terms. The head
+/// crosses structured (the host frames it as HTTP/1.1 bytes or an HTTP/2 HEADERS frame,
+/// and delimits the body itself); the client is gone when the host says so (a reset, its
+/// connection closed, its side of a TLS connection closed), not when a read ends (an
+/// HTTP/2 GET's body ends at once).
+impl ClientTransport for BridgedStream {
+    async fn write_head(
+        &mut self,
+        head: &session::ResponseHead<'_>,
+        body: &[u8],
+    ) -> io::Result<()> {
+        let plugin = head.headers.iter().map(|(name, value)| Header {
+            name: (*name).into(),
+            value: value.to_vec().into(),
+        });
+        let head = ResponseHead {
+            status: head.status.as_u16(),
+            headers: plugin.chain(head.host_headers.iter().cloned()).collect(),
+        };
+        self.send_head(head, body).await
+    }
+
+    async fn closed(&mut self) {
+        self.gone().await;
+    }
+
+    fn abort(self) {
+        self.reset();
     }
 }
 

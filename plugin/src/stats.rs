@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 /// Why the plugin ended a stream, or refused one (a client that leaves is not a drop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropReason {
     /// Refused with 503: a `max_streams` limit was reached.
     OverLimit,
     /// No backend host answered the first request (502/504).
@@ -29,31 +29,31 @@ pub enum Drop {
     LocalResources,
 }
 
-impl Drop {
-    const ALL: [Drop; 9] = [
-        Drop::OverLimit,
-        Drop::UpstreamUnavailable,
-        Drop::ReconnectsExhausted,
-        Drop::ClientStalled,
-        Drop::Shutdown,
-        Drop::ClientLagged,
-        Drop::BadRequest,
-        Drop::TokenExpired,
-        Drop::LocalResources,
+impl DropReason {
+    const ALL: [DropReason; 9] = [
+        DropReason::OverLimit,
+        DropReason::UpstreamUnavailable,
+        DropReason::ReconnectsExhausted,
+        DropReason::ClientStalled,
+        DropReason::Shutdown,
+        DropReason::ClientLagged,
+        DropReason::BadRequest,
+        DropReason::TokenExpired,
+        DropReason::LocalResources,
     ];
 
     /// The name in `/__stats`, the metrics' `reason` label and README.
     pub fn name(self) -> &'static str {
         match self {
-            Drop::OverLimit => "over_limit",
-            Drop::UpstreamUnavailable => "upstream_unavailable",
-            Drop::ReconnectsExhausted => "reconnects_exhausted",
-            Drop::ClientStalled => "client_stalled",
-            Drop::Shutdown => "shutdown",
-            Drop::ClientLagged => "client_lagged",
-            Drop::BadRequest => "bad_request",
-            Drop::TokenExpired => "token_expired",
-            Drop::LocalResources => "local_resources",
+            DropReason::OverLimit => "over_limit",
+            DropReason::UpstreamUnavailable => "upstream_unavailable",
+            DropReason::ReconnectsExhausted => "reconnects_exhausted",
+            DropReason::ClientStalled => "client_stalled",
+            DropReason::Shutdown => "shutdown",
+            DropReason::ClientLagged => "client_lagged",
+            DropReason::BadRequest => "bad_request",
+            DropReason::TokenExpired => "token_expired",
+            DropReason::LocalResources => "local_resources",
         }
     }
 }
@@ -69,11 +69,11 @@ pub struct RouteStats {
     pub failovers: AtomicU64,
     /// Events a fan-out source dropped for being over `max_event_bytes`.
     pub oversized_events: AtomicU64,
-    drops: [AtomicU64; Drop::ALL.len()],
+    drops: [AtomicU64; DropReason::ALL.len()],
 }
 
 impl RouteStats {
-    pub fn dropped(&self, why: Drop) {
+    pub fn dropped(&self, why: DropReason) {
         self.drops[why as usize].fetch_add(1, Relaxed);
     }
 
@@ -82,7 +82,7 @@ impl RouteStats {
     }
 
     pub fn to_json(&self) -> Value {
-        let drops: serde_json::Map<String, Value> = Drop::ALL
+        let drops: serde_json::Map<String, Value> = DropReason::ALL
             .iter()
             .zip(&self.drops)
             .map(|(why, n)| (why.name().to_owned(), n.load(Relaxed).into()))
@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn each_drop_counts_under_its_own_name() {
         let stats = RouteStats::default();
-        for (i, why) in Drop::ALL.into_iter().enumerate() {
+        for (i, why) in DropReason::ALL.into_iter().enumerate() {
             assert_eq!(
                 why as usize, i,
                 "ALL lists the reasons in declaration order"
@@ -117,7 +117,7 @@ mod tests {
             }
         }
         let drops = &stats.to_json()["drops"];
-        for (i, why) in Drop::ALL.into_iter().enumerate() {
+        for (i, why) in DropReason::ALL.into_iter().enumerate() {
             assert_eq!(drops[why.name()], i + 1, "{drops}");
         }
     }

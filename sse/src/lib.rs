@@ -18,7 +18,7 @@ mod scanner;
 pub mod stamp;
 mod writer;
 
-pub use lines::Lines;
+pub use lines::{field, Lines};
 pub use parser::{Event, Parser};
-pub use scanner::{Field, Piece, Scanner};
+pub use scanner::{Field, Piece, Scanner, MAX_ID_BYTES};
 pub use writer::{write_event, write_retry};

@@ -1,4 +1,5 @@
-//! Splitting a byte stream into lines, across chunk boundaries.
+//! Splitting a byte stream into lines, across chunk boundaries, and a line into its field
+//! and value, for readers that go line by line (the load tool, the fuzz targets' reference).
 
 /// Splits bytes fed in arbitrary chunks into lines ending in CR, LF or CRLF (the event
 /// stream's line endings), also when a CRLF pair is split between two chunks.
@@ -41,9 +42,42 @@ impl Lines {
     }
 }
 
+/// A line's field name and value as the event stream splits them (WHATWG HTML, "Interpreting
+/// an event stream"): at the first colon, one space after it dropped; a line without a colon
+/// is a field with an empty value. `None` for a comment (a line that starts with a colon).
+pub fn field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    match line.iter().position(|&b| b == b':') {
+        Some(0) => None,
+        Some(colon) => {
+            let value = &line[colon + 1..];
+            Some((&line[..colon], value.strip_prefix(b" ").unwrap_or(value)))
+        }
+        None => Some((line, &[])),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_and_values() {
+        let split = |line: &str| {
+            field(line.as_bytes()).map(|(name, value)| {
+                (
+                    String::from_utf8_lossy(name).into_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                )
+            })
+        };
+        let pair = |name: &str, value: &str| Some((name.to_owned(), value.to_owned()));
+        assert_eq!(split("data: a: b"), pair("data", "a: b"));
+        assert_eq!(split("data:  two"), pair("data", " two"));
+        assert_eq!(split("data:x"), pair("data", "x"));
+        assert_eq!(split("data"), pair("data", ""));
+        assert_eq!(split("id:"), pair("id", ""));
+        assert_eq!(split(": comment"), None);
+    }
 
     #[test]
     fn every_ending_at_every_split() {

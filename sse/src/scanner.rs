@@ -280,10 +280,14 @@ impl Scanner {
             Kind::Data => on(Piece::LineEnd(Field::Data)),
             Kind::Event => on(Piece::LineEnd(Field::Event)),
             Kind::Id if !self.id_too_long && !self.id_value.contains(&0) => {
-                // Reuses the buffer: an `id` on every event costs no allocation.
-                self.id_buffer.clear();
-                self.id_buffer
-                    .push_str(&String::from_utf8_lossy(&self.id_value));
+                // The bound is on what is kept and sent back upstream, so it is checked
+                // again once decoded: each byte that is not UTF-8 becomes a U+FFFD of three.
+                let id = String::from_utf8_lossy(&self.id_value);
+                if id.len() <= MAX_ID_BYTES {
+                    // Reuses the buffer: an `id` on every event costs no allocation.
+                    self.id_buffer.clear();
+                    self.id_buffer.push_str(&id);
+                }
             }
             Kind::Retry if self.retry_digits > 0 => {
                 if let Some(ms) = self.retry_value {
@@ -345,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn an_id_longer_than_the_limit_is_ignored_without_being_held() {
+    fn an_id_longer_than_the_limit_raw_or_decoded_is_ignored_without_being_held() {
         let mut scanner = Scanner::resuming("7");
         let mut ids = Vec::new();
         let mut record = |piece: Piece<'_>| {
@@ -362,7 +366,14 @@ mod tests {
             assert!(scanner.id_value.capacity() <= MAX_ID_BYTES);
         }
         scanner.feed(b"\ndata: after\n\nid: 8\n\n", &mut record);
-        assert_eq!(ids, [longest.clone(), longest, "8".to_owned()]);
+        // The bound holds once decoded too (caught by the `sse` fuzz target's check of it,
+        // seed fuzz/corpus/sse/long-invalid-id): 2,000 bytes that are not UTF-8 are within
+        // the raw bound but made a 6,000-byte id; 1,365 decode to 4,095 bytes and are kept.
+        let invalid = |n: usize| [&b"id: "[..], &vec![0xff; n], b"\n\n"].concat();
+        scanner.feed(&invalid(2000), &mut record);
+        scanner.feed(&invalid(1365), &mut record);
+        let kept = "\u{fffd}".repeat(1365);
+        assert_eq!(ids, [&longest, &longest, "8", "8", &kept]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! let origin = origin().count(3).run();                    // target/release/sse-server
-//! let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", origin.url()).run();
+//! let gateway = gateway().streaming("/sse/{id}", "/events-stream/{id}", &origin.url()).run();
 //! let body = RawClient::get(gateway.addr, "/sse/a", &[]).await.read_to_end().await;
 //! ```
 //! The binaries come from `target/release` (or `$CARGO_TARGET_DIR/release`): `make test`

@@ -20,12 +20,24 @@ struct Args {
     /// How long to run, in seconds.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     duration: f64,
+    /// Count the duration from the moment every connection has been tried (connected or
+    /// failed), so that all of them are held for the whole duration however long
+    /// connecting takes.
+    #[arg(long)]
+    after_connect: bool,
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
     /// Report the peak resident memory of this process (repeatable).
     #[arg(long = "pid")]
     pids: Vec<u32>,
+    /// Reconnect a stream that ends early, with Last-Event-ID, after its retry: (1 s
+    /// without one), as EventSource does; ids are checked across the reconnections.
+    #[arg(long)]
+    reconnect: bool,
+    /// Report how many streams received no event in the last SECONDS of the run.
+    #[arg(long, value_name = "SECONDS")]
+    expect_every: Option<f64>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -51,8 +63,11 @@ fn main() -> anyhow::Result<()> {
         },
         connections: args.connections,
         duration: Duration::from_secs_f64(args.duration),
+        after_connect: args.after_connect,
         connect_concurrency: args.connect_concurrency,
         pids: args.pids,
+        reconnect: args.reconnect,
+        expect_every: args.expect_every.map(Duration::from_secs_f64),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

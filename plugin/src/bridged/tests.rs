@@ -228,7 +228,7 @@ fn writes_racing_a_client_that_reads_in_bursts_lose_no_wakeup() {
                 }]
                 .into(),
             };
-            stream.write_head(head, b"").await.unwrap();
+            stream.send_head(head, b"").await.unwrap();
             let mut at = 0;
             while at < sent.len() {
                 let end = (at + rng.usize(1..300)).min(sent.len());
@@ -285,7 +285,7 @@ fn a_client_that_leaves_wakes_the_pending_writer_and_closed() {
                     break e.kind();
                 }
             };
-            (kind, stream.closed().await.kind())
+            (kind, stream.gone().await.kind())
         });
         join_within(client, format!("round {round}: the client hung"));
         let (write, closed) = join_within(plugin, format!("round {round}: never woken"));
@@ -303,14 +303,14 @@ fn closed_wakes_an_idle_task() {
         let plugin = on_own_runtime(async move {
             // Registered before the client leaves half the time, racing it otherwise.
             if round % 2 == 0 {
-                let mut closed = std::pin::pin!(stream.closed());
+                let mut closed = std::pin::pin!(stream.gone());
                 let first = futures_poll_once(closed.as_mut()).await;
                 assert!(first.is_none(), "the client is still there");
                 waiting_tx.send(()).unwrap();
                 closed.await.kind()
             } else {
                 waiting_tx.send(()).unwrap();
-                stream.closed().await.kind()
+                stream.gone().await.kind()
             }
         });
         waiting.recv().unwrap();
@@ -338,7 +338,7 @@ async fn reads_give_the_request_bytes_then_the_end_and_abort_resets() {
     let mut body = Vec::new();
     stream.read_to_end(&mut body).await.unwrap();
     assert_eq!(body, b"a request body");
-    stream.abort();
+    stream.reset();
     let state = pipe.state.lock().unwrap();
     assert!(state.reset && !state.ended, "a reset, not a clean end");
 }

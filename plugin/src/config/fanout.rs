@@ -9,13 +9,16 @@
 
 use std::time::Duration;
 
-use super::{duration, RawRoute};
+use super::error::{ConfigError, Problem};
+use super::keys::RouteKeys;
 
 /// Events a fan-out source keeps for clients that resume.
 pub const DEFAULT_REPLAY: usize = 1000;
 /// Live events a client may fall behind before it is disconnected: half the ring, so that
 /// the place a dropped client resumes from is usually still held.
 pub const DEFAULT_CLIENT_QUEUE: usize = DEFAULT_REPLAY / 2;
+/// How long a source stays open after its last client left: a page reload rejoins it.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct Fanout {
@@ -46,7 +49,8 @@ pub struct Kafka {
 pub const DEFAULT_MAX_CATCH_UPS: usize = 8;
 
 /// Where a client with no `Last-Event-ID` starts reading a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum StartFrom {
     /// The whole topic as the broker keeps it (the latest value per key when compacted).
     Earliest,
@@ -55,104 +59,91 @@ pub enum StartFrom {
 }
 
 /// The Kafka source, when the route's hosts are `kafka://` URLs.
-pub(super) fn kafka(raw: &RawRoute, hosts: &[String], at: &str) -> Result<Option<Kafka>, String> {
-    let key = |name: &str| format!("{at}{name}");
+pub(super) fn kafka(
+    keys: &RouteKeys,
+    hosts: &[String],
+    at: &str,
+) -> Result<Option<Kafka>, ConfigError> {
+    let invalid = |name: &str, problem| ConfigError::at(at, name, problem);
     let brokers: Vec<&str> = hosts
         .iter()
         .filter_map(|h| h.strip_prefix("kafka://"))
         .collect();
     if brokers.is_empty() {
         for (name, set) in [
-            ("topic", raw.topic.is_some()),
-            ("key", raw.key.is_some()),
-            ("start_from", raw.start_from.is_some()),
-            ("event_header", raw.event_header.is_some()),
-            ("max_catch_ups", raw.max_catch_ups.is_some()),
+            ("topic", keys.topic.is_some()),
+            ("key", keys.key.is_some()),
+            ("start_from", keys.start_from.is_some()),
+            ("event_header", keys.event_header.is_some()),
+            ("max_catch_ups", keys.max_catch_ups.is_some()),
         ] {
             if set {
-                return Err(format!("{}: only for kafka:// hosts", key(name)));
+                return Err(invalid(name, Problem::KafkaOnly));
             }
         }
         return Ok(None);
     }
     if brokers.len() != hosts.len() {
-        return Err(format!(
-            "{}: kafka:// and other hosts cannot be mixed",
-            key("backend_host")
-        ));
+        return Err(invalid("backend_host", Problem::MixedHosts));
     }
     if let Some(bad) = brokers
         .iter()
         .find(|b| b.is_empty() || b.contains('/') || !b.contains(':'))
     {
-        return Err(format!(
-            "{}: \"kafka://{bad}\" is not kafka://host:port",
-            key("backend_host")
+        return Err(invalid(
+            "backend_host",
+            Problem::NotABroker(bad.to_string()),
         ));
     }
-    let topic = match raw.topic.as_deref().map(str::trim) {
+    let topic = match keys.topic.as_deref().map(str::trim) {
         Some(topic) if !topic.is_empty() => topic.to_owned(),
-        Some(_) => return Err(format!("{}: must not be empty", key("topic"))),
-        None => return Err(format!("{}: required for kafka:// hosts", key("topic"))),
+        Some(_) => return Err(invalid("topic", Problem::Empty)),
+        None => return Err(invalid("topic", Problem::KafkaRequired)),
     };
-    let start_from = match raw.start_from.as_deref() {
-        None | Some("earliest") => StartFrom::Earliest,
-        Some("latest") => StartFrom::Latest,
-        Some(other) => {
-            return Err(format!(
-                "{}: {other:?} is not \"earliest\" or \"latest\"",
-                key("start_from")
-            ))
-        }
-    };
-    if raw.fanout == Some(false) {
-        return Err(format!(
-            "{}: a Kafka topic is always fanned out",
-            key("fanout")
-        ));
+    if keys.fanout == Some(false) {
+        return Err(invalid("fanout", Problem::KafkaAlwaysFansOut));
     }
     Ok(Some(Kafka {
         brokers: brokers.join(","),
         topic,
-        key: raw.key.clone(),
-        start_from,
-        event_header: raw.event_header.clone(),
-        max_catch_ups: raw.max_catch_ups.unwrap_or(DEFAULT_MAX_CATCH_UPS).max(1),
+        key: keys.key.clone(),
+        start_from: keys.start_from.unwrap_or(StartFrom::Earliest),
+        event_header: keys.event_header.clone(),
+        max_catch_ups: keys.max_catch_ups.unwrap_or(DEFAULT_MAX_CATCH_UPS).max(1),
     }))
 }
 
 /// The fan-out settings, when the route fans out.
-pub(super) fn fanout(raw: &RawRoute, is_kafka: bool, at: &str) -> Result<Option<Fanout>, String> {
-    let key = |name: &str| format!("{at}{name}");
-    if !is_kafka && raw.fanout != Some(true) {
+pub(super) fn fanout(
+    keys: &RouteKeys,
+    is_kafka: bool,
+    at: &str,
+) -> Result<Option<Fanout>, ConfigError> {
+    if !is_kafka && keys.fanout != Some(true) {
         for (name, set) in [
-            ("replay", raw.replay.is_some()),
-            ("replay_age", raw.replay_age.is_some()),
-            ("client_queue", raw.client_queue.is_some()),
-            ("linger", raw.linger.is_some()),
+            ("replay", keys.replay.is_some()),
+            ("replay_age", keys.replay_age.is_some()),
+            ("client_queue", keys.client_queue.is_some()),
+            ("linger", keys.linger.is_some()),
         ] {
             if set {
-                return Err(format!(
-                    "{}: only for fan-out routes (\"fanout\": true)",
-                    key(name)
-                ));
+                return Err(ConfigError::at(at, name, Problem::FanoutOnly));
             }
         }
         return Ok(None);
     }
-    let replay = raw.replay.unwrap_or(DEFAULT_REPLAY);
-    let client_queue = raw
+    let replay = keys.replay.unwrap_or(DEFAULT_REPLAY);
+    let client_queue = keys
         .client_queue
         .unwrap_or(DEFAULT_CLIENT_QUEUE.min(replay.max(1)));
     if client_queue == 0 {
-        return Err(format!("{}: must be at least 1", key("client_queue")));
+        return Err(ConfigError::at(at, "client_queue", Problem::Zero));
     }
-    let replay_age = duration(&key("replay_age"), raw.replay_age.clone(), "0")?;
     Ok(Some(Fanout {
         // The ring is also every client's queue: it holds at least what a client may owe.
         replay: replay.max(client_queue),
-        replay_age: (!replay_age.is_zero()).then_some(replay_age),
+        replay_age: keys.replay_age.filter(|age| !age.is_zero()),
         client_queue,
-        linger: duration(&key("linger"), raw.linger.clone(), "5s")?,
+        linger: keys.linger.unwrap_or(DEFAULT_LINGER),
     }))
 }

@@ -147,7 +147,7 @@ fn refuses_with_the_json_path_and_the_reason() {
         ("[1]".into(), "invalid type"),
     ];
     for (json, expected) in cases {
-        let error = parse(&json).unwrap_err();
+        let error = parse(&json).unwrap_err().to_string();
         assert!(error.contains(expected), "{json}: {error}");
     }
 }
@@ -198,4 +198,19 @@ fn fan_out_and_kafka_routes_with_their_defaults() {
     assert_eq!(kafka.start_from, StartFrom::Earliest);
     assert_eq!(kafka.event_header.as_deref(), Some("type"));
     assert_eq!(kafka.max_catch_ups, 8);
+}
+
+#[test]
+fn a_default_at_the_top_of_the_block_is_refused_under_its_own_key() {
+    let block = r#"{"keepalive": "15 s", "backend_host": "http://h", "backend_url_pattern": "/e",
+                   "routes": [{"endpoint": "/a"}, {"endpoint": "/b", "keepalive": "1s"}]}"#;
+    let error = parse(block).unwrap_err().to_string();
+    assert!(error.starts_with("keepalive: invalid duration"), "{error}");
+    let route = r#"{"routes": [{"endpoint": "/a", "backend_host": "http://h",
+                   "backend_url_pattern": "/e"}, 5]}"#;
+    let error = parse(route).unwrap_err().to_string();
+    assert!(
+        error.starts_with("routes[1]: invalid type: integer `5`"),
+        "{error}"
+    );
 }

@@ -10,45 +10,39 @@
 use std::pin::pin;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::hub::{Hub, Signal, Status};
-use crate::pump::{client_gone, next_cut_off, write_parts, ClientStream, IOV_BATCH, KEEPALIVE};
-use crate::relay::{cut_off, drop_slow_client};
-use crate::stats::{Drop, RouteStats};
-use crate::upstream::within;
-use crate::{RouteState, Shared};
+use crate::session::{ClientTransport, End, Session, IOV_BATCH};
 
 pub struct Follow<'a> {
     pub hub: &'a Hub,
     /// Only events with this Kafka message key.
     pub key: Option<&'a [u8]>,
-    pub route: &'a RouteState,
-    pub shared: &'a Shared,
 }
 
 impl Follow<'_> {
     /// Follows the ring from number `cursor` (after writing `note`) until the client
     /// leaves or is dropped, the source ends, the gateway drains or the client's token
     /// expires. Says why it ended.
-    pub async fn run(
+    pub async fn run<C: ClientTransport>(
         &self,
-        client: &mut TcpStream,
-        stream: &mut ClientStream,
+        session: &mut Session<'_, C>,
         mut signal: watch::Receiver<Signal>,
         mut cursor: u64,
         note: Option<String>,
-    ) -> &'static str {
+    ) -> End {
         if let Some(note) = note {
-            if stream
-                .write_own(client, self.route, note.as_bytes())
-                .await
-                .is_err()
-            {
-                return "the client left";
+            if let Err(end) = session.send_own(note.as_bytes()).await {
+                return end;
             }
         }
+        let client_queue = session
+            .route()
+            .config
+            .fanout
+            .as_ref()
+            .map_or(u64::MAX, |f| f.client_queue as u64);
         // Live events are those published after the client joined; the replay it asked
         // for does not count against its queue.
         let joined = self.hub.lock().ring.end();
@@ -56,86 +50,59 @@ impl Follow<'_> {
         let mut batch: Vec<Bytes> = Vec::new();
         // Whether the last pass wrote: only then is a backlog the client's doing.
         let mut wrote = false;
-        let (mut reader, mut writer) = client.split();
-        let mut next_cut = pin!(next_cut_off(&self.shared.shutdown, stream.expires_at));
+        let mut next_cut = pin!(session.next_cut_off());
         loop {
             let seen = *signal.borrow_and_update();
-            if let Some(cut) = stream.cut_off_due(&self.shared.shutdown) {
-                return cut_off(&mut writer, stream, self.shared, self.route, cut).await;
+            if let Some(cut) = session.cut_off_due() {
+                return session.cut_off(cut).await;
             }
-            let more = match self.take(&mut cursor, joined, wrote, &mut batch) {
+            let more = match self.take(&mut cursor, joined, client_queue, wrote, &mut batch) {
                 Ok(more) => more,
-                Err(why) => {
-                    drop_slow_client(writer.as_ref(), self.route, Drop::ClientLagged);
-                    return why;
-                }
+                Err(end) => return end,
             };
             wrote = !batch.is_empty();
             if wrote {
-                let bytes: usize = batch.iter().map(Bytes::len).sum();
+                let events = batch.len() as u64;
                 let written = {
-                    let mut write = pin!(within(
-                        self.route.config.client_write_timeout,
-                        write_parts(&mut writer, &batch, |b| &b[..]),
-                    ));
+                    let mut write = pin!(session.send(&batch, |b| &b[..], events));
                     // While the client is not taking this batch, the source goes on: past
                     // `client_queue` more, the client is dropped rather than waited for.
                     loop {
                         tokio::select! {
                             biased;
-                            written = &mut write => break Some(written),
+                            written = &mut write => break written,
                             _ = signal.changed() => {
-                                if self.backlog(cursor, joined) > self.client_queue() {
-                                    break None;
+                                if self.backlog(cursor, joined) > client_queue {
+                                    break Err(End::ClientLagged);
                                 }
                             }
                         }
                     }
                 };
-                let events = batch.len() as u64;
                 batch.clear();
-                match written {
-                    Some(Ok(Ok(()))) => {}
-                    Some(Ok(Err(_))) => return "the client left",
-                    Some(Err(_)) => {
-                        drop_slow_client(writer.as_ref(), self.route, Drop::ClientStalled);
-                        return "the client stalled";
-                    }
-                    None => {
-                        drop_slow_client(writer.as_ref(), self.route, Drop::ClientLagged);
-                        return "the client fell more than client_queue events behind";
-                    }
+                if let Err(end) = written {
+                    return end;
                 }
-                RouteStats::add(&self.route.stats.events, events);
-                RouteStats::add(&self.route.stats.bytes, bytes as u64);
-                stream.events += events;
-                stream.bytes += bytes as u64;
             }
             if more {
                 continue;
             }
             if seen.status == Status::Ended {
-                return "the source ended";
+                return End::SourceEnded;
             }
             if seen.keepalives != keepalives {
                 keepalives = seen.keepalives;
-                if stream
-                    .write_own(&mut writer, self.route, KEEPALIVE)
-                    .await
-                    .is_err()
-                {
-                    return "the client left";
+                if let Err(end) = session.send_keepalive().await {
+                    return end;
                 }
             }
             tokio::select! {
                 biased;
-                cut = &mut next_cut => {
-                    return cut_off(&mut writer, stream, self.shared, self.route, cut).await;
-                }
+                cut = &mut next_cut => return session.cut_off(cut).await,
                 changed = signal.changed() => if changed.is_err() {
-                    return "the source ended";
+                    return End::SourceEnded;
                 },
-                () = client_gone(&mut reader) => return "the client left",
+                () = session.closed() => return End::ClientLeft,
             }
         }
     }
@@ -148,16 +115,17 @@ impl Follow<'_> {
         &self,
         cursor: &mut u64,
         joined: u64,
+        client_queue: u64,
         after_write: bool,
         batch: &mut Vec<Bytes>,
-    ) -> Result<bool, &'static str> {
-        if after_write && self.backlog(*cursor, joined) > self.client_queue() {
-            return Err("the client fell more than client_queue events behind");
+    ) -> Result<bool, End> {
+        if after_write && self.backlog(*cursor, joined) > client_queue {
+            return Err(End::ClientLagged);
         }
         let mut state = self.hub.lock();
         let end = state.ring.end();
         let Some(entries) = state.ring.read(*cursor, IOV_BATCH) else {
-            return Err("the client fell behind the replay buffer");
+            return Err(End::FellOffTheRing);
         };
         let mut taken = 0;
         for entry in entries {
@@ -178,9 +146,106 @@ impl Follow<'_> {
             .end()
             .saturating_sub(cursor.max(joined))
     }
+}
 
-    fn client_queue(&self) -> u64 {
-        let fanout = self.route.config.fanout.as_ref();
-        fanout.map_or(u64::MAX, |f| f.client_queue as u64)
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use serde_json::json;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::fanout::Hubs;
+    use crate::session::testing::{connected, new_session, paused, plugin, stats, Peer};
+    use crate::session::KEEPALIVE;
+
+    fn event(id: u64, size: usize) -> Bytes {
+        Bytes::from(format!("id: {id}\ndata: {}\n\n", "x".repeat(size)))
+    }
+
+    /// A fan-out route's plugin with `extra` keys, a hub of it, and a session's client.
+    fn fan_out(extra: serde_json::Value) -> (crate::StreamingPlugin, Arc<Hubs>) {
+        let mut block = json!({"fanout": true, "keepalive": "0"});
+        for (key, value) in extra.as_object().unwrap() {
+            block[key] = value.clone();
+        }
+        (plugin(block), Arc::new(Hubs::default()))
+    }
+
+    #[test]
+    fn a_client_gets_the_ring_and_the_hub_s_keepalives_and_its_events_are_counted() {
+        paused(|| async {
+            let (plugin, hubs) = fan_out(json!({}));
+            let config = plugin.shared.routes[0].config.fanout.clone().unwrap();
+            let membership = hubs.join("/e", &config, String::new, |_| {});
+            let hub = &membership.hub;
+            hub.set_status(Status::Up);
+            let (client, mut peer) = connected(4096);
+            let mut session = new_session(&plugin, "/s/follows", client, None);
+            session.start_event_stream().await.unwrap();
+            let follow = Follow { hub, key: None };
+            let following = follow.run(&mut session, hub.subscribe(), 0, None);
+            let (a, b) = (event(1, 1), event(2, 2));
+            let feeding = async {
+                hub.publish("1", None, a.clone());
+                peer.read_until(b"id: 1", 1).await;
+                hub.publish("2", None, b.clone());
+                hub.keepalive();
+                peer.read_until(KEEPALIVE, 1).await;
+                peer.io.shutdown().await.unwrap();
+            };
+            let (end, ()) = tokio::join!(following, feeding);
+            assert_eq!(end, End::ClientLeft);
+            session.end(end).await;
+            assert_eq!(peer.body(), [&a[..], &b[..], KEEPALIVE].concat());
+            let route = stats(&plugin);
+            let bytes = (a.len() + b.len()) as u64;
+            assert_eq!(
+                (route["events"].as_u64(), route["bytes"].as_u64()),
+                (Some(2), Some(bytes))
+            );
+        });
+    }
+
+    #[test]
+    fn a_client_that_owes_more_than_client_queue_live_events_is_reset_while_the_hub_goes_on() {
+        paused(|| async {
+            let (plugin, hubs) = fan_out(json!({"client_queue": 2, "replay": 100}));
+            let config = plugin.shared.routes[0].config.fanout.clone().unwrap();
+            let membership = hubs.join("/e", &config, String::new, |_| {});
+            let hub = &membership.hub;
+            hub.set_status(Status::Up);
+            // Room for the head and a little: the client reads nothing.
+            let (client, peer): (_, Peer) = connected(300);
+            let mut session = new_session(&plugin, "/s/lags", client, None);
+            session.start_event_stream().await.unwrap();
+            let follow = Follow { hub, key: None };
+            let following = follow.run(&mut session, hub.subscribe(), 0, None);
+            // One event a millisecond: the paused clock moves on only once the client's
+            // task waits, so each event finds it blocked on its first write.
+            let publishing = async {
+                for id in 1..=4 {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    hub.publish(&id.to_string(), None, event(id, 500));
+                }
+            };
+            let started = tokio::time::Instant::now();
+            let (end, ()) = tokio::join!(following, publishing);
+            assert_eq!(end, End::ClientLagged);
+            let waited = started.elapsed();
+            assert_eq!(
+                waited,
+                std::time::Duration::from_millis(4),
+                "at the 4th event"
+            );
+            session.end(end).await;
+            assert!(peer.reset.load(Ordering::Relaxed), "reset, not closed");
+            let route = stats(&plugin);
+            assert_eq!(route["drops"]["client_lagged"], 1, "{route}");
+            assert_eq!(hub.lock().ring.end(), 4, "the hub published every event");
+        });
     }
 }

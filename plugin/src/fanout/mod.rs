@@ -18,28 +18,25 @@ mod sse_source;
 use std::sync::Arc;
 
 use abi::RequestHead;
-use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::config::Route;
-use crate::pump::{client_gone, ClientStream};
-use crate::relay::{admit, end_stream, event_stream_head, refuse, unavailable, Reply};
-use crate::stats::Drop;
+use crate::respond::Refusal;
+use crate::session::{ClientTransport, Session};
 use crate::upstream::{self, Refused};
 use crate::Shared;
 use follow::Follow;
 pub use hub::Hubs;
 use hub::{Hub, Status};
 
-/// What a fan-out client brings: its place in the stream and the source it wants.
-struct Client {
+/// What a fan-out client wants: the source, and its place in the stream.
+struct Wanted {
     last_event_id: Option<String>,
     /// The upstream path and query (without `lastEventId`): the hub's key.
     target: String,
     path: String,
 }
 
-impl Client {
+impl Wanted {
     /// The client's request, once every value that may go upstream is clean: the query
     /// and path parameters make the shared upstream's target, and its `Last-Event-ID` (the
     /// header, or `?lastEventId=` decoded) may start that upstream.
@@ -59,27 +56,24 @@ impl Client {
     }
 }
 
-/// Serves one client of a fan-out route, until `token_expires_at` at the latest.
-pub async fn serve(
-    mut client: TcpStream,
+/// Serves one client of a fan-out route (`route_index` of `shared`, the session's).
+pub async fn serve<C: ClientTransport>(
+    mut session: Session<'_, C>,
     head: RequestHead,
-    response_headers: &[abi::Header],
-    token_expires_at: Option<Instant>,
     shared: &Arc<Shared>,
     route_index: usize,
 ) {
-    let route = &shared.routes[route_index];
-    let reply = Reply::new(&head, response_headers);
-    let request = Client::new(&route.config, &head);
+    let route = session.route();
+    let request = Wanted::new(&route.config, &head);
     drop(head);
     let request = match request {
         Ok(request) => request,
-        Err(why) => return refuse(&mut client, shared, route, &reply, &why).await,
+        Err(why) => return session.refuse(Refusal::BadRequest(why)).await,
     };
-    let Some(_slot) = admit(&mut client, shared, route, &reply.extra_head).await else {
-        return;
+    let _slot = match session.admit() {
+        Ok(slot) => slot,
+        Err(refusal) => return session.refuse(refusal).await,
     };
-    let started = Instant::now();
     let joined = match &route.config.kafka {
         None => join_sse(&request, shared, route_index),
         Some(_) => kafka::join(&request, shared, route_index),
@@ -89,43 +83,27 @@ pub async fn serve(
     let mut signal = hub.subscribe();
     let status = tokio::select! {
         status = signal.wait_for(|s| s.status != Status::Connecting) => status.map(|s| s.status),
-        () = client_gone(&mut client) => return,
+        () = session.closed() => return,
     };
     match status {
         Ok(Status::Up) => {}
-        Ok(Status::NoResources) => {
-            route.stats.dropped(Drop::LocalResources);
-            let reason = "the gateway is short of resources";
-            return unavailable(&mut client, shared, reason, &reply.extra_head).await;
-        }
-        _ => {
-            route.stats.dropped(Drop::UpstreamUnavailable);
-            let reason = "the stream's source is unavailable";
-            return unavailable(&mut client, shared, reason, &reply.extra_head).await;
-        }
+        Ok(Status::NoResources) => return session.refuse(Refusal::SourceShortOfResources).await,
+        _ => return session.refuse(Refusal::SourceDown).await,
     }
-    let mut stream = ClientStream::new(None, token_expires_at);
-    let head = event_stream_head(&reply.extra_head);
-    if stream.write_own(&mut client, route, &head).await.is_err() {
+    if session.start_event_stream().await.is_err() {
         return;
     }
     let follow = Follow {
         hub,
         key: joined.key_filter.as_deref(),
-        route,
-        shared,
     };
-    let why = match (joined.place)(hub) {
-        Place::Ring { cursor, note } => {
-            follow
-                .run(&mut client, &mut stream, signal, cursor, note)
-                .await
-        }
+    let end = match (joined.place)(hub) {
+        Place::Ring { cursor, note } => follow.run(&mut session, signal, cursor, note).await,
         Place::CatchUp(catch_up) => {
-            kafka::catch_up_then_follow(catch_up, &follow, &mut client, &mut stream, signal).await
+            kafka::catch_up_then_follow(catch_up, &follow, &mut session, signal).await
         }
     };
-    end_stream(&mut client, shared, &reply.label, why, started, &stream, 0).await;
+    session.end(end).await;
 }
 
 /// A client's hub, and how to find its place in it once the source is up.
@@ -143,7 +121,7 @@ enum Place {
     CatchUp(kafka::CatchUp),
 }
 
-fn join_sse(request: &Client, shared: &Arc<Shared>, route_index: usize) -> Joined {
+fn join_sse(request: &Wanted, shared: &Arc<Shared>, route_index: usize) -> Joined {
     let route = &shared.routes[route_index];
     let config = route.config.fanout.as_ref().expect("a fan-out route");
     let membership = route.hubs.join(

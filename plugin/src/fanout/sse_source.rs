@@ -17,18 +17,17 @@ use bytes::Bytes;
 use http::StatusCode;
 use sse::{Piece, Scanner};
 use tokio::io::AsyncReadExt;
-use wire::framing::Framing;
 
 use super::dropped_event;
 use super::hub::{Hub, Status};
-use crate::relay::backoff;
+use crate::reconnect::{Reconnect, Waited};
 use crate::stats::RouteStats;
-use crate::upstream::{self, within, Cause, Request, Upstream};
-use crate::{Shared, PLUGIN_NAME};
+use crate::upstream::{self, Broken, Request, Upstream};
+use crate::{within, Shared, PLUGIN_NAME};
 
 pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
     let route = &shared.routes[route_index];
-    let mut failed_in_a_row = 0;
+    let mut reconnect = Reconnect::unlimited(&route.config);
     let mut retry_ms = None;
     let log = |message: String| {
         shared.logger.warn(&format!(
@@ -54,7 +53,7 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
             }
             Ok(upstream) if upstream.status.is_success() => {
                 hub.set_status(Status::Up);
-                failed_in_a_row = 0;
+                reconnect.connected();
                 let position = hub.lock().position.clone();
                 let max_event_bytes = shared.block.max_event_bytes;
                 let oversized = |dropped| {
@@ -73,7 +72,7 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
                 };
                 retry_ms = reader.scanner.retry_ms().or(retry_ms);
                 if let Err(why) = ended {
-                    log(why);
+                    log(why.to_string());
                 }
             }
             Ok(upstream) => {
@@ -81,18 +80,15 @@ pub async fn run(hub: Arc<Hub>, shared: Arc<Shared>, route_index: usize) {
                 hub.set_status(Status::Down);
             }
             Err(unavailable) => {
-                log(unavailable.reason);
-                hub.set_status(match unavailable.cause {
-                    Cause::LocalResources => Status::NoResources,
-                    Cause::Failed | Cause::TimedOut => Status::Down,
+                log(unavailable.to_string());
+                hub.set_status(match unavailable.is_local() {
+                    true => Status::NoResources,
+                    false => Status::Down,
                 });
             }
         }
-        let delay = backoff(&route.config, retry_ms, failed_in_a_row);
-        failed_in_a_row += 1;
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = hub.stop.cancelled() => return,
+        if let Waited::Stopped(()) = reconnect.wait(retry_ms, hub.stop.cancelled()).await {
+            return;
         }
         RouteStats::add(&route.stats.reconnects, 1);
     }
@@ -167,15 +163,14 @@ impl<'a> EventReader<'a> {
         &mut self,
         mut upstream: Upstream,
         idle: Option<std::time::Duration>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Broken> {
         let mut ranges = Vec::new();
         let (mut buf, first) = upstream.first.take().expect("a fresh upstream");
         let mut filled = first;
         loop {
             ranges.clear();
             let whole =
-                upstream::payload(&mut upstream.body, &buf[..], filled.clone(), &mut ranges)
-                    .map_err(|e| e.to_string())?;
+                upstream::payload(&mut upstream.body, &buf[..], filled.clone(), &mut ranges)?;
             for range in &ranges {
                 self.scan(&buf[range.clone()]);
             }
@@ -184,13 +179,9 @@ impl<'a> EventReader<'a> {
             }
             let n = within(idle, upstream.stream.read(&mut buf[..]))
                 .await
-                .map_err(|_| "no bytes for upstream_idle_timeout".to_owned())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| Broken::Idle)??;
             if n == 0 {
-                return match upstream.body {
-                    Framing::UntilClose => Ok(()),
-                    _ => Err("closed in the middle of the body".into()),
-                };
+                return upstream::closed(&upstream.body);
             }
             filled = 0..n;
         }

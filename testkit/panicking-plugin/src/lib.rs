@@ -13,7 +13,7 @@ pub struct Panicking {
 }
 
 impl Panicking {
-    fn new(config: &str, _logger: Logger) -> Result<Self, String> {
+    fn new(config: &str, _logger: Logger) -> Result<Self, std::convert::Infallible> {
         Ok(Self {
             panic_in_routes: config.contains("\"panic_in_routes\":true"),
         })
@@ -21,6 +21,8 @@ impl Panicking {
 }
 
 impl ServerPlugin for Panicking {
+    type HijackError = std::convert::Infallible;
+
     fn routes(&self) -> Vec<RouteDecl> {
         assert!(!self.panic_in_routes, "a bug in routes");
         vec![RouteDecl {
@@ -29,7 +31,7 @@ impl ServerPlugin for Panicking {
         }]
     }
 
-    fn hijack(&self, _: Claimed) -> Result<(), String> {
+    fn hijack(&self, _: Claimed) -> Result<(), Self::HijackError> {
         panic!("a bug in hijack")
     }
 }

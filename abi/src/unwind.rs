@@ -1,10 +1,13 @@
-//! The panic guard between [`ServerPlugin`] code and the FFI boundary.
+//! Where a plugin's panics stop: between [`ServerPlugin`] code and the FFI boundary.
 //!
 //! abi_stable aborts the process when a panic unwinds out of an `extern "C"` function, and a
-//! gateway must never die because one plugin has a bug. [`Guarded`] is the only type that
-//! implements [`FfiServerPlugin`], so each call from the host is caught here exactly once.
+//! gateway must never die because one plugin has a bug. [`CatchUnwind`] is the only type
+//! that implements [`FfiServerPlugin`], so each call from the host is caught here exactly
+//! once, and a plugin's own error types become the text the host logs.
 
 use std::any::Any;
+use std::convert::Infallible;
+use std::fmt::Display;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::sabi_trait::TD_Opaque;
@@ -15,12 +18,13 @@ use crate::{
     RouteDecl, ServerPlugin,
 };
 
-/// Wraps a plugin so that its panics become errors the host can log.
-pub struct Guarded<P>(pub P);
+/// Wraps a plugin so that each call runs under `catch_unwind`: its panics become errors the
+/// host can log.
+pub struct CatchUnwind<P>(pub P);
 
-impl<P: ServerPlugin> FfiServerPlugin for Guarded<P> {
+impl<P: ServerPlugin> FfiServerPlugin for CatchUnwind<P> {
     fn routes(&self) -> RResult<RVec<RouteDecl>, RString> {
-        caught(|| Ok(self.0.routes().into()))
+        caught(|| Ok::<_, Infallible>(self.0.routes().into()))
     }
 
     fn hijack(&self, request: HijackRequest) -> RResult<(), RString> {
@@ -29,29 +33,30 @@ impl<P: ServerPlugin> FfiServerPlugin for Guarded<P> {
     }
 
     fn stats(&self) -> RResult<RString, RString> {
-        caught(|| Ok(self.0.stats().into()))
+        caught(|| Ok::<_, Infallible>(self.0.stats().into()))
     }
 
     fn shutdown(&self, deadline_ms: u64) -> RResult<u64, RString> {
         let deadline = std::time::Duration::from_millis(deadline_ms);
-        caught(|| Ok(self.0.shutdown(deadline) as u64))
+        caught(|| Ok::<_, Infallible>(self.0.shutdown(deadline) as u64))
     }
 }
 
-/// Runs a plugin constructor under the guard and boxes the plugin for the host.
-pub fn new_server<P: ServerPlugin>(
+/// Runs a plugin constructor under `catch_unwind` and boxes the plugin for the host.
+pub fn new_server<P: ServerPlugin, E: Display>(
     config: RStr<'_>,
     logger: Logger,
-    constructor: fn(&str, Logger) -> Result<P, String>,
+    constructor: fn(&str, Logger) -> Result<P, E>,
 ) -> RResult<FfiServerPluginBox, RString> {
     caught(|| constructor(config.as_str(), logger))
-        .map(|plugin| FfiServerPlugin_TO::from_value(Guarded(plugin), TD_Opaque))
+        .map(|plugin| FfiServerPlugin_TO::from_value(CatchUnwind(plugin), TD_Opaque))
 }
 
-fn caught<T>(f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+/// Runs `f`; its error or its panic becomes the text the host logs.
+fn caught<T, E: Display>(f: impl FnOnce() -> Result<T, E>) -> RResult<T, RString> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(value)) => RResult::ROk(value),
-        Ok(Err(reason)) => RResult::RErr(reason.into()),
+        Ok(Err(reason)) => RResult::RErr(reason.to_string().into()),
         Err(payload) => {
             RResult::RErr(format!("plugin panicked: {}", panic_message(&*payload)).into())
         }
@@ -78,17 +83,18 @@ mod tests {
     impl crate::FfiConnectionSlot for Uncounted {}
 
     impl ServerPlugin for Panicky {
+        type HijackError = std::convert::Infallible;
         fn routes(&self) -> Vec<RouteDecl> {
             panic!("routes exploded")
         }
-        fn hijack(&self, _: Claimed) -> Result<(), String> {
+        fn hijack(&self, _: Claimed) -> Result<(), Self::HijackError> {
             panic!("hijack exploded")
         }
     }
 
     #[test]
     fn panics_become_errors() {
-        let err = Guarded(Panicky).routes().unwrap_err();
+        let err = CatchUnwind(Panicky).routes().unwrap_err();
         assert!(err.contains("plugin panicked: routes exploded"), "{err}");
     }
 
@@ -114,13 +120,13 @@ mod tests {
             token_expires_in_ms: abi_stable::std_types::ROption::RNone,
             slot: crate::ConnectionSlot::from_value(Uncounted, TD_Opaque),
         };
-        let err = Guarded(Panicky).hijack(request).unwrap_err();
+        let err = CatchUnwind(Panicky).hijack(request).unwrap_err();
         assert!(err.contains("hijack exploded"), "{err}");
         let mut buf = [0u8; 1];
         assert_eq!(
             client.read(&mut buf).unwrap(),
             0,
-            "the guard must close the fd"
+            "the socket is closed when the plugin panics"
         );
     }
 

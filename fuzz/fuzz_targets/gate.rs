@@ -1,0 +1,241 @@
+//! The host's gate (`host::gate::Gate`) as hyper sees it, over a real loopback socket: the
+//! input is the client's bytes (sent whole, then the write side shut), read out of the gate
+//! in small reads of the sizes the input gives. What comes out must be exactly the heads and
+//! bodies a whole-input reading gives (`httparse`, `wire::framing`, `Framing::take`), never
+//! a byte of the request after; it must stop where that reading stops (EOF, a 431 or 400, a
+//! claimed head with its method, path, query and headers), and at a claim the bytes left in
+//! its buffer followed by those still in the socket are exactly the rest of the input.
+//!
+//! A `Gate` owns a tokio `TcpStream` and timers, so each input costs one loopback
+//! connection on a current-thread runtime; both ends close with a reset (linger 0), so no
+//! connection lingers in TIME_WAIT whatever the rate.
+
+#![no_main]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use host::gate::{Claim, Gate, Limits, Stop};
+use libfuzzer_sys::fuzz_target;
+use reference::{cuts_and_payload, take_pieces};
+use tokio::io::AsyncReadExt;
+use tokio::runtime::Runtime;
+
+/// Small, so that heads over it come cheap.
+const MAX_HEAD_BYTES: usize = 1024;
+
+/// Claims every GET of a path under `/c`.
+struct ClaimC;
+
+impl Claim for ClaimC {
+    fn claim(&self, method: &str, path: &str) -> Option<(usize, u32)> {
+        (method == "GET" && path.starts_with("/c")).then_some((0, 7))
+    }
+}
+
+/// Where a whole-input reading of the client's bytes says the gate stops.
+#[derive(Debug)]
+enum Expected {
+    Eof,
+    /// A chunked body that is not one: hyper gets a read error.
+    Malformed,
+    /// Refused with one of these statuses: a head that breaks the syntax past
+    /// `MAX_HEAD_BYTES` is 400 if the gate had it all when it looked, 431 if not yet.
+    Status(&'static [u16]),
+    Claimed {
+        method: String,
+        path: String,
+        query: String,
+        headers: Vec<(String, Vec<u8>)>,
+        rest: Vec<u8>,
+    },
+}
+
+/// The bytes the gate should give hyper, and where it should stop.
+fn expected(input: &[u8]) -> (Vec<u8>, Expected) {
+    let mut given = Vec::new();
+    let mut rest = input;
+    loop {
+        if rest.is_empty() {
+            return (given, Expected::Eof);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut request = httparse::Request::new(&mut headers);
+        let head_len = match request.parse(rest) {
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+                return (given, Expected::Status(&[431]))
+            }
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if rest.len() > MAX_HEAD_BYTES => {
+                return (given, Expected::Status(&[431]))
+            }
+            Ok(httparse::Status::Partial) => return (given, Expected::Eof),
+            Err(httparse::Error::TooManyHeaders) => return (given, Expected::Status(&[431])),
+            Err(_) if rest.len() > MAX_HEAD_BYTES => return (given, Expected::Status(&[400, 431])),
+            Err(_) => return (given, Expected::Status(&[400])),
+        };
+        let Ok(framing) = wire::framing::request(request.headers) else {
+            return (given, Expected::Status(&[400]));
+        };
+        let method = request.method.unwrap_or_default();
+        let target = request.path.unwrap_or_default();
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        if ClaimC.claim(method, path).is_some() {
+            let headers = request
+                .headers
+                .iter()
+                .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                .collect();
+            return (
+                given,
+                Expected::Claimed {
+                    method: method.into(),
+                    path: path.into(),
+                    query: query.into(),
+                    headers,
+                    rest: rest[head_len..].to_vec(),
+                },
+            );
+        }
+        given.extend_from_slice(&rest[..head_len]);
+        let body = &rest[head_len..];
+        let taken = take_pieces(framing, &[body]);
+        if taken.malformed {
+            return (given, Expected::Malformed);
+        }
+        given.extend_from_slice(&body[..taken.taken]);
+        if !taken.done {
+            return (given, Expected::Eof);
+        }
+        rest = &body[taken.taken..];
+    }
+}
+
+fn runtime() -> &'static (Runtime, TcpListener) {
+    static RUNTIME: OnceLock<(Runtime, TcpListener)> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (runtime, TcpListener::bind("127.0.0.1:0").unwrap())
+    })
+}
+
+fn reset_on_close(stream: &TcpStream) {
+    socket2::SockRef::from(stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (cuts, input) = cuts_and_payload(data);
+    // hyper's reads: the sizes the cuts give, in turn (at least one byte each).
+    let sizes: Vec<usize> = match cuts.is_empty() {
+        true => vec![8192],
+        false => cuts.iter().map(|c| 1 + c % 97).collect(),
+    };
+    let (runtime, listener) = runtime();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, peer): (TcpStream, SocketAddr) = listener.accept().unwrap();
+    reset_on_close(&client);
+    reset_on_close(&server);
+    client.write_all(input).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let limits = Limits {
+        max_head_bytes: MAX_HEAD_BYTES,
+        read_header_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(60),
+        read_timeout: None,
+        send_buffer: None,
+    };
+    let (given, read_error, stop, mut stream, buffered) = runtime.block_on(async {
+        server.set_nonblocking(true).unwrap();
+        let server = tokio::net::TcpStream::from_std(server).unwrap();
+        let mut gate = Gate::new(server, peer, limits, Arc::new(ClaimC));
+        let mut given = Vec::new();
+        let mut buf = [0u8; 8192];
+        let mut read_error = false;
+        for size in sizes.iter().cycle() {
+            match gate.read(&mut buf[..*size]).await {
+                Ok(0) => break,
+                Ok(n) => given.extend_from_slice(&buf[..n]),
+                Err(_) => {
+                    read_error = true;
+                    break;
+                }
+            }
+        }
+        let (stop, stream, buffered) = gate.into_parts();
+        (
+            given,
+            read_error,
+            stop,
+            stream.into_std().unwrap(),
+            buffered,
+        )
+    });
+    let (expected_given, expected_stop) = expected(input);
+    if let Expected::Malformed = expected_stop {
+        // Bytes of the read that met the error are not given: a prefix, then the error.
+        assert!(read_error, "a malformed chunked body read without an error");
+        assert!(given.starts_with(&expected_given) && input.starts_with(&given));
+        return;
+    }
+    assert!(
+        !read_error,
+        "a read error; the reference stops at {expected_stop:?}"
+    );
+    assert_eq!(given, expected_given, "the bytes given to hyper");
+    match (stop, expected_stop) {
+        (Stop::Eof, Expected::Eof) => {}
+        (Stop::Rejected(rejection), Expected::Status(statuses)) => {
+            let status = rejection.status.as_u16();
+            assert!(
+                statuses.contains(&status),
+                "{status} {}, not {statuses:?}",
+                rejection.message
+            )
+        }
+        (
+            Stop::Claimed {
+                plugin,
+                route,
+                head,
+            },
+            Expected::Claimed {
+                method,
+                path,
+                query,
+                headers,
+                rest,
+            },
+        ) => {
+            assert_eq!((plugin, route), (0, 7));
+            assert_eq!(
+                (
+                    head.method.as_str(),
+                    head.path.as_str(),
+                    head.query.as_str()
+                ),
+                (method.as_str(), path.as_str(), query.as_str())
+            );
+            let got: Vec<(String, Vec<u8>)> = head
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), h.value.to_vec()))
+                .collect();
+            assert_eq!(got, headers);
+            assert_eq!(head.peer.as_str(), peer.to_string());
+            stream.set_nonblocking(false).unwrap();
+            let mut handed_over = buffered.to_vec();
+            std::io::Read::read_to_end(&mut stream, &mut handed_over).unwrap();
+            assert_eq!(handed_over, rest, "the bytes after the claimed head");
+        }
+        (stop, expected) => {
+            panic!("the gate stopped with {stop:?}; the reference with {expected:?}")
+        }
+    }
+});
