@@ -34,6 +34,16 @@ use crate::transport::{bridged, H2Transport};
 /// What a client sends first on an HTTP/2 connection (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Connection-specific headers, a protocol error in HTTP/2 (RFC 9113 §8.2.2): left out of
+/// every response head the host sends on a stream, its own or a plugin's.
+pub const CONNECTION_SPECIFIC: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Bytes h2 may queue per stream beyond what the client's window took: what a stream
 /// costs the host when its whole connection stalls (h2's default, 400 KiB, would let a
 /// stalled 100-stream connection hold 40 MiB).
@@ -215,13 +225,7 @@ fn request_head(parts: &http::request::Parts, peer: SocketAddr) -> RequestHead {
 /// `no-op` backend call).
 async fn send(mut respond_to: SendResponse<Bytes>, response: http::Response<Body>) {
     let (mut parts, mut body) = response.into_parts();
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for name in CONNECTION_SPECIFIC {
         parts.headers.remove(name);
     }
     let end = body.is_end_stream();

@@ -166,3 +166,26 @@ async fn a_stalled_http2_stream_is_reset_at_client_write_timeout_and_its_sibling
     // After the drop the sibling still gets events.
     sibling.read_until_count(b"\n\n", 10).await;
 }
+
+#[tokio::test]
+async fn a_drain_sends_goaway_and_ends_each_http2_stream_after_a_whole_event() {
+    let (mut origin, mut gateway) = relayed(None).await;
+    let mut client = H2Client::connect(gateway.addr).await;
+    let (mut stream, mut upstream) = tokio::join!(client.get("/sse/d", &[]), async {
+        let mut upstream = origin.accept().await;
+        upstream.send_event_stream_head().await;
+        upstream
+    });
+    upstream.send(b"data: whole\n\ndata: half").await;
+    stream.read_until(b"data: whole\n\n").await;
+    gateway.process.signal("TERM");
+    // The stream ends cleanly, at the event boundary: the half event is not sent.
+    assert_eq!(stream.end().await, StreamEnd::Finished);
+    assert_eq!(stream.received, b"data: whole\n\n");
+    // The connection ends without an error (GOAWAY(NO_ERROR), or the close at the exit).
+    client.closed().await.unwrap();
+    assert!(
+        gateway.process.wait_exit(STEP).is_some(),
+        "the gateway did not exit"
+    );
+}

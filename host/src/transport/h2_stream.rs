@@ -24,19 +24,11 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 
 use super::{error, std_waker};
+use crate::http2::CONNECTION_SPECIFIC;
 
 /// The largest write taken at once: four DATA frames of the default 16 KiB, more than the
 /// plugin's read buffer, which bounds one write anyway.
 const MAX_WRITE: usize = 64 * 1024;
-
-/// Connection-specific headers, a protocol error in HTTP/2 (RFC 9113 §8.2.2).
-const CONNECTION_SPECIFIC: [&str; 5] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// The plugin's wakers for the two waits that share h2's one send-side waker.
 #[derive(Default)]
