@@ -16,10 +16,16 @@ build-host:
 build-plugin:
 	$(CARGO) build --release -p krakend-server-plugin-streaming
 
-# The demo: the SSE origin on :9081 and the gateway on :8080 with krakend.json.
+# The demo: the SSE origin on :9081, the gateway on :8080 with krakend.json, and a second
+# gateway on :8443 over https with examples/krakend-tls.json and a development certificate
+# (scripts/dev-cert.sh writes it into target/dev-tls once; trust target/dev-tls/ca.pem).
+DEV_TLS := target/dev-tls
+
 run: build
+	@scripts/dev-cert.sh $(DEV_TLS)
 	@$(RELEASE)/sse-server & origin=$$!; \
-	trap 'kill $$origin 2>/dev/null' EXIT INT TERM; \
+	$(RELEASE)/host run -c examples/krakend-tls.json & https=$$!; \
+	trap 'kill $$origin $$https 2>/dev/null' EXIT INT TERM; \
 	$(RELEASE)/host run -dc krakend.json
 
 # Every test: unit tests and the end-to-end tests that start the real binaries. 10,000

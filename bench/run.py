@@ -14,6 +14,10 @@ as one table.
                  client. The origin's broadcast serves direct clients and the proxies' (one
                  upstream each); the gateway's fan-out route takes it once and fans it out
 
+Then the TLS and HTTP/2 rows (bench/tls.py, its own table): S1 and S3 over HTTP/1.1 on TLS
+and over HTTP/2 on TLS against nginx, haproxy and the gateway (skipped, saying so, while the
+gateway has no TLS).
+
 S3 runs first, target by target, each on a target no load has touched yet (direct first, so
 the origin is fresh too). Then every target must pass each event through byte for byte, and
 each later scenario runs against every target back to back, the order rotating one step per
@@ -142,8 +146,9 @@ def wait_origin_idle(origin_port, timeout=60):
     return time.time() - started
 
 
-def load(url, connections, seconds, pids=()):
-    cmd = [f"{RELEASE}/sse-load", url, "-c", str(connections), "-d", str(seconds), "--json"]
+def load(url, connections, seconds, pids=(), transport=()):
+    """sse-load's report; `transport` are its TLS and HTTP/2 flags (--cacert, --http2)."""
+    cmd = [f"{RELEASE}/sse-load", url, "-c", str(connections), "-d", str(seconds), "--json", *transport]
     for pid in pids:
         cmd += ["--pid", str(pid)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -165,13 +170,24 @@ def failures(report, connections, what):
 
 
 class Target:
-    def __init__(self, name, port, pids, fanout_path="/broadcast/s5", metrics_port=None):
+    def __init__(self, name, port, pids, fanout_path="/broadcast/s5", metrics_port=None,
+                 scheme="http"):
         self.name, self.port, self.pids, self.fanout_path = name, port, pids, fanout_path
         # The gateway's metrics listener, where its /__stats is served.
         self.metrics_port = metrics_port
+        self.scheme = scheme
 
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+
+
+class Certs:
+    """scripts/dev-cert.sh's files in `folder`: a CA and the server certificate it signs
+    (for 127.0.0.1), for the TLS rows (bench/tls.py)."""
+    def __init__(self, folder):
+        subprocess.run([os.path.join(ROOT, "scripts", "dev-cert.sh"), folder], check=True)
+        self.ca, self.cert, self.key, self.bundle = (
+            os.path.join(folder, f) for f in ("ca.pem", "server.pem", "server-key.pem", "server-bundle.pem"))
 
 
 def start_floor(origin_port, _tmp):
@@ -182,8 +198,9 @@ def start_floor(origin_port, _tmp):
     return procs, Target("floor", int(addr.rsplit(":", 1)[1]), [p.pid for p in procs])
 
 
-def start_gateway(origin_port, tmp, build=RELEASE, name="gateway"):
-    """The host and the plugin from `build`, a directory holding both."""
+def start_gateway(origin_port, tmp, build=RELEASE, name="gateway", certs=None):
+    """The host and the plugin from `build`, a directory holding both. With `certs`, the port
+    speaks TLS only (root `tls`; ALPN h2 and http/1.1)."""
     config = {
         "version": 3, "port": 0, "listen_ip": "127.0.0.1",
         "plugin": {"folder": build, "pattern": "krakend_server_plugin_streaming.so"},
@@ -197,6 +214,8 @@ def start_gateway(origin_port, tmp, build=RELEASE, name="gateway"):
                      "fanout": True}]}},
             "telemetry/metrics": {"listen_address": "127.0.0.1:0"}},
     }
+    if certs:
+        config["tls"] = {"public_key": certs.cert, "private_key": certs.key}
     path = os.path.join(tmp, f"{name}.json")
     with open(path, "w") as f:
         json.dump(config, f)
@@ -204,7 +223,8 @@ def start_gateway(origin_port, tmp, build=RELEASE, name="gateway"):
                                 "[SERVICE: HTTP Server] Listening on ",
                                 earlier="[SERVICE: Metrics] Listening on ")
     port = lambda address: int(address.rsplit(":", 1)[1])
-    return [proc], Target(name, port(addr), [proc.pid], "/fanout/s5", port(metrics))
+    return [proc], Target(name, port(addr), [proc.pid], "/fanout/s5", port(metrics),
+                          "https" if certs else "http")
 
 
 def start_gateway_before(origin_port, tmp):
@@ -225,9 +245,12 @@ def chosen_targets():
     return chosen
 
 
-def start_nginx(origin_port, tmp):
+def start_nginx(origin_port, tmp, certs=None):
+    """With `certs`, `ssl http2`: TLS only, ALPN h2 and http/1.1."""
     ensure_installed("nginx", "nginx-light")
     port = free_port()
+    listen = (f"{port} ssl http2;\n    ssl_certificate {certs.cert};\n    ssl_certificate_key {certs.key}"
+              if certs else f"{port}")
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
         f.write(f"""
@@ -242,7 +265,7 @@ http {{
   fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
   upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{listen};
     location / {{
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -257,17 +280,20 @@ http {{
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    return [proc], Target("nginx", port, [proc.pid] + [int(w) for w in workers])
+    return [proc], Target("nginx", port, [proc.pid] + [int(w) for w in workers],
+                          scheme="https" if certs else "http")
 
 
-def start_haproxy(origin_port, tmp):
-    """One haproxy per core, one thread each, on one port (haproxy binds with SO_REUSEPORT):
+def start_haproxy(origin_port, tmp, certs=None):
+    """With `certs`, TLS only with ALPN h2 and http/1.1 (HTTP/1.1 to the origin either way).
+    One haproxy per core, one thread each, on one port (haproxy binds with SO_REUSEPORT):
     one process may hold RLIMIT_NOFILE descriptors, and 10,000 clients proxied each to its own
     upstream take 20,000. maxconn is what fits that limit (haproxy refuses to start with more);
     it counts client connections, each with its server connection beside it."""
     ensure_installed("haproxy", "haproxy")
     port = free_port()
     maxconn = (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100) // 2
+    bind = f"{port} ssl crt {certs.bundle} alpn h2,http/1.1" if certs else f"{port}"
     conf = os.path.join(tmp, "haproxy.cfg")
     # http-no-delay: no waiting to merge small writes into fuller packets. abortonclose (the
     # default from haproxy 3.3): a client that leaves closes its upstream at once, as in nginx
@@ -291,7 +317,7 @@ defaults
   timeout server 1h
   timeout tunnel 1h
 frontend sse
-  bind 127.0.0.1:{port}
+  bind 127.0.0.1:{bind}
   maxconn {maxconn}
   default_backend origin
 backend origin
@@ -303,7 +329,7 @@ backend origin
         with open(log, "w") as out:
             procs.append(subprocess.Popen(["haproxy", "-db", "-f", conf], stdout=out, stderr=subprocess.STDOUT))
         wait_listening(procs[-1], port, log)
-    return procs, Target("haproxy", port, [p.pid for p in procs])
+    return procs, Target("haproxy", port, [p.pid for p in procs], scheme="https" if certs else "http")
 
 
 def stamped_event(event_id, stamp, size):
@@ -413,20 +439,22 @@ def ns_per_event(r):
     return 1e9 / r["S2 events/s"] if r["S2 events/s"] else float("inf")
 
 
-def table(results):
+def table(results, baseline="direct"):
+    """Each target's value of each row, and its ratio to `baseline`'s (the floor's on the
+    'over direct' rows)."""
     names = list(results)
     rows = list(results[names[0]])
     out = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for row in rows:
         cells = []
         over_direct = "over direct" in row
-        base_name = "floor" if over_direct else "direct"
+        base_name = "floor" if over_direct else baseline
         base = results[base_name][row]
         for name in names:
             value = results[name][row]
             cell = f"{value:,.1f}" if isinstance(value, float) else f"{value:,}"
             absolute = any(word in row for word in ("failures", "closed after"))
-            if name not in ("direct", base_name) and not absolute:
+            if name not in (baseline, base_name) and not absolute:
                 if base > 0:
                     cell += f" ({value / base:.2f}x{' floor' if over_direct else ''})"
                 elif over_direct:
@@ -471,6 +499,11 @@ def main():
                 wait_origin_idle(origin_port)
                 results[target.name].update(scenario(target))
         add_overheads(results)
+        import tls  # its rows reuse this file's targets and load
+        try:
+            tls_results, tls_skipped = tls.measure(origin_port, tmp, Certs(os.path.join(tmp, "certs")))
+        except SystemExit as error:  # a peer that cannot serve TLS costs its rows, not the table
+            tls_results, tls_skipped = {}, [f"TLS rows not run: {error}"]
     finally:
         for proc in reversed(processes):
             proc.terminate()
@@ -481,9 +514,11 @@ def main():
     print(f"\nSSE benchmark (scale {SCALE}; {machine}); (ratio to direct; on the 'over direct' "
           "rows, ratio to the floor's)\n")
     print(table(results))
+    tls.report(tls_results, tls_skipped)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", time.strftime("%Y%m%d-%H%M%S") + ".json"), "w") as f:
-        json.dump({"machine": machine, "scale": SCALE, "results": results}, f, indent=1)
+        json.dump({"machine": machine, "scale": SCALE, "results": results, "tls": tls_results,
+                   "tls_skipped": tls_skipped}, f, indent=1)
 
 
 if __name__ == "__main__":

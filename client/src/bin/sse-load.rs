@@ -1,33 +1,59 @@
-//! `sse-load URL -c N -d 15s`: the benchmark's load generator (see `client::load`).
+//! `sse-load URL -c N -d 15s [--cacert FILE | --insecure] [--http2 | --h2c]`: the
+//! benchmark's load generator (see `client::load`).
 
-use std::net::ToSocketAddrs;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
-use client::load::{run, LoadOptions};
+use clap::{ArgGroup, Parser};
+use client::load::{run, Http2, LoadOptions, StreamUrl, Transport, Trust};
 
 #[derive(Parser)]
 #[command(
     name = "sse-load",
-    about = "Open N SSE streams and measure per-event latency"
+    about = "Open N SSE streams and measure per-event latency",
+    group(ArgGroup::new("multiplexed").args(["http2", "h2c"]))
 )]
 struct Args {
-    /// http://host:port/path?query of the stream.
+    /// http(s)://host:port/path?query of the stream.
     url: String,
-    /// Concurrent streams.
+    /// Concurrent streams (over HTTP/1.1 each on its own connection).
     #[arg(short = 'c', long, default_value_t = 1)]
     connections: usize,
     /// How long to run, in seconds.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     duration: f64,
-    /// Count the duration from the moment every connection has been tried (connected or
-    /// failed), so that all of them are held for the whole duration however long
-    /// connecting takes.
+    /// Count the duration from the moment every stream's first connection has been tried
+    /// (connected or failed), so that all of them are held for the whole duration however
+    /// long connecting takes.
     #[arg(long)]
     after_connect: bool,
-    /// Connection attempts in flight at once.
+    /// Connection attempts (with their TLS and HTTP/2 handshakes) in flight at once.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
+    /// https://: trust only the CA certificates in this PEM file, as curl's --cacert.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    cacert: Option<PathBuf>,
+    /// https://: accept any server certificate (the handshake's signatures are still
+    /// checked, so it costs what a verified one does).
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// HTTP/2 over TLS, negotiated by ALPN h2 (an https:// URL), as browsers speak it.
+    #[arg(long)]
+    http2: bool,
+    /// Cleartext HTTP/2 with prior knowledge (an http:// URL).
+    #[arg(long)]
+    h2c: bool,
+    /// With --http2 or --h2c: streams multiplexed on each connection. 100 is RFC 9113's
+    /// smallest recommended max_concurrent_streams (and the gateway's default): a browser
+    /// puts every EventSource of an origin on one connection.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "100",
+        requires = "multiplexed"
+    )]
+    streams_per_conn: NonZeroUsize,
     /// Report the peak resident memory of this process (repeatable).
     #[arg(long = "pid")]
     pids: Vec<u32>,
@@ -45,23 +71,23 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rest = args
-        .url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("only http:// URLs"))?;
-    let (authority, target) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let addr = authority
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{authority} does not resolve"))?;
+    let url: StreamUrl = args.url.parse()?;
+    let trust = match (args.cacert, args.insecure) {
+        (Some(ca), _) => Some(Trust::Ca(ca)),
+        (None, true) => Some(Trust::Insecure),
+        (None, false) => None,
+    };
+    let http2 = match (args.http2, args.h2c) {
+        (true, _) => Some(Http2::OverTls),
+        (_, true) => Some(Http2::Cleartext),
+        _ => None,
+    };
+    let transport = Transport::choose(&url, trust, http2.map(|h| (h, args.streams_per_conn)))?;
     let options = LoadOptions {
-        addr,
-        target: if target.is_empty() {
-            "/".into()
-        } else {
-            target.into()
-        },
-        connections: args.connections,
+        addr: url.resolve()?,
+        url,
+        transport,
+        streams: args.connections,
         duration: Duration::from_secs_f64(args.duration),
         after_connect: args.after_connect,
         connect_concurrency: args.connect_concurrency,

@@ -1,12 +1,22 @@
-//! Load mode: N SSE connections at once, every event's delivery latency in an HDR
-//! histogram, and what went wrong: failed connects, streams cut early, and ids that do not
-//! follow one another (gaps, duplicates, ids going back), also across reconnections with
+//! Load mode: N SSE streams at once, every event's delivery latency in an HDR histogram,
+//! and what went wrong: failed connects, streams cut early, and ids that do not follow one
+//! another (gaps, duplicates, ids going back), also across reconnections with
 //! `Last-Event-ID` when asked to reconnect as `EventSource` does.
+//!
+//! The streams travel over the run's [`Transport`]: each on its own connection over
+//! HTTP/1.1 (cleartext, or TLS for `https://`), or multiplexed over HTTP/2 connections
+//! (ALPN `h2`, or h2c); events are read and counted the same way over all of them.
 //!
 //! It runs on one thread so that on a small machine it takes one core and leaves the rest
 //! to the origin and the proxy under test.
 
+mod h2;
 mod scan;
+#[cfg(test)]
+mod tests;
+mod tls;
+mod transport;
+mod url;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,23 +26,32 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use sse::stamp::monotonic_ns;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
 
 pub use scan::{EventScanner, IdCheck, Order, Received};
+pub use tls::{client_config, TlsError, Trust};
+pub use transport::{Http2, Protocol, Transport, TransportError};
+pub use url::{StreamUrl, UrlError};
+
+use transport::{dial, Body};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
+    /// Where to dial (`url`'s host, resolved).
     pub addr: SocketAddr,
-    /// Path and query of the stream, e.g. `/bench/x?rate=20&size=100`.
-    pub target: String,
-    pub connections: usize,
+    /// The stream, e.g. `https://localhost:8443/bench/x?rate=20&size=100`.
+    pub url: StreamUrl,
+    pub transport: Transport,
+    /// Concurrent streams.
+    pub streams: usize,
     pub duration: Duration,
     /// Count `duration` from the moment every stream's first connection attempt has ended
     /// (connected or failed), not from the start: a run of many clients on a loaded
     /// machine then holds them all connected for `duration`, however long connecting took.
     pub after_connect: bool,
-    /// Connection attempts in flight at once, so the listen backlog is not the test.
+    /// Connection attempts (with their TLS and HTTP/2 handshakes, and over HTTP/1.1 the
+    /// response head) in flight at once, so the listen backlog is not the test.
     pub connect_concurrency: usize,
     /// Processes whose peak resident memory to report.
     pub pids: Vec<u32>,
@@ -43,11 +62,16 @@ pub struct LoadOptions {
     pub expect_every: Option<Duration>,
 }
 
-/// What a load run measured.
+/// What a load run measured. `connections_ok` and `connections_failed` count streams
+/// (over HTTP/1.1 each is a connection), `transport_connections` the connections made
+/// (dialed, with their TLS and HTTP/2 handshakes).
 #[derive(Debug)]
 pub struct Report {
     pub connections_ok: u64,
     pub connections_failed: u64,
+    pub transport_connections: u64,
+    /// Why the first stream that failed to open failed.
+    pub first_error: Option<String>,
     pub events: u64,
     pub seconds: f64,
     pub latency_ns: Histogram<u64>,
@@ -73,6 +97,8 @@ impl Report {
         serde_json::json!({
             "connections_ok": self.connections_ok,
             "connections_failed": self.connections_failed,
+            "transport_connections": self.transport_connections,
+            "first_error": self.first_error,
             "events": self.events,
             "events_per_sec": self.events as f64 / self.seconds,
             "latency_us": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": self.latency_ns.max() as f64 / 1000.0},
@@ -91,6 +117,7 @@ impl Report {
 struct Counters {
     ok: AtomicU64,
     failed: AtomicU64,
+    transports: AtomicU64,
     events: AtomicU64,
     premature: AtomicU64,
     reconnects: AtomicU64,
@@ -103,26 +130,62 @@ struct Counters {
 struct Shared {
     options: LoadOptions,
     counters: Counters,
+    first_error: Mutex<Option<String>>,
     histogram: Mutex<Histogram<u64>>,
     /// Per stream, when it last received an event (CLOCK_MONOTONIC ns; 0: never).
     last_event_ns: Vec<AtomicU64>,
     /// Streams whose first connection attempt has ended; the last one wakes `all_tried`.
     tried: AtomicUsize,
     all_tried: Notify,
+    /// Connection attempts in flight.
+    connecting: Semaphore,
+    /// Over HTTP/2, each group of `streams_per_connection` streams' connection (stream
+    /// `i` is in group `i / streams_per_connection`); empty over HTTP/1.1.
+    h2_connections: Vec<h2::Connection>,
+}
+
+impl Shared {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A stream that could not open, and why.
+    fn failed(&self, why: String) {
+        Self::count(&self.counters.failed);
+        self.first_error.lock().unwrap().get_or_insert(why);
+    }
+
+    /// A stream's first connection attempt has ended: the last one wakes `run` when it
+    /// waits for all of them (`after_connect`).
+    fn tried(&self) {
+        if self.tried.fetch_add(1, Ordering::Relaxed) + 1 == self.options.streams {
+            // A stored permit: `run` may not be waiting yet.
+            self.all_tried.notify_one();
+        }
+    }
 }
 
 /// Runs the load; returns when `duration` has passed (from the start, or with
-/// `after_connect` from the end of the connecting).
+/// `after_connect` from the end of the connecting), or once every stream has ended for
+/// good (none reconnects).
 pub async fn run(options: LoadOptions) -> Report {
     let started = std::time::Instant::now();
-    let connecting = Arc::new(Semaphore::new(options.connect_concurrency.max(1)));
     let (stop, stopped) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        last_event_ns: (0..options.connections)
-            .map(|_| AtomicU64::new(0))
+    let h2_connections = match options.transport.protocol {
+        Protocol::Http1 => Vec::new(),
+        Protocol::Http2 {
+            streams_per_connection,
+        } => (0..options.streams.div_ceil(streams_per_connection.get()))
+            .map(|_| h2::Connection::default())
             .collect(),
+    };
+    let shared = Arc::new(Shared {
+        last_event_ns: (0..options.streams).map(|_| AtomicU64::new(0)).collect(),
+        connecting: Semaphore::new(options.connect_concurrency.max(1)),
+        h2_connections,
         options,
         counters: Counters::default(),
+        first_error: Mutex::new(None),
         histogram: Mutex::new(
             Histogram::<u64>::new_with_bounds(1_000, 600_000_000_000, 3)
                 .expect("valid histogram bounds"),
@@ -131,41 +194,44 @@ pub async fn run(options: LoadOptions) -> Report {
         all_tried: Notify::new(),
     });
     let rss = tokio::spawn(sample_rss(shared.options.pids.clone(), stopped.clone()));
-    let streams: Vec<_> = (0..shared.options.connections)
+    let mut streams: JoinSet<()> = (0..shared.options.streams)
         .map(|index| {
-            let (shared, connecting) = (shared.clone(), connecting.clone());
+            let shared = shared.clone();
             let mut stopped = stopped.clone();
-            tokio::spawn(async move {
-                let permit = connecting
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
+            async move {
                 tokio::select! {
-                    () = follow(&shared, index, permit) => {}
+                    () = follow(&shared, index) => {}
                     _ = stopped.wait_for(|stop| *stop) => {}
                 }
-            })
+            }
         })
         .collect();
-    if shared.options.after_connect && shared.options.connections > 0 {
-        shared.all_tried.notified().await;
+    let duration = async {
+        if shared.options.after_connect && shared.options.streams > 0 {
+            shared.all_tried.notified().await;
+        }
+        tokio::time::sleep(shared.options.duration).await;
+    };
+    tokio::select! {
+        () = duration => {}
+        () = async { while streams.join_next().await.is_some() {} } => {}
     }
-    tokio::time::sleep(shared.options.duration).await;
     let _ = stop.send(true);
-    for stream in streams {
-        let _ = stream.await;
-    }
+    while streams.join_next().await.is_some() {}
     let ended_ns = monotonic_ns();
     let max_rss_kib = rss.await.unwrap_or_default();
     let latency_ns = std::mem::replace(
         &mut *shared.histogram.lock().unwrap(),
         Histogram::new(1).unwrap(),
     );
+    let first_error = shared.first_error.lock().unwrap().take();
     let counter = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let c = &shared.counters;
     Report {
         connections_ok: counter(&c.ok),
         connections_failed: counter(&c.failed),
+        transport_connections: counter(&c.transports),
+        first_error,
         events: counter(&c.events),
         seconds: started.elapsed().as_secs_f64(),
         latency_ns,
@@ -186,34 +252,27 @@ pub async fn run(options: LoadOptions) -> Report {
     }
 }
 
-/// One stream until the run stops it: connected, read, and with `reconnect` opened
+/// One stream until the run stops it: opened, read, and with `reconnect` opened
 /// again with `Last-Event-ID` each time it ends early.
-async fn follow(shared: &Shared, index: usize, permit: tokio::sync::OwnedSemaphorePermit) {
+async fn follow(shared: &Shared, index: usize) {
     let (options, counters) = (&shared.options, &shared.counters);
-    let mut permit = Some(permit);
     let mut scanner = EventScanner::default();
     let mut ids = IdCheck::default();
-    let mut connected_before = false;
+    let (mut first_attempt, mut connected_before) = (true, false);
     loop {
-        let opened = open(options, scanner.last_event_id()).await;
-        if permit.take().is_some()
-            && shared.tried.fetch_add(1, Ordering::Relaxed) + 1 == options.connections
-        {
-            // A stored permit: `run` may not be waiting yet.
-            shared.all_tried.notify_one();
+        let opened = open(shared, index, scanner.last_event_id()).await;
+        if std::mem::take(&mut first_attempt) {
+            shared.tried();
         }
         match opened {
-            Err(_) => {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok((stream, rest, chunked)) => {
-                match std::mem::replace(&mut connected_before, true) {
+            Err(why) => shared.failed(why),
+            Ok(opened) => {
+                Shared::count(match std::mem::replace(&mut connected_before, true) {
                     false => &counters.ok,
                     true => &counters.reconnects,
-                }
-                .fetch_add(1, Ordering::Relaxed);
-                read(shared, index, stream, rest, chunked, &mut scanner, &mut ids).await;
-                counters.premature.fetch_add(1, Ordering::Relaxed);
+                });
+                read(shared, index, opened, &mut scanner, &mut ids).await;
+                Shared::count(&counters.premature);
             }
         }
         if !options.reconnect {
@@ -225,22 +284,60 @@ async fn follow(shared: &Shared, index: usize, permit: tokio::sync::OwnedSemapho
     }
 }
 
-/// Reads one connection's stream until it ends or breaks, counting its events and
-/// checking their ids.
+/// A stream whose head said 200: its body, and over HTTP/1.1 the body bytes read with the
+/// head and whether the body is chunked.
+struct Opened {
+    body: Body,
+    rest: Vec<u8>,
+    chunked: bool,
+}
+
+/// Opens stream `index` over the run's transport; `Err` says why it did not open.
+async fn open(shared: &Shared, index: usize, last_event_id: &str) -> Result<Opened, String> {
+    match shared.options.transport.protocol {
+        Protocol::Http1 => {
+            let _permit = shared
+                .connecting
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            open_http1(shared, last_event_id)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Protocol::Http2 {
+            streams_per_connection,
+        } => {
+            let connection = &shared.h2_connections[index / streams_per_connection.get()];
+            let body = connection.open(shared, last_event_id).await?;
+            Ok(Opened {
+                body,
+                rest: Vec::new(),
+                chunked: false,
+            })
+        }
+    }
+}
+
+/// Reads one stream until it ends or breaks, counting its events and checking their ids.
 async fn read(
     shared: &Shared,
     index: usize,
-    mut stream: TcpStream,
-    mut pending: Vec<u8>,
-    chunked: bool,
+    opened: Opened,
     scanner: &mut EventScanner,
     ids: &mut IdCheck,
 ) {
     let counters = &shared.counters;
-    let mut decoder = chunked::Decoder::default();
+    let Opened {
+        mut body,
+        rest,
+        chunked,
+    } = opened;
+    let mut decoder = chunked.then(chunked::Decoder::default);
     let mut latencies = Vec::with_capacity(256);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
+    // Everything in `bytes` arrived together: one receive time for its events. `false`
+    // when the chunked framing is broken.
+    let mut scan = |bytes: &[u8]| {
         let now = monotonic_ns();
         let mut events = 0;
         let mut on_event = |event: Received| {
@@ -258,12 +355,12 @@ async fn read(
                 counter.fetch_add(n, Ordering::Relaxed);
             }
         };
-        let decoded = match chunked {
-            true => decoder
-                .decode(&pending, |r| scanner.feed(&pending[r], &mut on_event))
+        let decoded = match &mut decoder {
+            Some(decoder) => decoder
+                .decode(bytes, |r| scanner.feed(&bytes[r], &mut on_event))
                 .is_ok(),
-            false => {
-                scanner.feed(&pending, &mut on_event);
+            None => {
+                scanner.feed(bytes, &mut on_event);
                 true
             }
         };
@@ -277,40 +374,37 @@ async fn read(
                 histogram.saturating_record(latency.max(1_000));
             }
         }
-        if !decoded {
+        decoded
+    };
+    if !scan(&rest) {
+        return;
+    }
+    while let Some(bytes) = body.next().await {
+        if !scan(bytes) {
             return;
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                pending.clear();
-                pending.extend_from_slice(&buf[..n]);
-            }
         }
     }
 }
 
-/// Connects, sends the request and reads the head: the stream, bytes past the head, and
-/// whether the body is chunked. Anything but 200 is a failed connection.
-async fn open(
-    options: &LoadOptions,
-    last_event_id: &str,
-) -> std::io::Result<(TcpStream, Vec<u8>, bool)> {
+/// Dials a connection of its own for one HTTP/1.1 stream, sends the request and reads the
+/// head. Anything but 200 is a failed stream.
+async fn open_http1(shared: &Shared, last_event_id: &str) -> std::io::Result<Opened> {
+    let options = &shared.options;
     let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
-        options.target, options.addr
+        options.url.target, options.url.authority
     );
     if !last_event_id.is_empty() {
         request.push_str(&format!("Last-Event-ID: {last_event_id}\r\n"));
     }
     request.push_str("\r\n");
-    let mut stream = TcpStream::connect(options.addr).await?;
-    stream.set_nodelay(true)?;
-    stream.write_all(request.as_bytes()).await?;
+    let mut socket = dial(options.addr, &options.url, &options.transport).await?;
+    Shared::count(&shared.counters.transports);
+    socket.write_all(request.as_bytes()).await?;
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
     let end = loop {
-        let n = stream.read(&mut buf).await?;
+        let n = socket.read(&mut buf).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -326,7 +420,11 @@ async fn open(
         ));
     }
     let chunked = text.contains("\r\ntransfer-encoding: chunked");
-    Ok((stream, head.split_off(end), chunked))
+    Ok(Opened {
+        rest: head.split_off(end),
+        body: Body::http1(socket),
+        chunked,
+    })
 }
 
 /// Peak VmRSS of each pid, sampled every 100 ms until the run stops.
