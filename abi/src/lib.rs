@@ -15,16 +15,22 @@
 
 // `#[sabi_trait]` expands to impls of foreign traits inside a const block, which rustc flags.
 #![allow(non_local_definitions)]
-// Only the descriptor's ownership (`ClientSocket`) and the FFI object's trait need
-// `unsafe`; each place allows it locally with a SAFETY comment.
+// Only the descriptor's ownership (`ClientSocket`) and the FFI objects' traits (generated
+// by `#[sabi_trait]`) need `unsafe`; each place allows it locally with a SAFETY comment.
 #![deny(unsafe_code)]
 
 mod logger;
 mod request;
+pub mod transport;
 pub mod unwind;
+pub mod waker;
 
 pub use logger::{LogLevel, Logger};
 pub use request::{ClientSocket, Header, HijackRequest, RequestHead, RouteDecl};
+pub use transport::{
+    ClientTransport, FfiPoll, FfiTransport, FfiTransportBox, FfiTransport_TO, FfiWake, FfiWaker,
+    HttpVersion, ResponseHead,
+};
 
 use abi_stable::{
     declare_root_module_statics,
@@ -64,27 +70,68 @@ pub trait ServerPlugin: Send + Sync + 'static {
     }
 }
 
-/// A connection handed to [`ServerPlugin::hijack`].
+/// A request handed to [`ServerPlugin::hijack`], with its client.
 pub struct Claimed {
-    pub stream: std::net::TcpStream,
+    pub client: Client,
+    /// The protocol the client spoke.
+    pub http_version: HttpVersion,
     /// The index, in [`ServerPlugin::routes`], of the route the host picked.
     pub route: usize,
     pub head: RequestHead,
-    /// Bytes the host had already read after the head.
+    /// Bytes the host had already read after the head (for a bridged client, its
+    /// transport's first reads give them instead: this is empty).
     pub read_ahead: Vec<u8>,
     /// Headers to add to every response the plugin writes on this connection.
     pub response_headers: Vec<Header>,
     /// When the JWT that authorised the request stops being valid (its `exp` plus the
     /// leeway): the stream must end by then, at an event boundary.
     pub token_expires_at: Option<std::time::Instant>,
-    /// The connection's place under the host's `max_connections`: keep it as long as the
-    /// connection, drop it with the connection.
+    /// The connection's (or the HTTP/2 stream's) place under the host's
+    /// `max_connections`: keep it as long as the client, drop it with the client.
     pub slot: ConnectionSlot,
     /// The host's root `max_body_bytes`, for routes that set none of their own.
     pub max_body_bytes: u64,
     /// When the request body must be in (the host's `read_timeout`, from the request's
     /// first byte); `None`: no limit. Past it the plugin answers 408.
     pub body_deadline: Option<std::time::Instant>,
+}
+
+/// A claimed request's client, as the plugin serves it.
+#[derive(Debug)]
+pub enum Client {
+    /// Plain-TCP HTTP/1.1: the connection itself (blocking mode, as the host left it).
+    Tcp(std::net::TcpStream),
+    /// TLS or HTTP/2: one stream the host lends; see [`transport`].
+    Bridged(FfiTransportBox),
+}
+
+impl From<HijackRequest> for Claimed {
+    /// What the panic wrapper hands the plugin: the socket becomes a stream before any
+    /// plugin code runs, so it is closed (and a bridged transport ended) even if the
+    /// plugin panics, as both drop while unwinding.
+    fn from(request: HijackRequest) -> Self {
+        Claimed {
+            client: match request.client {
+                ClientTransport::Socket(socket) => Client::Tcp(socket.into_std()),
+                ClientTransport::Bridged(transport) => Client::Bridged(transport),
+            },
+            http_version: request.http_version,
+            route: request.route as usize,
+            head: request.head,
+            read_ahead: request.read_ahead.into_vec(),
+            response_headers: request.response_headers.into_vec(),
+            token_expires_at: request
+                .token_expires_in_ms
+                .into_option()
+                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
+            slot: request.slot,
+            max_body_bytes: request.max_body_bytes,
+            body_deadline: request
+                .body_deadline_in_ms
+                .into_option()
+                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
+        }
+    }
 }
 
 pub use ffi::{FfiConnectionSlot, FfiConnectionSlot_TO, FfiServerPlugin, FfiServerPlugin_TO};
@@ -104,7 +151,8 @@ mod ffi {
         /// See [`ServerPlugin::routes`]; an error means the plugin panicked.
         fn routes(&self) -> RResult<RVec<RouteDecl>, RString>;
 
-        /// See [`ServerPlugin::hijack`]. Takes ownership of `request.socket` even when it fails.
+        /// See [`ServerPlugin::hijack`]. Takes ownership of `request.client` even when it
+        /// fails.
         fn hijack(&self, request: HijackRequest) -> RResult<(), RString>;
 
         /// See [`ServerPlugin::stats`].

@@ -1,5 +1,6 @@
-//! What travels with a hijacked connection: the socket, the host's route decision, the
-//! parsed head, and what the host's protections decided about the stream.
+//! What travels with a hijacked connection: the client's transport (the socket, or a
+//! bridged stream: [`crate::transport`]), the host's route decision, the parsed head, and
+//! what the host's protections decided about the stream.
 
 use std::os::fd::{FromRawFd, IntoRawFd};
 
@@ -100,15 +101,18 @@ impl Drop for ClientSocket {
     }
 }
 
-/// A claimed connection: the socket, the head, and what the host read past the head.
+/// A claimed request: its client's transport, the head, and what the host read past it.
 #[repr(C)]
 #[derive(StableAbi, Debug)]
 pub struct HijackRequest {
-    pub socket: ClientSocket,
+    pub client: crate::ClientTransport,
+    /// The protocol the client spoke (for logs and stats; the transport frames it).
+    pub http_version: crate::HttpVersion,
     /// Which of the plugin's [`RouteDecl`]s the host's route decision picked.
     pub route: u32,
     pub head: RequestHead,
-    /// Bytes the host had already read after the head (a body, pipelined requests).
+    /// Bytes the host had already read after the head (a body, pipelined requests), for a
+    /// socket; a bridged transport gives them first through its `poll_read` instead.
     pub read_ahead: RVec<u8>,
     /// Headers the plugin must add to the response it writes (the host's CORS headers, for
     /// instance): the protections the host applied before the handoff reach the client.
@@ -116,7 +120,8 @@ pub struct HijackRequest {
     /// When a JWT authorised the request: milliseconds until it expires (its `exp` plus
     /// the validator's leeway, from the handoff). The stream must end by then.
     pub token_expires_in_ms: ROption<u64>,
-    /// Held for as long as the connection is open; see [`crate::ConnectionSlot`].
+    /// Held for as long as the connection (or the HTTP/2 stream) is open; see
+    /// [`crate::ConnectionSlot`].
     pub slot: crate::ConnectionSlot,
     /// The host's root `max_body_bytes`: the largest request body the plugin takes unless
     /// its route sets its own (a larger one gets 413 before anything is sent upstream).

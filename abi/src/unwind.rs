@@ -28,25 +28,7 @@ impl<P: ServerPlugin> FfiServerPlugin for CatchUnwind<P> {
     }
 
     fn hijack(&self, request: HijackRequest) -> RResult<(), RString> {
-        // The socket is a stream before any plugin code runs, so it is closed even if the
-        // plugin panics (the stream drops while unwinding).
-        let claimed = Claimed {
-            stream: request.socket.into_std(),
-            route: request.route as usize,
-            head: request.head,
-            read_ahead: request.read_ahead.into_vec(),
-            response_headers: request.response_headers.into_vec(),
-            token_expires_at: request
-                .token_expires_in_ms
-                .into_option()
-                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
-            slot: request.slot,
-            max_body_bytes: request.max_body_bytes,
-            body_deadline: request
-                .body_deadline_in_ms
-                .into_option()
-                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
-        };
+        let claimed = Claimed::from(request);
         caught(|| self.0.hijack(claimed))
     }
 
@@ -123,7 +105,8 @@ mod tests {
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server_side, _) = listener.accept().unwrap();
         let request = HijackRequest {
-            socket: server_side.into(),
+            client: crate::ClientTransport::Socket(server_side.into()),
+            http_version: crate::HttpVersion::Http11,
             route: 0,
             head: RequestHead {
                 method: "GET".into(),

@@ -1,18 +1,18 @@
 //! Value formats shared by the host's config and the plugins' config blocks, so that a
-//! `"timeout": "1m30s"` or a `"host": ["http://origin:8080"]` means the same everywhere.
+//! `"timeout": "1m30s"` or a `"host": ["https://origin:8443"]` means the same everywhere.
 
 #![forbid(unsafe_code)]
 
 pub mod duration;
 
-/// Parses a backend base URL: `http://host[:port]`, with no path or query (a trailing
-/// slash is allowed).
-pub fn http_base_url(text: &str) -> Result<http::Uri, String> {
+/// Parses a backend base URL: `http://` or `https://host[:port]`, with no path or query
+/// (a trailing slash is allowed).
+pub fn base_url(text: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = text
         .parse()
         .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err(format!("{text:?} is not an http:// URL"));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(format!("{text:?} is not an http:// or https:// URL"));
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(format!(
@@ -22,13 +22,31 @@ pub fn http_base_url(text: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
-/// The `host:port` to dial for a base URL from [`http_base_url`] (port 80 when it names none).
+/// [`base_url`] for a user that speaks no TLS to its upstreams: `http://` only, so that an
+/// `https://` host is refused rather than sent cleartext to its TLS port.
+pub fn http_base_url(text: &str) -> Result<http::Uri, String> {
+    if !text
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+    {
+        return Err(format!("{text:?} is not an http:// URL"));
+    }
+    base_url(text)
+}
+
+/// The `host:port` to dial for a base URL from [`base_url`] (port 80 for `http`, 443 for
+/// `https` when it names none).
 pub fn dial_addr(uri: &http::Uri) -> String {
-    let authority = uri.authority().expect("checked by http_base_url");
+    let authority = uri.authority().expect("checked by base_url");
+    let default = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
     format!(
         "{}:{}",
         authority.host(),
-        authority.port_u16().unwrap_or(80)
+        authority.port_u16().unwrap_or(default)
     )
 }
 
@@ -44,8 +62,11 @@ mod tests {
             dial_addr(&http_base_url("http://[::1]:81").unwrap()),
             "[::1]:81"
         );
-        for bad in ["ftp://h", "http://h/path", "http://h?q", "h:80", ""] {
-            assert!(http_base_url(bad).is_err(), "{bad}");
+        let tls = base_url("https://origin.internal").unwrap();
+        assert_eq!(dial_addr(&tls), "origin.internal:443");
+        assert!(http_base_url("https://origin.internal").is_err());
+        for bad in ["ftp://h", "http://h/path", "https://h?q", "h:80", ""] {
+            assert!(base_url(bad).is_err(), "{bad}");
         }
     }
 }

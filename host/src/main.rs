@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use host::accept;
 use host::activation::{self, Activation, Notifier, Sockets};
 use host::config::{self, Config};
 use host::connections::Connections;
 use host::gate::Limits;
-use host::listener;
 use host::pipeline::Pipeline;
 use host::plugins::{plugin_files, PluginLibrary, ServerPlugins};
-use host::protect::Guard;
+use host::protect::Protections;
 use host::route::Router;
-use host::server::{self, Gateway};
+use host::shared::Shared;
 use host::static_files::StaticFiles;
 
 #[derive(Parser)]
@@ -280,7 +280,7 @@ fn run(
     runtime.block_on(async move {
         let backlog = config
             .backlog
-            .map_or_else(listener::system_backlog, NonZeroU32::get);
+            .map_or_else(accept::system_backlog, NonZeroU32::get);
         let (http_passed, metrics_passed) = match passed {
             Some(Sockets { http, metrics }) => (Some(http), metrics),
             None => (None, None),
@@ -293,7 +293,7 @@ fn run(
             (Some(address), passed) => {
                 let metrics = match passed {
                     Some(socket) => tokio::net::TcpListener::from_std(socket)?,
-                    None => listener::listen(address.as_str(), backlog, false)
+                    None => accept::listen(address.as_str(), backlog, false)
                         .await
                         .with_context(|| format!("listening for metrics on {address}"))?,
                 };
@@ -323,7 +323,7 @@ fn run(
                     "[SERVICE: HTTP Server] max_connections {max_connections}, accept backlog {backlog}{shared}"
                 );
                 let address = (config.listen_ip.as_str(), config.port);
-                listener::listen(address, backlog, config.reuse_port)
+                accept::listen(address, backlog, config.reuse_port)
                     .await
                     .with_context(|| {
                         format!("listening on {}:{}", config.listen_ip, config.port)
@@ -335,18 +335,24 @@ fn run(
             "[SERVICE: HTTP Server] Listening on {}",
             listener.local_addr()?
         );
-        let gateway = Arc::new(Gateway {
+        let shared = Arc::new(Shared {
             plugins: Arc::new(plugins),
             router: Arc::new(router),
             connections: connections.clone(),
-            guard: Guard::new(&config),
+            protections: Protections::new(&config),
             metrics: Arc::default(),
             debug,
             pipeline: Pipeline::new(&config),
             static_files,
             max_body_bytes: config.max_body_bytes,
+            tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            http2: host::http2::Settings {
+                use_h2c: config.use_h2c,
+                max_concurrent_streams: config.max_concurrent_streams,
+            },
+            draining: tokio_util::sync::CancellationToken::new(),
             limits: Limits {
-                max_head_bytes: config.max_header_bytes,
+                max_header_bytes: config.max_header_bytes,
                 max_headers: config.max_header_count,
                 read_header_timeout: config.read_header_timeout,
                 idle_timeout: config.idle_timeout,
@@ -354,11 +360,11 @@ fn run(
                 send_buffer: config.client_send_buffer,
             },
         });
-        host::protect::jwks::load(&gateway.guard).await;
+        host::protect::jwks::load(&shared.protections).await;
         if let Some(metrics) = metrics {
-            tokio::spawn(server::serve_metrics(metrics, gateway.clone()));
+            tokio::spawn(host::metrics::serve_metrics(metrics, shared.clone()));
         }
-        let acceptor = listener::Acceptor::new(listener, connections.clone(), "HTTP Server");
+        let acceptor = accept::Acceptor::new(listener, connections.clone(), "HTTP Server");
         notifier.notify("READY=1");
         // `run` drops the acceptor when the signal comes, so the listener is closed before
         // the drain starts. Bound with `reuse_port`, that stops the kernel queueing new
@@ -366,9 +372,10 @@ fn run(
         // `net.ipv4.tcp_migrate_req` moves them to another process of the port). Passed by
         // a service manager, the socket stays open in the manager and in the process that
         // replaces this one, with its queue.
-        server::run(acceptor, gateway.clone(), shutdown_signal()).await;
+        accept::run(acceptor, shared.clone(), shutdown_signal()).await;
         notifier.notify("STOPPING=1");
-        drain(&gateway.plugins, &connections, config.shutdown_timeout).await;
+        shared.draining.cancel();
+        drain(&shared.plugins, &connections, config.shutdown_timeout).await;
         Ok(())
     })
 }

@@ -1,16 +1,25 @@
 //! Prometheus metrics, served when the root `extra_config."telemetry/metrics"` is present
 //! (`listen_address`, default `:8090`) at `GET /metrics` on their own listener: request
 //! counts and latency histograms per endpoint, method and status, the client connections
-//! open and refused, and every plugin's numeric stream counters from its `stats()`.
+//! open and refused, and every plugin's numeric stream counters from its `stats()`; and
+//! the plugins' `stats()` themselves as JSON at [`STATS_PATH`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::StatusCode;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio::net::TcpListener;
 
+use crate::accept::Acceptor;
 use crate::connections::Connections;
+use crate::protect::Answer;
+use crate::shared::Shared;
 
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 11] = [
@@ -198,6 +207,59 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Where the plugins' counters are served, as JSON, on the metrics listener only: they
+/// name routes and hosts, which is nothing for the public port to tell.
+pub const STATS_PATH: &str = "/__stats";
+
+/// Connections the metrics listener serves at once: a few scrapers, and never the
+/// descriptors client connections need.
+pub const MAX_METRICS_CONNECTIONS: usize = 16;
+/// How long a metrics connection may stay open: a scrape takes milliseconds, and a
+/// silent connection must not hold one of the few places.
+const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `GET /metrics` (Prometheus text) from `listener` until the process ends, to at
+/// most [`MAX_METRICS_CONNECTIONS`] at once, so that it answers when clients have taken
+/// every connection they may.
+pub async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) {
+    let places = Arc::new(Connections::new(MAX_METRICS_CONNECTIONS));
+    let mut acceptor = Acceptor::new(listener, places, "Metrics");
+    loop {
+        let (stream, _, slot) = acceptor.accept().await;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let shared = shared.clone();
+                async move {
+                    let response = match request.uri().path() {
+                        "/metrics" => {
+                            let text = shared
+                                .metrics
+                                .render(&shared.plugins.stats(), &shared.connections);
+                            let mut response =
+                                http::Response::new(crate::pipeline::full_text(text));
+                            response.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                            );
+                            response
+                        }
+                        STATS_PATH => crate::pipeline::json(shared.plugins.stats()),
+                        _ => crate::pipeline::answer(Answer::new(
+                            StatusCode::NOT_FOUND,
+                            "not found\n",
+                        )),
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(METRICS_CONNECTION_TIMEOUT, connection).await;
+        });
+    }
 }
 
 #[cfg(test)]

@@ -55,7 +55,8 @@ async fn hand_over(
     };
     plugin
         .hijack(Claimed {
-            stream: server,
+            client: abi::Client::Tcp(server),
+            http_version: abi::HttpVersion::Http11,
             route,
             head,
             read_ahead: Vec::new(),

@@ -20,6 +20,7 @@
 
 mod balancer;
 mod body;
+mod bridged;
 pub mod config;
 mod drain;
 mod fanout;
@@ -42,7 +43,7 @@ use abi::{Claimed, Logger, RouteDecl, ServerPlugin};
 use balancer::Balancer;
 use config::{Block, Route};
 use pool::BufferPool;
-use session::Session;
+use session::{ClientTransport, Session};
 use stats::RouteStats;
 
 pub const PLUGIN_NAME: &str = "krakend-server-plugin-streaming";
@@ -159,9 +160,10 @@ impl StreamingPlugin {
     }
 }
 
-/// What the host handed over with a connection, as the stream's task takes it.
-struct Handoff {
-    stream: std::net::TcpStream,
+/// What the host handed over with a connection, as the stream's task takes it: `C` is the
+/// client as it crossed (a socket, or the host's bridged stream).
+struct Handoff<C> {
+    client: C,
     head: abi::RequestHead,
     response_headers: Vec<abi::Header>,
     token_expires_at: Option<tokio::time::Instant>,
@@ -171,33 +173,58 @@ struct Handoff {
     body: Box<body::Incoming>,
 }
 
+/// A client as it crossed the ABI, and the session's transport it becomes on the stream's
+/// runtime. Each kind is its own task type, so a TCP stream's task is no larger for the
+/// bridged kind's sake.
+trait Crossed: Send + 'static {
+    type Transport: ClientTransport;
+    fn into_transport(self) -> std::io::Result<Self::Transport>;
+}
+
+impl Crossed for std::net::TcpStream {
+    type Transport = tokio::net::TcpStream;
+
+    fn into_transport(self) -> std::io::Result<tokio::net::TcpStream> {
+        let client = tokio::net::TcpStream::from_std(self)?;
+        // Events are written whole, each read's at once: nothing to gain by waiting.
+        let _ = client.set_nodelay(true);
+        Ok(client)
+    }
+}
+
+impl Crossed for abi::FfiTransportBox {
+    type Transport = bridged::BridgedStream;
+
+    fn into_transport(self) -> std::io::Result<bridged::BridgedStream> {
+        Ok(bridged::BridgedStream::new(self))
+    }
+}
+
 /// The task of one claimed connection, the route's index checked: a fan-out client or a
-/// relayed stream, over the connection's socket.
+/// relayed stream, over the connection's socket or the host's bridged stream.
 // An async block, not an `async fn`: see `relay::relay` (the arguments stored once).
 #[expect(clippy::manual_async_fn, reason = "arguments stored once")]
-fn stream_task(
+fn stream_task<C: Crossed>(
     shared: Arc<Shared>,
     route: usize,
-    handoff: Handoff,
+    handoff: Handoff<C>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let Handoff {
-            stream,
+            client,
             head,
             response_headers,
             token_expires_at,
             slot: _slot,
             body,
         } = handoff;
-        let client = match tokio::net::TcpStream::from_std(stream) {
+        let client = match client.into_transport() {
             Ok(client) => client,
             Err(e) => {
                 let message = format!("[PLUGIN: {PLUGIN_NAME}] socket: {e}");
                 return shared.logger.warn(&message);
             }
         };
-        // Events are written whole, each read's at once: nothing to gain by waiting.
-        let _ = client.set_nodelay(true);
         let state = &shared.routes[route];
         let (expires, shared) = (token_expires_at, &shared);
         let session = Session::new(client, &head, response_headers, expires, shared, state);
@@ -233,7 +260,7 @@ impl ServerPlugin for StreamingPlugin {
 
     fn hijack(&self, claimed: Claimed) -> Result<(), HijackError> {
         let Claimed {
-            stream,
+            client,
             route,
             head,
             response_headers,
@@ -242,12 +269,12 @@ impl ServerPlugin for StreamingPlugin {
             read_ahead,
             max_body_bytes,
             body_deadline,
+            http_version: _,
         } = claimed;
         let token_expires_at = token_expires_at.map(tokio::time::Instant::from_std);
         if route >= self.shared.routes.len() {
             return Err(HijackError::NoRoute(route));
         }
-        stream.set_nonblocking(true)?;
         let limits = body::BodyLimits {
             max_bytes: self.shared.routes[route]
                 .config
@@ -255,15 +282,30 @@ impl ServerPlugin for StreamingPlugin {
                 .unwrap_or(max_body_bytes),
             deadline: body_deadline.map(tokio::time::Instant::from_std),
         };
-        let client = Handoff {
-            stream,
-            head,
-            response_headers,
-            token_expires_at,
-            slot,
-            body: Box::new(body::Incoming { read_ahead, limits }),
-        };
-        workers::spawn(stream_task(self.shared.clone(), route, client));
+        let body = Box::new(body::Incoming { read_ahead, limits });
+        macro_rules! spawn {
+            ($client:expr) => {
+                workers::spawn(stream_task(
+                    self.shared.clone(),
+                    route,
+                    Handoff {
+                        client: $client,
+                        head,
+                        response_headers,
+                        token_expires_at,
+                        slot,
+                        body,
+                    },
+                ))
+            };
+        }
+        match client {
+            abi::Client::Tcp(stream) => {
+                stream.set_nonblocking(true)?;
+                spawn!(stream)
+            }
+            abi::Client::Bridged(transport) => spawn!(transport),
+        }
         Ok(())
     }
 
@@ -374,7 +416,7 @@ mod tests {
         .unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let handoff = super::Handoff {
-            stream: std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap(),
+            client: std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap(),
             head: abi::RequestHead {
                 method: "GET".into(),
                 path: "/s".into(),

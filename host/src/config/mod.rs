@@ -14,7 +14,7 @@ use path_template::Template;
 use crate::protect::cors::{Cors, CorsConfig};
 use crate::protect::jwt::{JwtConfig, Validator};
 use crate::protect::ratelimit::{RateLimit, RateLimitConfig};
-use crate::protect::EndpointGuard;
+use crate::protect::EndpointProtections;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -81,6 +81,15 @@ pub struct Config {
     pub metrics_address: Option<String>,
     /// `telemetry/logging`.
     pub logging: Option<Logging>,
+    /// Root `tls`: the port speaks TLS only (`None`: cleartext, or `disabled`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Root `client_tls`: how `https` backends are verified (the system's roots by default).
+    pub client_tls: tls_config::ClientTls,
+    /// Root `use_h2c`: cleartext HTTP/2 with prior knowledge on a plain port, beside
+    /// HTTP/1.1.
+    pub use_h2c: bool,
+    /// HTTP/2 streams one client connection may have open at once.
+    pub max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -130,7 +139,7 @@ pub struct Endpoint {
     pub input_headers: Forward,
     pub input_query_strings: Forward,
     /// JWT and rate limits (`auth/validator`, `qos/ratelimit/router`).
-    pub guard: Arc<EndpointGuard>,
+    pub protections: Arc<EndpointProtections>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -143,7 +152,8 @@ pub enum OutputEncoding {
 
 #[derive(Debug, Clone)]
 pub struct Backend {
-    /// Base URLs such as `http://127.0.0.1:9081`, used in round robin.
+    /// Base URLs such as `http://127.0.0.1:9081` or `https://api.internal`, used in round
+    /// robin.
     pub hosts: Vec<http::Uri>,
     pub url_pattern: String,
     pub method: Option<http::Method>,
@@ -227,6 +237,10 @@ const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// A 1 MiB body (the default `max_body_bytes`) at 300 kbit/s, a poor mobile link, takes
 /// 28 s; a client slower than that holds a connection for nothing.
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// RFC 9113's recommended minimum, and what a browser puts all the EventSources of an
+/// origin on: the 101st waits for one of them to end. A connection with all its streams
+/// stalled then holds at most 100 x `max_send_buffer_size` (32 KiB): 3.2 MiB.
+const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// A client socket's send buffer. Left to autotuning, Linux lets one socket's buffer grow
 /// to `tcp_wmem`'s maximum (4 MiB here, 2.1 MiB measured) before a write blocks, so a
 /// client that stops reading costs megabytes and is noticed by `client_write_timeout`
@@ -260,6 +274,11 @@ struct RawConfig {
     reuse_port: bool,
     max_connections: Option<NonZeroUsize>,
     plugin: Option<PluginFolder>,
+    tls: Option<tls_config::RawServerTls>,
+    client_tls: Option<tls_config::RawClientTls>,
+    #[serde(default)]
+    use_h2c: bool,
+    max_concurrent_streams: Option<std::num::NonZeroU32>,
     #[serde(default)]
     endpoints: Vec<RawEndpoint>,
     #[serde(default)]
@@ -465,7 +484,24 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             })
         })
         .transpose()?;
+    let tls_error = |block: &'static str| {
+        move |e: tls_config::TlsError| invalid(format!("{block}.{}", e.key), e.cause)
+    };
+    let tls = match &raw.tls {
+        Some(block) => tls_config::server(block).map_err(tls_error("tls"))?,
+        None => None,
+    };
+    let client_tls = match &raw.client_tls {
+        Some(block) => tls_config::ClientTls::load(block).map_err(tls_error("client_tls"))?,
+        None => tls_config::ClientTls::default(),
+    };
     Ok(Config {
+        tls,
+        client_tls,
+        use_h2c: raw.use_h2c,
+        max_concurrent_streams: raw
+            .max_concurrent_streams
+            .map_or(DEFAULT_MAX_CONCURRENT_STREAMS, std::num::NonZeroU32::get),
         logging,
         port: raw.port.unwrap_or(DEFAULT_PORT),
         listen_ip: raw.listen_ip.unwrap_or_else(|| "0.0.0.0".into()),
@@ -549,7 +585,7 @@ fn endpoint(
         .transpose()
         .map_err(|m| (".extra_config.qos/ratelimit/router".to_owned(), m))?;
     Ok(Endpoint {
-        guard: Arc::new(EndpointGuard { jwt, rate_limit }),
+        protections: Arc::new(EndpointProtections { jwt, rate_limit }),
         endpoint: raw.endpoint,
         template,
         method: endpoint_method,
@@ -571,7 +607,7 @@ fn backend(raw: RawBackend) -> Result<Backend, (String, String)> {
         .host
         .iter()
         .enumerate()
-        .map(|(i, h)| config_values::http_base_url(h).map_err(|m| (format!(".host[{i}]"), m)))
+        .map(|(i, h)| config_values::base_url(h).map_err(|m| (format!(".host[{i}]"), m)))
         .collect::<Result<_, _>>()?;
     if !raw.url_pattern.starts_with('/') {
         return Err((".url_pattern".into(), "must start with '/'".into()));
@@ -612,7 +648,6 @@ fn method(name: &str) -> Result<http::Method, String> {
         .map_err(|_| format!("invalid HTTP method {name:?}"))
 }
 
-/// Accepts `http://host[:port]` with nothing after the authority but an optional `/`.
 fn strip_position(message: &str) -> String {
     message
         .split(" at line ")
@@ -695,7 +730,7 @@ mod tests {
             (r#"{"version": 3, "port": "x"}"#.into(), "krakend.json: port: invalid type"),
             (format!(r#"{{"version": 3, "endpoints": [{{"endpoint": "/a", {backend}}}, {{"endpoint": "b", {backend}}}]}}"#), "endpoints[1].endpoint: must start with '/'"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": [1], "url_pattern": "/x"}]}]}"#.into(), "endpoints[0].backend[0].host[0]: invalid type"),
-            (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["ftp://x"], "url_pattern": "/x"}]}]}"#.into(), "endpoints[0].backend[0].host[0]: \"ftp://x\" is not an http:// URL"),
+            (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["ftp://x"], "url_pattern": "/x"}]}]}"#.into(), "endpoints[0].backend[0].host[0]: \"ftp://x\" is not an http:// or https:// URL"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": []}]}"#.into(), "endpoints[0].backend: needs at least one backend"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "output_encoding": "no-op", "backend": [{"host": ["http://h"], "url_pattern": "/x"}, {"host": ["http://h"], "url_pattern": "/y"}]}]}"#.into(), "endpoints[0].backend: a no-op endpoint takes exactly one backend, found 2"),
             (r#"{"version": 3, "endpoints": [{"endpoint": "/a", "backend": [{"host": ["http://h"], "url_pattern": "/x"}, {"host": ["http://h"], "url_pattern": "/y", "encoding": "xml"}]}]}"#.into(), "endpoints[0].backend[1].encoding: \"xml\" is not supported"),

@@ -1,4 +1,5 @@
-//! The gate: an I/O wrapper between a client socket and hyper.
+//! The gate: an I/O wrapper between an HTTP/1.1 client's byte stream (a TCP socket, or a
+//! TLS session over one) and hyper.
 //!
 //! The gate parses each request head itself (httparse) and gives hyper exactly one
 //! request's bytes at a time: the head, then the body as its framing says, never a byte of
@@ -7,8 +8,8 @@
 //! hyper's service. At each head it can also stop the connection cleanly:
 //!
 //! * a head a plugin claims: the gate reports EOF, hyper finishes the response it is
-//!   writing (it runs with `half_close(true)` and `without_shutdown()`), and the socket, the
-//!   parsed head and the bytes read past it go to the plugin. This works for the first
+//!   writing (it runs with `half_close(true)` and `without_shutdown()`), and the stream, the
+//!   parsed head and the bytes read past it go to the handoff. This works for the first
 //!   request and for any later one on a keep-alive connection, pipelined or not;
 //! * a bad head: the gate reports EOF the same way and the host answers 400 or 431 itself,
 //!   so a malformed request never reaches hyper half-parsed and never affects other clients.
@@ -32,7 +33,6 @@ use std::time::Duration;
 use abi::{Header, RequestHead};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use wire::framing::{self, Framing};
@@ -94,6 +94,9 @@ enum State {
     /// keep-alive connection idles between requests.
     AwaitHead {
         started: Option<Instant>,
+        /// How many buffered bytes were searched for the head's end already: a head sent
+        /// a byte at a time is searched once, not parsed again at every byte.
+        scanned: usize,
     },
     Forward {
         head_left: usize,
@@ -105,8 +108,8 @@ enum State {
 /// What the gate allows a client while it waits for a request head.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// A larger head gets 431.
-    pub max_head_bytes: usize,
+    /// A larger head gets 431 (`max_header_bytes`).
+    pub max_header_bytes: usize,
     /// More headers in one head get 431; at most [`MAX_HEADER_COUNT`].
     pub max_headers: usize,
     /// From a head's first byte to its end (from the accept for a connection's first
@@ -130,8 +133,8 @@ impl Limits {
     }
 }
 
-pub struct Gate {
-    stream: TcpStream,
+pub struct Gate<IO> {
+    stream: IO,
     peer: SocketAddr,
     /// Bytes read from the socket and not yet given to hyper.
     buf: BytesMut,
@@ -145,23 +148,25 @@ pub struct Gate {
     pending: Arc<Pending>,
 }
 
-impl Gate {
-    /// A gate for a connection accepted just now: its first head is due within
-    /// `read_header_timeout` (a client that connects and says nothing costs no more).
+impl<IO: AsyncRead + AsyncWrite + Unpin> Gate<IO> {
+    /// A gate for a connection accepted at `accepted`, whose first bytes (`read`) were
+    /// read already: its first head is due within `read_header_timeout` of the accept (a
+    /// client that connects and says nothing costs no more).
     pub fn new(
-        stream: TcpStream,
+        stream: IO,
         peer: SocketAddr,
+        (accepted, read): (Instant, BytesMut),
         limits: Limits,
         router: Arc<Router>,
         pending: Arc<Pending>,
     ) -> Self {
-        let accepted = Instant::now();
         Self {
             stream,
             peer,
-            buf: BytesMut::new(),
+            buf: read,
             state: State::AwaitHead {
                 started: Some(accepted),
+                scanned: 0,
             },
             limits,
             deadline: Box::pin(tokio::time::sleep_until(accepted + limits.head_timeout())),
@@ -179,12 +184,15 @@ impl Gate {
             Some(_) => self.limits.head_timeout(),
             None => self.limits.idle_timeout,
         };
-        self.state = State::AwaitHead { started };
+        self.state = State::AwaitHead {
+            started,
+            scanned: 0,
+        };
         self.deadline.as_mut().reset(now + limit);
     }
 
-    /// Ends the gate: why it stopped, the socket, and the bytes read but not consumed.
-    pub fn into_parts(self) -> (Stop, TcpStream, BytesMut) {
+    /// Ends the gate: why it stopped, the stream, and the bytes read but not consumed.
+    pub fn into_parts(self) -> (Stop, IO, BytesMut) {
         let stop = match self.state {
             State::Stopped(stop) => stop,
             // hyper closed first (an error, or `Connection: close`): nothing more to do.
@@ -208,7 +216,7 @@ impl Gate {
         let mut request = httparse::Request::new(&mut []);
         let head_len = match request.parse_with_uninit_headers(&self.buf, slots) {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if self.buf.len() > self.limits.max_head_bytes => {
+            Ok(httparse::Status::Partial) if self.buf.len() > self.limits.max_header_bytes => {
                 self.reject(
                     http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "request head too large",
@@ -231,7 +239,7 @@ impl Gate {
                 return true;
             }
         };
-        if head_len > self.limits.max_head_bytes {
+        if head_len > self.limits.max_header_bytes {
             self.reject(
                 http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "request head too large",
@@ -298,6 +306,23 @@ impl Gate {
     }
 }
 
+/// Where the first empty line of `buf` ends (LF, or CRLF, after a line's LF: httparse
+/// takes both), looking only at what follows the first `scanned` bytes (already searched).
+fn head_end(buf: &[u8], scanned: usize) -> Option<usize> {
+    // An end straddling the searched part starts at most two bytes before it.
+    let from = scanned.saturating_sub(2);
+    let mut at = from;
+    while let Some(lf) = buf[at..].iter().position(|&b| b == b'\n') {
+        let lf = at + lf;
+        match &buf[lf + 1..] {
+            [b'\n', ..] => return Some(lf + 2),
+            [b'\r', b'\n', ..] => return Some(lf + 3),
+            _ => at = lf + 1,
+        }
+    }
+    None
+}
+
 /// The path and the query string (without `?`) of a request-target: origin-form
 /// (`/path?query`) as sent, absolute-form (`http://host/path?query`, which a server must
 /// accept: RFC 9112 §3.2.2) from its path on, the path `/` when it has none.
@@ -324,16 +349,24 @@ fn path_and_query(target: &str) -> (&str, &str) {
 /// `Host`s are how a request is made to mean one authority to one hop and another to the
 /// next.
 fn host_header(version: Option<u8>, headers: &[httparse::Header<'_>]) -> Result<(), &'static str> {
-    let mut hosts = headers
+    let hosts = headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .map(|h| h.value);
+    one_host(hosts, version != Some(0)).map(drop)
+}
+
+/// The request's one `Host` value, if it has one: two, an invalid one, or none where one
+/// is `required`, are refused with the reason (400). The rule HTTP/2 requests follow too.
+pub fn one_host<'a>(
+    mut hosts: impl Iterator<Item = &'a [u8]>,
+    required: bool,
+) -> Result<Option<&'a [u8]>, &'static str> {
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err("more than one Host header"),
-        (None, _) if version != Some(0) => Err("missing Host header"),
-        (Some(host), None) if !host.value.is_empty() && !is_authority(host.value) => {
-            Err("invalid Host header")
-        }
-        _ => Ok(()),
+        (None, _) if required => Err("missing Host header"),
+        (Some(host), None) if !host.is_empty() && !is_authority(host) => Err("invalid Host header"),
+        (host, _) => Ok(host),
     }
 }
 
@@ -352,7 +385,7 @@ fn is_authority(value: &[u8]) -> bool {
     }
 }
 
-impl AsyncRead for Gate {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gate<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -362,11 +395,16 @@ impl AsyncRead for Gate {
         loop {
             match &mut this.state {
                 State::Stopped(_) => return Poll::Ready(Ok(())),
-                State::AwaitHead { started } => {
+                State::AwaitHead { started, scanned } => {
                     let started = *started;
-                    // Bytes of a head are buffered only once its clock started.
+                    // Bytes of a head are buffered only once its clock started. httparse
+                    // runs once the head's end (or more than the largest head) is there.
                     if let (Some(started), false) = (started, this.buf.is_empty()) {
-                        if this.inspect_head(started) {
+                        let end = head_end(&this.buf, *scanned).is_some();
+                        *scanned = this.buf.len();
+                        if (end || this.buf.len() > this.limits.max_header_bytes)
+                            && this.inspect_head(started)
+                        {
                             continue;
                         }
                     }
@@ -374,7 +412,10 @@ impl AsyncRead for Gate {
                         Poll::Ready(Ok(0)) => this.state = State::Stopped(Stop::Eof),
                         Poll::Ready(Ok(_)) if started.is_none() => {
                             let now = Instant::now();
-                            this.state = State::AwaitHead { started: Some(now) };
+                            this.state = State::AwaitHead {
+                                started: Some(now),
+                                scanned: 0,
+                            };
                             let deadline = now + this.limits.head_timeout();
                             this.deadline.as_mut().reset(deadline);
                         }
@@ -433,7 +474,7 @@ impl AsyncRead for Gate {
     }
 }
 
-impl AsyncWrite for Gate {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Gate<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -471,6 +512,95 @@ mod tests {
         httparse::Header {
             name,
             value: value.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_in_the_new_bytes_only() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: x\n\nbody", 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n", 0), None);
+        // An end that straddles what was searched before is still found.
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for scanned in 0..head.len() {
+            assert_eq!(head_end(head, scanned), Some(head.len()), "{scanned}");
+        }
+        // What was searched is not searched again.
+        assert_eq!(head_end(b"\n\nGET / HTTP/1.1\r\n", 5), None);
+    }
+
+    /// A gate over one end of an in-memory pipe, and the other end.
+    fn piped_gate() -> (
+        Gate<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        Arc<Pending>,
+    ) {
+        let config = crate::config::parse("krakend.json", r#"{"version": 3}"#).unwrap();
+        let router = Arc::new(Router::new(&config, &[], &[], false).unwrap());
+        let limits = Limits {
+            max_header_bytes: 1024,
+            max_headers: 16,
+            read_header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            read_timeout: None,
+            send_buffer: None,
+        };
+        let (client, server) = tokio::io::duplex(64);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let pending = Arc::new(Pending::default());
+        let accepted = (Instant::now(), BytesMut::new());
+        let gate = Gate::new(server, peer, accepted, limits, router, pending.clone());
+        (gate, client, pending)
+    }
+
+    /// Sends all of `head` but its last byte one byte at a time, checking after each that
+    /// the gate gave hyper nothing and decided nothing (nor stopped, as a parse would have
+    /// at a malformed line), then the last byte.
+    async fn send_bytewise(
+        gate: &mut Gate<tokio::io::DuplexStream>,
+        client: &mut tokio::io::DuplexStream,
+        pending: &Pending,
+        head: &[u8],
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = [0u8; 256];
+        for &byte in &head[..head.len() - 1] {
+            client.write_all(&[byte]).await.unwrap();
+            let read = std::future::poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut out);
+                Poll::Ready(Pin::new(&mut *gate).poll_read(cx, &mut buf).map(|_| ()))
+            });
+            assert!(
+                read.await.is_pending(),
+                "the gate acted before the head's end"
+            );
+            assert!(pending.pop().is_none(), "a decision before the head's end");
+        }
+        client.write_all(&head[head.len() - 1..]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_head_sent_a_byte_at_a_time_is_parsed_once_its_end_arrives() {
+        use tokio::io::AsyncReadExt;
+        let (mut gate, mut client, pending) = piped_gate();
+        let head = b"GET /__health HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
+        send_bytewise(&mut gate, &mut client, &pending, head).await;
+        let mut out = [0u8; 256];
+        let n = gate.read(&mut out).await.unwrap();
+        assert_eq!(&out[..n], head);
+        assert!(matches!(
+            pending.pop().map(|d| d.route),
+            Some(Route::Health)
+        ));
+
+        // A malformed line is found when the head is parsed, at its end, not at the line.
+        let (mut gate, mut client, pending) = piped_gate();
+        let head = b"GET /__health HTTP/1.1\r\nBad Header Line\r\nHost: x\r\n\r\n";
+        send_bytewise(&mut gate, &mut client, &pending, head).await;
+        assert_eq!(gate.read(&mut out).await.unwrap(), 0, "stopped");
+        match gate.into_parts().0 {
+            Stop::Rejected(rejection) => assert_eq!(rejection.status, 400),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -10,9 +10,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use super::Refusal;
+use super::{ClientBody, Refusal};
 use crate::gate::RequestTimedOut;
 
 /// How reading a request body failed.
@@ -22,14 +22,14 @@ pub enum BodyError {
     Refused(Refusal),
     /// The client broke the body (a bad chunk, a connection closed inside it).
     #[error("reading the request body: {0}")]
-    Client(hyper::Error),
+    Client(super::BoxError),
 }
 
 /// The refusal a [`RequestBody`] ended in, if any, for whoever gave the body away.
 pub type Refused = Arc<OnceLock<Refusal>>;
 
 pub struct RequestBody {
-    incoming: Incoming,
+    incoming: ClientBody,
     limit: u64,
     /// Bytes taken so far.
     taken: u64,
@@ -38,7 +38,7 @@ pub struct RequestBody {
 
 impl RequestBody {
     /// `incoming` bounded by `limit` bytes, or the refusal when its declared length is over.
-    pub fn new(incoming: Incoming, limit: u64) -> Result<(Self, Refused), Refusal> {
+    pub fn new(incoming: ClientBody, limit: u64) -> Result<(Self, Refused), Refusal> {
         if incoming.size_hint().lower() > limit {
             return Err(Refusal::BodyTooLarge(limit));
         }
@@ -70,7 +70,7 @@ impl HttpBody for RequestBody {
         let frame = match ready!(Pin::new(&mut this.incoming).poll_frame(cx)) {
             None => return Poll::Ready(None),
             Some(Ok(frame)) => frame,
-            Some(Err(e)) if RequestTimedOut::caused(&e) => {
+            Some(Err(e)) if RequestTimedOut::caused(&*e) => {
                 return Poll::Ready(Some(Err(this.refuse(Refusal::BodyTimedOut))))
             }
             Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Client(e)))),

@@ -35,6 +35,16 @@ use refusal::Refusal;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A client's request body, whichever protocol brought it (hyper's HTTP/1.1 `Incoming`,
+/// an HTTP/2 stream's data).
+pub type ClientBody = BoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// hyper's request body as a [`ClientBody`].
+pub fn client_body(request: Request<Incoming>) -> Request<ClientBody> {
+    request.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed())
+}
+
 /// How much of an unmatched request's body is read to keep its connection alive.
 const UNMATCHED_BODY_DRAIN_BYTES: usize = 64 * 1024;
 
@@ -92,7 +102,7 @@ impl Pipeline {
         &self,
         index: usize,
         params: &[String],
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         peer: SocketAddr,
     ) -> Response<Body> {
         let (endpoint, counters) = &self.endpoints[index];
@@ -133,7 +143,7 @@ impl Pipeline {
         endpoint: &Endpoint,
         url: &str,
         parts: http::request::Parts,
-        body: Incoming,
+        body: ClientBody,
         peer: SocketAddr,
     ) -> Response<Body> {
         let backend = &endpoint.backends[0];
@@ -164,7 +174,7 @@ impl Pipeline {
         endpoint: &Endpoint,
         urls: Vec<String>,
         parts: http::request::Parts,
-        body: Incoming,
+        body: ClientBody,
         peer: SocketAddr,
     ) -> Response<Body> {
         // Each backend gets the same body, so it is read once.
@@ -268,13 +278,18 @@ impl Pipeline {
 pub async fn refuse(
     status: StatusCode,
     body: &'static str,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
 ) -> Response<Body> {
     // Read what the client sent so the connection can serve its next request; a body
     // larger than this is not worth waiting for, and hyper then closes the connection.
-    let _ = Limited::new(request.into_body(), UNMATCHED_BODY_DRAIN_BYTES)
-        .collect()
-        .await;
+    let mut unread = request.into_body();
+    let mut drained = 0;
+    while drained < UNMATCHED_BODY_DRAIN_BYTES {
+        match unread.frame().await {
+            Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
+            None | Some(Err(_)) => break,
+        }
+    }
     text(status, body)
 }
 

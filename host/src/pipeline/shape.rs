@@ -1,5 +1,6 @@
 //! KrakenD's response manipulation for one backend's JSON (`target`, `allow`, `deny`,
-//! `mapping`, `group`, collections), and the merge of several backends' answers.
+//! `mapping`, `group`, collections), into the object the pipeline merges with the other
+//! backends' (`pipeline::merge`).
 
 use serde_json::{Map, Value};
 

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::{EndpointGuard, Guard};
+use super::{EndpointProtections, Protections};
 
 /// The largest key set read from a URL.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -18,8 +18,8 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fetches every URL-keyed validator's set once, then keeps them fresh in the background.
-pub async fn load(guard: &Guard) {
-    for endpoint in guard.url_keyed() {
+pub async fn load(protections: &Protections) {
+    for endpoint in protections.url_keyed() {
         refresh(&endpoint).await;
         tokio::spawn(async move {
             let every = endpoint
@@ -36,7 +36,7 @@ pub async fn load(guard: &Guard) {
     }
 }
 
-async fn refresh(endpoint: &Arc<EndpointGuard>) {
+async fn refresh(endpoint: &Arc<EndpointProtections>) {
     let Some(validator) = endpoint.jwt.as_ref() else {
         return;
     };

@@ -1,6 +1,7 @@
-//! Protections applied to every request head before it is routed: CORS for all requests
-//! (root `security/cors`), JWT validation and rate limits per endpoint (`auth/validator`,
-//! `qos/ratelimit/router`).
+//! The protections a request head passes once its route is decided, whatever the protocol
+//! and whoever serves it: CORS for every request (root `security/cors`), JWT validation
+//! and rate limits of the decided endpoint (`auth/validator`, `qos/ratelimit/router`). The
+//! host's own `/__health` and `/__debug/*` are answered without them.
 //!
 //! They run on the head, before a plugin's claim is honoured, so a hijacked stream is
 //! protected exactly like a normal request, and the response headers they add (CORS)
@@ -83,30 +84,39 @@ pub struct Pass {
 
 /// One endpoint's protections.
 #[derive(Debug, Default)]
-pub struct EndpointGuard {
+pub struct EndpointProtections {
     pub jwt: Option<jwt::Validator>,
     pub rate_limit: Option<ratelimit::RateLimit>,
 }
 
-pub struct Guard {
+pub struct Protections {
     cors: Option<cors::Cors>,
     /// By `endpoints[]` index.
-    endpoints: Vec<std::sync::Arc<EndpointGuard>>,
+    endpoints: Vec<std::sync::Arc<EndpointProtections>>,
 }
 
-impl Guard {
+impl Protections {
     pub fn new(config: &Config) -> Self {
         Self {
             cors: config.cors.clone(),
-            endpoints: config.endpoints.iter().map(|e| e.guard.clone()).collect(),
+            endpoints: config
+                .endpoints
+                .iter()
+                .map(|e| e.protections.clone())
+                .collect(),
         }
     }
 
     /// The endpoints whose JWT keys come from a URL.
-    pub fn url_keyed(&self) -> Vec<std::sync::Arc<EndpointGuard>> {
+    pub fn url_keyed(&self) -> Vec<std::sync::Arc<EndpointProtections>> {
         self.endpoints
             .iter()
-            .filter(|guard| guard.jwt.as_ref().is_some_and(|j| j.key_source().is_some()))
+            .filter(|endpoint| {
+                endpoint
+                    .jwt
+                    .as_ref()
+                    .is_some_and(|j| j.key_source().is_some())
+            })
             .cloned()
             .collect()
     }
@@ -121,18 +131,24 @@ impl Guard {
             },
             None => Vec::new(),
         };
-        let Some(guard) = protected_by.map(|index| &self.endpoints[index]) else {
+        let Some(endpoint) = protected_by.map(|index| &self.endpoints[index]) else {
             return Verdict::Pass(Pass {
                 headers,
                 token: None,
             });
         };
         // The cheap check first: a flood of bad tokens must not buy signature checks.
-        let checked = guard
+        let checked = endpoint
             .rate_limit
             .as_ref()
             .map_or(Ok(()), |limit| limit.check(request))
-            .and_then(|()| guard.jwt.as_ref().map(|jwt| jwt.check(request)).transpose());
+            .and_then(|()| {
+                endpoint
+                    .jwt
+                    .as_ref()
+                    .map(|jwt| jwt.check(request))
+                    .transpose()
+            });
         match checked {
             Ok(token) => Verdict::Pass(Pass { headers, token }),
             Err(mut answer) => {

@@ -1,4 +1,8 @@
-//! The listening sockets and their accept loop.
+//! Where a connection starts: the listening sockets, their accept loop, and each accepted
+//! connection's first step: its socket options, the TLS handshake when the port speaks
+//! TLS (within `read_header_timeout`; a failed one closes that connection only), then the
+//! protocol that serves it: HTTP/2 for ALPN `h2` or (under `use_h2c`, cleartext) a client
+//! that opens with the HTTP/2 preface, HTTP/1.1 otherwise.
 //!
 //! A listener is bound with an accept backlog as deep as the kernel allows rather than
 //! the 128 of `TcpListener::bind`: a burst of connects beyond the backlog is dropped by
@@ -12,14 +16,19 @@
 //! gateway processes share one port and the kernel spreads new connections across them.
 //! The listener may also come ready-made from a service manager ([`crate::activation`]).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
 use tokio::net::{lookup_host, TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 
 use crate::connections::{Connections, Slot};
+use crate::shared::Shared;
+use crate::{http1, http2};
 
 /// The backlog when `net.core.somaxconn` cannot be read: Linux's default since 5.4.
 const FALLBACK_BACKLOG: u32 = 4096;
@@ -136,6 +145,70 @@ impl Acceptor {
             }
         }
     }
+}
+
+/// Serves the connections `acceptor` admits until `shutdown` completes.
+pub async fn run(mut acceptor: Acceptor, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            (stream, peer, slot) = acceptor.accept() => {
+                tokio::spawn(serve_connection(stream, peer, slot, shared.clone()));
+            }
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, slot: Slot, shared: Arc<Shared>) {
+    let accepted = tokio::time::Instant::now();
+    // Events are small and latency matters more than packet count.
+    let _ = stream.set_nodelay(true);
+    // What a client that stops reading can cost in kernel memory, and how soon a write
+    // to it blocks (which is what `client_write_timeout` measures).
+    if let Some(bytes) = shared.limits.send_buffer {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+    }
+    // The handshake, like a first head, is due within `read_header_timeout` of the accept.
+    let deadline = accepted + shared.limits.read_header_timeout;
+    if let Some(tls) = &shared.tls {
+        let tls = match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
+            Err(_) => return tracing::debug!("TLS handshake with {peer}: not done in time"),
+        };
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            return http2::serve(tls, peer, slot, shared).await;
+        }
+        return http1::serve(tls, peer, (accepted, BytesMut::new()), slot, shared).await;
+    }
+    if !shared.http2.use_h2c {
+        return http1::serve(stream, peer, (accepted, BytesMut::new()), slot, shared).await;
+    }
+    let mut stream = stream;
+    let read = match tokio::time::timeout_at(deadline, read_preface(&mut stream)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => return tracing::debug!("connection from {peer}: {e}"),
+        // Silent until the deadline: the gate closes it as it closes any such connection.
+        Err(_) => BytesMut::new(),
+    };
+    if read.as_ref() == http2::PREFACE {
+        let stream = http2::Rewound::new(read.freeze(), stream);
+        return http2::serve(stream, peer, slot, shared).await;
+    }
+    http1::serve(stream, peer, (accepted, read), slot, shared).await;
+}
+
+/// Reads until the bytes are the HTTP/2 preface or cannot become it (an HTTP/1.1 head,
+/// which the gate reads on from these bytes), or the client's side ends.
+async fn read_preface(stream: &mut TcpStream) -> io::Result<BytesMut> {
+    let mut read = BytesMut::with_capacity(http2::PREFACE.len());
+    while read.len() < http2::PREFACE.len() && http2::PREFACE.starts_with(&read) {
+        if stream.read_buf(&mut read).await? == 0 {
+            break;
+        }
+    }
+    Ok(read)
 }
 
 /// Errors of one connection (reset or aborted before it was accepted), not of the listener.

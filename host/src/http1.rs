@@ -1,0 +1,164 @@
+//! One HTTP/1.1 connection: the [`gate`](crate::gate) in front of hyper, each head's
+//! route decided once by the gate; hyper serves the requests the host answers itself
+//! ([`respond`](crate::respond)), and the connection ends at the head the gate stopped at:
+//! a rejection the host answers before closing, or a plugin's claim, which goes to the
+//! [`handoff`](crate::handoff) with the client's transport (the socket itself, or the TLS
+//! session lent through the bridged transport).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::StatusCode;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::config::DEFAULT_MAX_HEADER_COUNT;
+use crate::connections::Slot;
+use crate::gate::{Gate, Rejection, Stop};
+use crate::handoff::{self, Client};
+use crate::pipeline;
+use crate::protect::Answer;
+use crate::respond::respond;
+use crate::route::Pending;
+use crate::shared::Shared;
+use crate::transport::ClientStream;
+
+/// After answering a rejected request, how long the host keeps reading (and discarding)
+/// what the client still sends, so closing does not reset the connection before the
+/// client has read the answer.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_MAX_BYTES: usize = 64 * 1024;
+
+/// Serves an HTTP/1.1 connection (TCP, or TLS over it) accepted at `accepted`, of which
+/// `read` was read already.
+pub async fn serve<IO: ClientStream>(
+    stream: IO,
+    peer: SocketAddr,
+    (accepted, read): (Instant, BytesMut),
+    slot: Slot,
+    shared: Arc<Shared>,
+) {
+    let pending = Arc::new(Pending::default());
+    let gate = Gate::new(
+        stream,
+        peer,
+        (accepted, read),
+        shared.limits,
+        shared.router.clone(),
+        pending.clone(),
+    );
+    let service_shared = shared.clone();
+    let service = service_fn(move |request| {
+        let shared = service_shared.clone();
+        // hyper calls the service for a connection's requests in the order of their heads,
+        // the order in which the gate decided them.
+        let decision = pending.pop();
+        async move {
+            let response = match decision {
+                Some(decision) => {
+                    let request = pipeline::client_body(request);
+                    respond(&shared, decision, request, peer).await
+                }
+                None => {
+                    tracing::error!("connection from {peer}: a request without a route decision");
+                    pipeline::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+                }
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let mut http1 = http1::Builder::new();
+    // The gate has counted the headers already; hyper must take as many. (Its own limit,
+    // the default's, needs no per-request allocation, so it is raised only when needed.)
+    if shared.limits.max_headers > DEFAULT_MAX_HEADER_COUNT {
+        http1.max_headers(shared.limits.max_headers);
+    }
+    let parts = match http1
+        .half_close(true)
+        .serve_connection(TokioIo::new(gate), service)
+        .without_shutdown()
+        .await
+    {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::debug!("connection from {peer}: {e}");
+            return;
+        }
+    };
+    debug_assert!(
+        parts.read_buf.is_empty(),
+        "the gate gives hyper whole requests only"
+    );
+    match parts.io.into_inner().into_parts() {
+        (Stop::Eof, _, _) => {}
+        (Stop::Rejected(rejection), stream, _) => reject(stream, peer, rejection).await,
+        (
+            Stop::Claimed {
+                claim,
+                head,
+                started,
+            },
+            stream,
+            read_ahead,
+        ) => {
+            let pass = match handoff::protect(&shared, &claim, &head, peer) {
+                Ok(pass) => pass,
+                Err(answer) => return answer_and_close(stream, answer).await,
+            };
+            let (transport, read_ahead) = match stream.into_transport(read_ahead) {
+                Ok(taken) => taken,
+                Err(e) => {
+                    return tracing::warn!("connection from {peer}: cannot detach the socket: {e}")
+                }
+            };
+            let client = Client {
+                transport,
+                version: abi::HttpVersion::Http11,
+                read_ahead,
+                peer,
+                slot: slot.into_ffi(),
+                started,
+            };
+            handoff::hand_over(&shared, claim, head, pass, client);
+        }
+    }
+}
+
+async fn reject(stream: impl ClientStream, peer: SocketAddr, rejection: Rejection) {
+    tracing::info!(
+        "rejected a request from {peer}: {} {}",
+        rejection.status.as_u16(),
+        rejection.message
+    );
+    let answer = Answer::new(rejection.status, format!("{}\n", rejection.message));
+    answer_and_close(stream, answer).await;
+}
+
+/// Writes a response the host gives itself on a connection hyper no longer drives, closes
+/// it, and lingers so the close does not reset the connection before the client has read it.
+async fn answer_and_close(mut stream: impl ClientStream, answer: Answer) {
+    let mut headers = Vec::new();
+    for (name, value) in &answer.headers {
+        wire::header_line(&mut headers, name, value.as_bytes());
+    }
+    let response = wire::plain_text_response(answer.status, &headers, &answer.body);
+    if stream.write_all(&response).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_MAX_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,191 @@
+//! Claimed streams at the edge: the streaming plugin serving clients that reach the
+//! gateway over TLS (HTTP/1.1 and HTTP/2) and h2c, through the bridged transport. The same
+//! session as over TCP: bytes unchanged, a client's reset closes its upstream and nothing
+//! else, a stalled HTTP/2 stream is dropped at `client_write_timeout` while its siblings on
+//! the same connection go on.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use testkit::{
+    curl, gateway, Gateway, H2Client, ScriptedOrigin, StreamEnd, TestPki, ALPN_H2, STEP,
+};
+
+const PLUGIN: &str = "krakend-server-plugin-streaming";
+
+/// The gateway's port with TLS from `pki` (or h2c without), and the plugin's `block`.
+fn edge_gateway(pki: Option<&TestPki>, block: Value) -> Gateway {
+    let builder = gateway().plugin_block(PLUGIN, block);
+    match pki {
+        Some(pki) => builder.root(
+            "tls",
+            json!({"public_key": pki.server.cert, "private_key": pki.server.key}),
+        ),
+        None => builder.root("use_h2c", json!(true)),
+    }
+    .run()
+}
+
+/// `/sse/{id}` relayed from a scripted origin, without resumption.
+async fn relayed(pki: Option<&TestPki>) -> (ScriptedOrigin, Gateway) {
+    let origin = ScriptedOrigin::start().await;
+    let gateway = edge_gateway(
+        pki,
+        json!({"endpoint": "/sse/{id}", "backend_url_pattern": "/events/{id}",
+               "backend_host": origin.url(), "max_reconnects": 0}),
+    );
+    (origin, gateway)
+}
+
+#[tokio::test]
+async fn sse_over_tls_http1_is_live_and_byte_exact() {
+    let pki = TestPki::new();
+    let (mut origin, gateway) = relayed(Some(&pki)).await;
+    let url = format!("https://localhost:{}/sse/a", gateway.addr.port());
+    let live = curl(&url)
+        .cacert(&pki.ca)
+        .resolve("localhost", gateway.addr);
+    let mut live = live.http1_1().spawn();
+    let mut upstream = origin.accept().await;
+    assert!(
+        upstream.head.starts_with("GET /events/a HTTP/1.1\r\n"),
+        "{}",
+        upstream.head
+    );
+    upstream.send_event_stream_head().await;
+    let events: [&[u8]; 3] = [b"id: 1\ndata: one\n\n", b"id: 2\r\ndata: t", b"wo\r\n\r\n"];
+    upstream.send(events[0]).await;
+    live.read_until(b"data: one\n\n").await;
+    upstream.send(events[1]).await;
+    upstream.send(events[2]).await;
+    live.read_until(b"data: two\r\n\r\n").await;
+    upstream.close().await;
+    let out = live.finish().await;
+    assert_eq!(
+        (out.status, out.http_version.as_str()),
+        (200, "1.1"),
+        "{out:?}"
+    );
+    assert_eq!(out.body, events.concat());
+}
+
+#[tokio::test]
+async fn http2_streams_share_a_connection_and_a_reset_closes_only_its_upstream() {
+    for pki in [Some(TestPki::new()), None] {
+        let (mut origin, gateway) = relayed(pki.as_ref()).await;
+        let mut client = match &pki {
+            Some(pki) => H2Client::connect_tls(gateway.addr, pki.client_config(ALPN_H2)).await,
+            None => H2Client::connect(gateway.addr).await,
+        };
+        const STREAMS: usize = 5;
+        let mut streams = Vec::new();
+        let mut upstreams = Vec::new();
+        for i in 0..STREAMS {
+            // The response head waits for the upstream's: answer each before the next.
+            let path = format!("/sse/{i}");
+            let opening = client.get(&path, &[]);
+            let answering = async {
+                let mut upstream = origin.accept().await;
+                assert!(upstream.head.starts_with(&format!("GET /events/{i} ")));
+                upstream.send_event_stream_head().await;
+                upstream
+            };
+            let (stream, upstream) = tokio::join!(opening, answering);
+            assert_eq!(stream.status, 200);
+            assert_eq!(stream.headers["content-type"], "text/event-stream");
+            assert!(!stream.headers.contains_key("connection"));
+            streams.push(stream);
+            upstreams.push(upstream);
+        }
+        for (i, upstream) in upstreams.iter_mut().enumerate() {
+            upstream.send(format!("data: {i}\n\n").as_bytes()).await;
+        }
+        for (i, stream) in streams.iter_mut().enumerate() {
+            assert_eq!(
+                stream.read_until(b"\n\n").await,
+                format!("data: {i}\n\n").as_bytes()
+            );
+        }
+        // The client cancels stream 2: its upstream closes; the others go on.
+        streams[2].reset();
+        assert!(
+            upstreams[2].closed_within(Duration::from_secs(1)).await,
+            "the reset stream's upstream stayed open"
+        );
+        for (i, upstream) in upstreams.iter_mut().enumerate().filter(|(i, _)| *i != 2) {
+            upstream
+                .send(format!("data: again {i}\n\n").as_bytes())
+                .await;
+        }
+        for (i, stream) in streams.iter_mut().enumerate().filter(|(i, _)| *i != 2) {
+            stream
+                .read_until(format!("data: again {i}\n\n").as_bytes())
+                .await;
+        }
+        // The origin ending a stream ends it cleanly, END_STREAM.
+        drop(upstreams.remove(0));
+        assert_eq!(streams[0].end().await, StreamEnd::Finished);
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_http2_stream_is_reset_at_client_write_timeout_and_its_sibling_goes_on() {
+    let pki = TestPki::new();
+    let origin = testkit::origin().run();
+    let gateway = edge_gateway(
+        Some(&pki),
+        json!({"endpoint": "/b/{id}", "backend_url_pattern": "/bench/{id}",
+               "backend_host": origin.url(), "client_write_timeout": "2s"}),
+    );
+    let mut client = H2Client::connect_tls(gateway.addr, pki.client_config(ALPN_H2)).await;
+    let mut sibling = client.get("/b/sibling?rate=50&size=100", &[]).await;
+    // Written flat out and never read: its window (6 MiB, a browser's) fills, then the
+    // plugin's write pends.
+    let mut stalled = client.get("/b/stalled?rate=0&size=1000", &[]).await;
+    assert_eq!(
+        (sibling.status.as_u16(), stalled.status.as_u16()),
+        (200, 200)
+    );
+    let started = std::time::Instant::now();
+    loop {
+        // The sibling is read all along, and keeps receiving while the other stalls.
+        sibling.read_until_count(b"\n\n", 1).await;
+        sibling.received.clear();
+        let stats = gateway.route_stats("/b/{id}").await;
+        if stats["drops"]["client_stalled"] == 1 {
+            assert_eq!(stats["active"], 1, "{stats}");
+            break;
+        }
+        assert!(started.elapsed() < STEP, "never dropped: {stats}");
+    }
+    assert!(
+        stalled.unread() > 0,
+        "the stalled stream took bytes before its window filled"
+    );
+    assert_eq!(stalled.end().await, StreamEnd::Reset(h2::Reason::CANCEL));
+    // After the drop the sibling still gets events.
+    sibling.read_until_count(b"\n\n", 10).await;
+}
+
+#[tokio::test]
+async fn a_drain_sends_goaway_and_ends_each_http2_stream_after_a_whole_event() {
+    let (mut origin, mut gateway) = relayed(None).await;
+    let mut client = H2Client::connect(gateway.addr).await;
+    let (mut stream, mut upstream) = tokio::join!(client.get("/sse/d", &[]), async {
+        let mut upstream = origin.accept().await;
+        upstream.send_event_stream_head().await;
+        upstream
+    });
+    upstream.send(b"data: whole\n\ndata: half").await;
+    stream.read_until(b"data: whole\n\n").await;
+    gateway.process.signal("TERM");
+    // The stream ends cleanly, at the event boundary: the half event is not sent.
+    assert_eq!(stream.end().await, StreamEnd::Finished);
+    assert_eq!(stream.received, b"data: whole\n\n");
+    // The connection ends without an error (GOAWAY(NO_ERROR), or the close at the exit).
+    client.closed().await.unwrap();
+    assert!(
+        gateway.process.wait_exit(STEP).is_some(),
+        "the gateway did not exit"
+    );
+}
