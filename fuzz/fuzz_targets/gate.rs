@@ -17,22 +17,56 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use host::gate::{Claim, Gate, Limits, Stop};
+use bytes::BytesMut;
+use host::gate::{one_host, path_and_query, Gate, Limits, Stop};
+use host::plugins::PluginRoute;
+use host::route::{Pending, Router};
 use libfuzzer_sys::fuzz_target;
+use path_template::Template;
 use reference::{cuts_and_payload, take_pieces};
 use tokio::io::AsyncReadExt;
 use tokio::runtime::Runtime;
 
 /// Small, so that heads over it come cheap.
 const MAX_HEAD_BYTES: usize = 1024;
+/// Few, so that heads over it come cheap too.
+const MAX_HEADERS: usize = 16;
+/// The one plugin route: every GET of a path under `/c/`.
+const CLAIMED: &str = "/c/*";
+/// Its index in its plugin's list, which the claim must carry.
+const CLAIMED_ROUTE: u32 = 7;
 
-/// Claims every GET of a path under `/c`.
-struct ClaimC;
+fn claimed_template() -> &'static Template {
+    static TEMPLATE: OnceLock<Template> = OnceLock::new();
+    TEMPLATE.get_or_init(|| Template::parse(CLAIMED).unwrap())
+}
 
-impl Claim for ClaimC {
-    fn claim(&self, method: &str, path: &str) -> Option<(usize, u32)> {
-        (method == "GET" && path.starts_with("/c")).then_some((0, 7))
-    }
+/// The host's route table with the one plugin route (and no endpoints).
+fn router() -> Arc<Router> {
+    static ROUTER: OnceLock<Arc<Router>> = OnceLock::new();
+    ROUTER
+        .get_or_init(|| {
+            let config = host::config::parse("krakend.json", r#"{"version": 3}"#).unwrap();
+            let route = PluginRoute {
+                plugin: 0,
+                route: CLAIMED_ROUTE,
+                endpoint: CLAIMED.into(),
+                template: claimed_template().clone(),
+                methods: vec!["GET".into()],
+            };
+            Arc::new(Router::new(&config, &[route], &["fuzz"], false).unwrap())
+        })
+        .clone()
+}
+
+/// Where the first empty line of `bytes` ends (LF or CRLF after a line's LF), as httparse
+/// reads a head's end.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    (0..bytes.len()).find_map(|i| match &bytes[i..] {
+        [b'\n', b'\n', ..] => Some(i + 2),
+        [b'\n', b'\r', b'\n', ..] => Some(i + 3),
+        _ => None,
+    })
 }
 
 /// Where a whole-input reading of the client's bytes says the gate stops.
@@ -61,28 +95,37 @@ fn expected(input: &[u8]) -> (Vec<u8>, Expected) {
         if rest.is_empty() {
             return (given, Expected::Eof);
         }
-        let mut headers = [httparse::EMPTY_HEADER; 128];
+        // The gate parses once a head's end, or more than MAX_HEAD_BYTES, is buffered;
+        // how much more it had buffered depends on its reads, hence the sets of statuses.
+        let end = head_end(rest);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
-        let head_len = match request.parse(rest) {
-            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
-                return (given, Expected::Status(&[431]))
+        let parsed = request.parse(rest);
+        let head_len = match (end, parsed) {
+            (None, _) if rest.len() <= MAX_HEAD_BYTES => return (given, Expected::Eof),
+            (_, Err(httparse::Error::TooManyHeaders)) => return (given, Expected::Status(&[431])),
+            (None, Ok(_)) => return (given, Expected::Status(&[431])),
+            (None, Err(_)) => return (given, Expected::Status(&[400, 431])),
+            (Some(end), Ok(httparse::Status::Complete(_)) | Err(_)) if end > MAX_HEAD_BYTES => {
+                return (given, Expected::Status(&[400, 431]))
             }
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if rest.len() > MAX_HEAD_BYTES => {
-                return (given, Expected::Status(&[431]))
-            }
-            Ok(httparse::Status::Partial) => return (given, Expected::Eof),
-            Err(httparse::Error::TooManyHeaders) => return (given, Expected::Status(&[431])),
-            Err(_) if rest.len() > MAX_HEAD_BYTES => return (given, Expected::Status(&[400, 431])),
-            Err(_) => return (given, Expected::Status(&[400])),
+            (Some(_), Ok(httparse::Status::Complete(len))) => len,
+            (Some(_), _) => return (given, Expected::Status(&[400])),
         };
         let Ok(framing) = wire::framing::request(request.headers) else {
             return (given, Expected::Status(&[400]));
         };
+        let hosts = request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("host"))
+            .map(|h| h.value);
+        if one_host(hosts, request.version != Some(0)).is_err() {
+            return (given, Expected::Status(&[400]));
+        }
         let method = request.method.unwrap_or_default();
-        let target = request.path.unwrap_or_default();
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        if ClaimC.claim(method, path).is_some() {
+        let (path, query) = path_and_query(request.path.unwrap_or_default());
+        if method == "GET" && claimed_template().matches(path).is_some() {
             let headers = request
                 .headers
                 .iter()
@@ -145,7 +188,8 @@ fuzz_target!(|data: &[u8]| {
     client.write_all(input).unwrap();
     client.shutdown(std::net::Shutdown::Write).unwrap();
     let limits = Limits {
-        max_head_bytes: MAX_HEAD_BYTES,
+        max_header_bytes: MAX_HEAD_BYTES,
+        max_headers: MAX_HEADERS,
         read_header_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(60),
         read_timeout: None,
@@ -154,7 +198,9 @@ fuzz_target!(|data: &[u8]| {
     let (given, read_error, stop, mut stream, buffered) = runtime.block_on(async {
         server.set_nonblocking(true).unwrap();
         let server = tokio::net::TcpStream::from_std(server).unwrap();
-        let mut gate = Gate::new(server, peer, limits, Arc::new(ClaimC));
+        let accepted = (tokio::time::Instant::now(), BytesMut::new());
+        let pending = Arc::new(Pending::default());
+        let mut gate = Gate::new(server, peer, accepted, limits, router(), pending);
         let mut given = Vec::new();
         let mut buf = [0u8; 8192];
         let mut read_error = false;
@@ -200,11 +246,7 @@ fuzz_target!(|data: &[u8]| {
             )
         }
         (
-            Stop::Claimed {
-                plugin,
-                route,
-                head,
-            },
+            Stop::Claimed { claim, head, .. },
             Expected::Claimed {
                 method,
                 path,
@@ -213,7 +255,7 @@ fuzz_target!(|data: &[u8]| {
                 rest,
             },
         ) => {
-            assert_eq!((plugin, route), (0, 7));
+            assert_eq!((claim.plugin, claim.route), (0, CLAIMED_ROUTE));
             assert_eq!(
                 (
                     head.method.as_str(),

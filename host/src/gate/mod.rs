@@ -326,7 +326,7 @@ fn head_end(buf: &[u8], scanned: usize) -> Option<usize> {
 /// The path and the query string (without `?`) of a request-target: origin-form
 /// (`/path?query`) as sent, absolute-form (`http://host/path?query`, which a server must
 /// accept: RFC 9112 §3.2.2) from its path on, the path `/` when it has none.
-fn path_and_query(target: &str) -> (&str, &str) {
+pub fn path_and_query(target: &str) -> (&str, &str) {
     let absolute = ["http://", "https://"].into_iter().find_map(|scheme| {
         let prefix = target.get(..scheme.len())?;
         prefix
