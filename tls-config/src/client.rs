@@ -142,10 +142,11 @@ impl ResolvesClientCert for FirstUsable {
     }
 }
 
-/// `allow_insecure_connections`: any certificate chain for any name. The handshake's
-/// signatures are still checked, so it is a real handshake with whoever holds the key.
+/// `allow_insecure_connections` (and the load tool's `--insecure`): any certificate chain
+/// for any name. The handshake's signatures are still checked, so it is a real handshake
+/// with whoever holds the key.
 #[derive(Debug)]
-pub(crate) struct AcceptAnyCertificate(pub(crate) Arc<rustls::crypto::CryptoProvider>);
+pub struct AcceptAnyCertificate(pub Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(

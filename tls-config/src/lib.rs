@@ -22,7 +22,7 @@ mod server;
 
 use std::sync::Arc;
 
-pub use client::{ClientTls, RawClientTls};
+pub use client::{AcceptAnyCertificate, ClientTls, RawClientTls};
 pub use server::{server, RawServerTls};
 
 /// Why a TLS block cannot be used: the key inside the block, and the cause (which names
