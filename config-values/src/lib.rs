@@ -22,18 +22,6 @@ pub fn base_url(text: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
-/// [`base_url`] for a user that speaks no TLS to its upstreams: `http://` only, so that an
-/// `https://` host is refused rather than sent cleartext to its TLS port.
-pub fn http_base_url(text: &str) -> Result<http::Uri, String> {
-    if !text
-        .get(..7)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
-    {
-        return Err(format!("{text:?} is not an http:// URL"));
-    }
-    base_url(text)
-}
-
 /// The `host:port` to dial for a base URL from [`base_url`] (port 80 for `http`, 443 for
 /// `https` when it names none).
 pub fn dial_addr(uri: &http::Uri) -> String {
@@ -50,21 +38,33 @@ pub fn dial_addr(uri: &http::Uri) -> String {
     )
 }
 
+/// For an `https` base URL from [`base_url`], the host's name as TLS wants it (sent as
+/// SNI when it is a name, and checked against the certificate): an IPv6 address without
+/// its brackets. `None` for `http`.
+pub fn tls_name(uri: &http::Uri) -> Option<String> {
+    let host = uri.host().expect("checked by base_url");
+    (uri.scheme_str() == Some("https")).then(|| {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn base_urls() {
-        let uri = http_base_url("http://origin.internal/").unwrap();
+        let uri = base_url("http://origin.internal/").unwrap();
         assert_eq!(dial_addr(&uri), "origin.internal:80");
-        assert_eq!(
-            dial_addr(&http_base_url("http://[::1]:81").unwrap()),
-            "[::1]:81"
-        );
+        assert_eq!(tls_name(&uri), None);
+        assert_eq!(dial_addr(&base_url("http://[::1]:81").unwrap()), "[::1]:81");
         let tls = base_url("https://origin.internal").unwrap();
         assert_eq!(dial_addr(&tls), "origin.internal:443");
-        assert!(http_base_url("https://origin.internal").is_err());
+        assert_eq!(tls_name(&tls).as_deref(), Some("origin.internal"));
+        let v6 = base_url("HTTPS://[::1]:8443").unwrap();
+        assert_eq!(tls_name(&v6).as_deref(), Some("::1"));
         for bad in ["ftp://h", "http://h/path", "https://h?q", "h:80", ""] {
             assert!(base_url(bad).is_err(), "{bad}");
         }

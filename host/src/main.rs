@@ -191,7 +191,12 @@ fn check(file: &str) -> ExitCode {
 /// What a config allows that it probably should not: `run` logs these, `check` prints them.
 fn warnings(config: &Config, router: &Router) -> Vec<String> {
     let cors = config.cors.as_ref().and_then(|cors| cors.warning());
+    let insecure = config.client_tls.insecure.then_some(
+        "client_tls.allow_insecure_connections: the certificates of https backends \
+         (the plugins' too) are not verified; anyone on the way can read and change them",
+    );
     cors.into_iter()
+        .chain(insecure)
         .map(str::to_owned)
         .chain(router.warnings().iter().cloned())
         .collect()

@@ -136,6 +136,7 @@ mod tests {
                 base: format!("http://h{i}:80"),
                 authority: format!("h{i}:80"),
                 addr: format!("h{i}:80"),
+                tls_name: None,
             })
             .collect();
         Balancer::new(&backends, 2, Duration::from_secs(60))

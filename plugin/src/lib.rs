@@ -73,6 +73,8 @@ struct RouteState {
     hubs: Arc<fanout::Hubs>,
     /// Turns for Kafka catch-ups (`max_catch_ups`).
     catch_ups: tokio::sync::Semaphore,
+    /// For a route with `https://` hosts: the plugin's one TLS client config.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// A stream's place under the limits; freed when the stream ends.
@@ -114,6 +116,11 @@ impl Drop for Slot<'_> {
 impl StreamingPlugin {
     pub fn new(config_json: &str, logger: Logger) -> Result<Self, config::ConfigError> {
         let block = config::parse(config_json)?;
+        // Built once (it reads the system's roots), and only if a route dials https.
+        let tls =
+            block.routes.iter().any(Route::uses_tls).then(|| {
+                tokio_rustls::TlsConnector::from(Arc::new(block.client_tls.client_config()))
+            });
         let routes = block
             .routes
             .iter()
@@ -143,6 +150,7 @@ impl StreamingPlugin {
                     catch_ups: tokio::sync::Semaphore::new(
                         route.kafka.as_ref().map_or(0, |k| k.max_catch_ups),
                     ),
+                    tls: tls.clone().filter(|_| route.uses_tls()),
                 }
             })
             .collect();

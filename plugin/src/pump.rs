@@ -18,7 +18,6 @@ use std::task::{Context, Poll, Waker};
 
 use sse::{Piece, Scanner};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use wire::framing::Framing;
 
@@ -153,7 +152,7 @@ pub async fn pump<C: ClientTransport>(
 /// read that does not fill `buf` tells tokio that the socket is drained, so the next wait
 /// goes straight to epoll instead of first making a `read` that only returns EAGAIN: one
 /// syscall less per event on a paced stream.
-fn read_ready(upstream: &mut TcpStream, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+fn read_ready(upstream: &mut upstream::Stream, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
     let mut cx = Context::from_waker(Waker::noop());
     let mut read = ReadBuf::new(buf);
     match Pin::new(upstream).poll_read(&mut cx, &mut read) {

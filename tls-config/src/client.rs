@@ -84,9 +84,34 @@ impl ClientTls {
         })
     }
 
-    /// The config every upstream connection shares. Roots the system holds but rustls
-    /// cannot use are logged, not fatal.
+    /// The config every upstream connection shares: its roots ([`ClientTls::roots`]),
+    /// versions, client certificates, and ALPN `http/1.1`.
     pub fn client_config(&self) -> rustls::ClientConfig {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&self.versions)
+            .expect("ring supports TLS 1.2 and 1.3");
+        let builder = if self.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+        } else {
+            builder.with_root_certificates(self.roots())
+        };
+        let mut config = match self.client_certs.len() {
+            0 => builder.with_no_client_auth(),
+            _ => {
+                builder.with_client_cert_resolver(Arc::new(FirstUsable(self.client_certs.clone())))
+            }
+        };
+        // The gateway speaks HTTP/1.1 to its origins; saying so lets an origin that
+        // prefers HTTP/2 answer in the protocol asked for.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config
+    }
+
+    /// The trusted CAs: the system's (unless `disable_system_ca_pool`) and `ca_certs`.
+    /// Roots the system holds but rustls cannot use are logged, not fatal.
+    pub(crate) fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         if self.system_roots {
             let found = rustls_native_certs::load_native_certs();
@@ -105,22 +130,7 @@ impl ClientTls {
         if ignored > 0 {
             tracing::warn!("client_tls.ca_certs: {ignored} certificates are not usable as CAs");
         }
-        let builder = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&self.versions)
-            .expect("ring supports TLS 1.2 and 1.3");
-        let builder = if self.insecure {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-        } else {
-            builder.with_root_certificates(roots)
-        };
-        match self.client_certs.len() {
-            0 => builder.with_no_client_auth(),
-            _ => {
-                builder.with_client_cert_resolver(Arc::new(FirstUsable(self.client_certs.clone())))
-            }
-        }
+        roots
     }
 }
 

@@ -166,3 +166,24 @@ fn client_blocks_read_their_files() {
         "{error}"
     );
 }
+
+#[test]
+fn disable_system_ca_pool_leaves_only_ca_certs() {
+    let pki = TestPki::new();
+    let load = |block: serde_json::Value| {
+        ClientTls::load(&serde_json::from_value(block).unwrap()).unwrap()
+    };
+    let own = load(json!({"ca_certs": [pki.ca], "disable_system_ca_pool": true}));
+    assert_eq!(own.roots().len(), 1);
+    // Debian's ca-certificates, which the system's store is read from.
+    let with_system = load(json!({"ca_certs": [pki.ca]}));
+    assert!(
+        with_system.roots().len() > 1,
+        "no system CA certificates found"
+    );
+    assert_eq!(
+        load(json!({"disable_system_ca_pool": true})).roots().len(),
+        0
+    );
+    assert_eq!(own.client_config().alpn_protocols, [b"http/1.1".to_vec()]);
+}

@@ -384,6 +384,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         column: e.column(),
         message: strip_position(&e.to_string()),
     })?;
+    // Handed to every server plugin as JSON (each plugin links its own rustls).
+    let root_client_tls = value.get("client_tls").cloned();
     let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         invalid(
@@ -450,14 +452,27 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 .into_iter()
                 .filter(|name| name != STATIC_FILESYSTEM)
                 .map(|name| {
-                    let config_json = block
+                    let mut config = block
                         .blocks
                         .remove(&name)
-                        .unwrap_or(Value::Object(Default::default()))
-                        .to_string();
-                    ServerPluginConfig { name, config_json }
+                        .unwrap_or(Value::Object(Default::default()));
+                    if let (Some(tls), Value::Object(keys)) = (&root_client_tls, &mut config) {
+                        // One policy for every upstream: the root's, which the host puts
+                        // into each plugin's block.
+                        if keys.contains_key("client_tls") {
+                            return Err(invalid(
+                                format!("extra_config.plugin/http-server.{name}.client_tls"),
+                                "client_tls is set at the root only (the host hands it to \
+                                 its plugins)"
+                                    .into(),
+                            ));
+                        }
+                        keys.insert("client_tls".into(), tls.clone());
+                    }
+                    let config_json = config.to_string();
+                    Ok(ServerPluginConfig { name, config_json })
                 })
-                .collect()
+                .collect::<Result<_, _>>()?
         }
     };
     let logging = raw
@@ -662,6 +677,35 @@ mod tests {
 
     fn error_of(text: &str) -> String {
         parse("krakend.json", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_root_client_tls_is_handed_to_every_plugin_and_set_there_only() {
+        let config = parse(
+            "krakend.json",
+            r#"{"version": 3, "client_tls": {"allow_insecure_connections": true},
+                "extra_config": {"plugin/http-server": {"name": ["p1", "p2"], "p1": {"endpoint": "/s"}}}}"#,
+        )
+        .unwrap();
+        assert!(config.client_tls.insecure);
+        assert_eq!(
+            config.server_plugins[0].config_json,
+            r#"{"client_tls":{"allow_insecure_connections":true},"endpoint":"/s"}"#
+        );
+        assert_eq!(
+            config.server_plugins[1].config_json,
+            r#"{"client_tls":{"allow_insecure_connections":true}}"#
+        );
+        let error = error_of(
+            r#"{"version": 3, "client_tls": {},
+                "extra_config": {"plugin/http-server": {"name": ["p1"], "p1": {"client_tls": {}}}}}"#,
+        );
+        assert!(
+            error.contains(
+                "extra_config.plugin/http-server.p1.client_tls: client_tls is set at the root only"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

@@ -20,11 +20,13 @@ mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
@@ -63,8 +65,8 @@ const HOP_BY_HOP: [&str; 8] = [
 pub struct Pipeline {
     /// Each endpoint with a round-robin counter per backend.
     endpoints: Vec<(Endpoint, Vec<AtomicUsize>)>,
-    client: Client<HttpConnector, Full<Bytes>>,
-    stream_client: Client<HttpConnector, RequestBody>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    stream_client: Client<HttpsConnector<HttpConnector>, RequestBody>,
     max_backend_response_bytes: usize,
 }
 
@@ -77,8 +79,11 @@ struct Failure {
 
 impl Pipeline {
     pub fn new(config: &Config) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        // `https` URLs are the TLS connector's.
+        http.enforce_http(false);
+        let connector = HttpsConnector::from((http, Arc::new(tls_client_config(config))));
         Self {
             endpoints: config
                 .endpoints
@@ -160,7 +165,7 @@ impl Pipeline {
             (Ok(Ok(response)), _) => pass_through(response),
             // The client's body failed the call: the client is answered why.
             (_, Some(refusal)) => refusal.response(),
-            (Ok(Err(e)), None) => failed(endpoint, url, Refusal::Unavailable, &e.to_string()),
+            (Ok(Err(e)), None) => failed(endpoint, url, Refusal::Unavailable, &causes(&e)),
             (Err(_), None) => {
                 let reason = timeout_reason(endpoint);
                 failed(endpoint, url, Refusal::UpstreamTimedOut, &reason)
@@ -256,11 +261,7 @@ impl Pipeline {
     }
 
     async fn fetch_json(&self, request: Request<Full<Bytes>>) -> Result<Value, String> {
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = self.client.request(request).await.map_err(|e| causes(&e))?;
         if !response.status().is_success() {
             return Err(format!("backend answered {}", response.status()));
         }
@@ -271,6 +272,38 @@ impl Pipeline {
             .to_bytes();
         serde_json::from_slice(&body).map_err(|e| format!("backend body is not JSON: {e}"))
     }
+}
+
+/// The TLS client config of `https` backends: the root `client_tls`'s when an endpoint has
+/// one; otherwise one that trusts nothing, so a gateway without them never reads the
+/// system's roots.
+fn tls_client_config(config: &Config) -> rustls::ClientConfig {
+    let dials_tls = config.endpoints.iter().any(|endpoint| {
+        let mut hosts = endpoint.backends.iter().flat_map(|b| &b.hosts);
+        hosts.any(|host| host.scheme_str() == Some("https"))
+    });
+    if dials_tls {
+        return config.client_tls.client_config();
+    }
+    let nothing = tls_config::RawClientTls {
+        disable_system_ca_pool: true,
+        ..Default::default()
+    };
+    let trusting_nothing = tls_config::ClientTls::load(&nothing).expect("reads no file");
+    trusting_nothing.client_config()
+}
+
+/// An error and its causes (`client error (Connect): invalid peer certificate:
+/// UnknownIssuer`): hyper's own text names only the stage that failed.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Answers a request no route takes (404, or 405 when one takes its path under

@@ -53,6 +53,11 @@ pub enum Problem {
     /// `config_values`' message about a base URL (shared with the host, which takes text).
     #[error("{0}")]
     BaseUrl(String),
+    /// `client_tls`' message, which names the file when one is at fault.
+    #[error("{0}")]
+    Tls(String),
+    #[error("{0:?} is not a host name or address for TLS")]
+    NotATlsName(String),
     #[error("{0:?} is not an HTTP method")]
     NotAMethod(String),
     #[error("{0:?} is not a header name")]

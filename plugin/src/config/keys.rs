@@ -78,10 +78,12 @@ pub(super) struct BlockKeys {
     pub shutdown_event: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     pub drain_spread: Option<Duration>,
+    /// The host's root `client_tls`, which it puts here (an operator writes it at the root).
+    pub client_tls: Option<tls_config::RawClientTls>,
 }
 
 /// The names of [`BlockKeys`]' fields, to split the top of the block.
-const BLOCK_KEYS: [&str; 10] = [
+const BLOCK_KEYS: [&str; 11] = [
     "routes",
     "max_streams",
     "read_buffer_bytes",
@@ -92,6 +94,7 @@ const BLOCK_KEYS: [&str; 10] = [
     "retry_after",
     "shutdown_event",
     "drain_spread",
+    "client_tls",
 ];
 
 #[derive(Deserialize, Clone)]

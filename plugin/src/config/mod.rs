@@ -26,6 +26,7 @@
 use std::time::Duration;
 
 use path_template::Template;
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 mod error;
@@ -79,6 +80,9 @@ pub struct Block {
     pub shutdown_event: Option<String>,
     /// How long a drain spreads the streams' ends over (see `crate::drain`).
     pub drain_spread: Duration,
+    /// The host's root `client_tls`, its files read: how `https://` hosts are verified
+    /// (the system's roots by default).
+    pub client_tls: tls_config::ClientTls,
 }
 
 #[derive(Debug, Clone)]
@@ -122,12 +126,21 @@ pub struct Route {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    /// `http://host:port` as configured, for logs.
+    /// `http://host:port` (or `https://`) as configured, for logs.
     pub base: String,
     /// For the `Host` header.
     pub authority: String,
     /// `host:port` to dial.
     pub addr: String,
+    /// For an `https://` host: the name sent as SNI and verified against its certificate.
+    pub tls_name: Option<ServerName<'static>>,
+}
+
+impl Route {
+    /// Whether a host of the route is dialled with TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.backends.iter().any(|b| b.tls_name.is_some())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +198,14 @@ pub fn parse(json: &str) -> Result<Block, ConfigError> {
         }
     }
     routes.sort_by_cached_key(|r| r.template.specificity());
+    let client_tls = match &block.client_tls {
+        Some(raw) => tls_config::ClientTls::load(raw).map_err(|e| {
+            ConfigError::at("", &format!("client_tls.{}", e.key), Problem::Tls(e.cause))
+        })?,
+        None => tls_config::ClientTls::default(),
+    };
     Ok(Block {
+        client_tls,
         routes,
         max_streams: block.max_streams.unwrap_or(DEFAULT_MAX_STREAMS),
         read_buffer_bytes,
@@ -234,13 +254,20 @@ fn route(keys: RouteKeys, at: &str) -> Result<Route, ConfigError> {
         .iter()
         .filter(|_| kafka.is_none())
         .map(|host| {
-            let uri = config_values::http_base_url(host)
+            let uri = config_values::base_url(host)
                 .map_err(|e| invalid("backend_host", Problem::BaseUrl(e)))?;
             let authority = uri.authority().expect("checked").as_str().to_owned();
+            let tls_name = config_values::tls_name(&uri)
+                .map(|name| {
+                    ServerName::try_from(name.clone())
+                        .map_err(|_| invalid("backend_host", Problem::NotATlsName(name)))
+                })
+                .transpose()?;
             Ok(Backend {
-                base: format!("http://{authority}"),
+                base: format!("{}://{authority}", uri.scheme_str().expect("checked")),
                 addr: config_values::dial_addr(&uri),
                 authority,
+                tls_name,
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;

@@ -14,6 +14,7 @@ fn accepts_the_poc_block_with_defaults() {
             base: "http://localhost:9081".into(),
             authority: "localhost:9081".into(),
             addr: "localhost:9081".into(),
+            tls_name: None,
         }]
     );
     assert_eq!(route.methods, ["GET"]);
@@ -89,7 +90,11 @@ fn refuses_with_the_json_path_and_the_reason() {
         ),
         (
             r#"{"routes": [{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "ftp://h"}]}"#.into(),
-            "routes[0].backend_host: \"ftp://h\" is not an http:// URL",
+            "routes[0].backend_host: \"ftp://h\" is not an http:// or https:// URL",
+        ),
+        (
+            r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h", "client_tls": {"ca_certs": ["/nonexistent/ca.pem"]}}"#.into(),
+            "client_tls.ca_certs[0]: /nonexistent/ca.pem: cannot read",
         ),
         (
             r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h/path"}"#
@@ -278,4 +283,37 @@ fn a_fan_out_route_takes_no_request_shaping_keys() {
         &POC[..POC.len() - 1]
     );
     assert!(parse(&get_only).is_ok());
+}
+
+#[test]
+fn https_hosts_are_dialled_with_tls_by_their_name() {
+    let block = parse(
+        r#"{"endpoint": "/s", "backend_url_pattern": "/e",
+            "backend_host": ["https://origin.internal", "http://plain:81", "https://[::1]:8443"]}"#,
+    )
+    .unwrap();
+    let route = &block.routes[0];
+    assert!(route.uses_tls());
+    let named: Vec<_> = route
+        .backends
+        .iter()
+        .map(|b| (b.base.as_str(), b.addr.as_str(), b.tls_name.clone()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (
+                "https://origin.internal",
+                "origin.internal:443",
+                Some(ServerName::try_from("origin.internal").unwrap())
+            ),
+            ("http://plain:81", "plain:81", None),
+            (
+                "https://[::1]:8443",
+                "[::1]:8443",
+                Some(ServerName::try_from("::1").unwrap())
+            ),
+        ]
+    );
+    assert!(!parse(POC).unwrap().routes[0].uses_tls());
 }

@@ -29,7 +29,7 @@ async fn upstream() -> (Upstream, TcpStream) {
         .unwrap();
     let (stream, _) = listener.accept().await.unwrap();
     let upstream = Upstream {
-        stream,
+        stream: stream.into(),
         status: StatusCode::OK,
         content_type: None,
         body: Framing::UntilClose,

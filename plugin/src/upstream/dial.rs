@@ -7,7 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use wire::response_head::{self, HeadError, Parsed, ResponseHead};
 
@@ -27,6 +27,10 @@ pub enum Failure {
     /// Refused, unreachable, reset while connecting.
     #[error("unreachable: {0}")]
     Unreachable(io::Error),
+    /// The TLS handshake failed: the certificate is not trusted or not the host's, the
+    /// origin wants a client certificate, or it speaks no TLS.
+    #[error("TLS handshake: {0}")]
+    Tls(io::Error),
     /// Connected, but no usable answer.
     #[error(transparent)]
     Exchange(#[from] ExchangeError),
@@ -129,7 +133,7 @@ pub enum ExchangeError {
 /// Sends the request and reads the response head into `buf`; returns it with how much of
 /// `buf` was filled (the body's first bytes follow the head).
 pub async fn exchange(
-    upstream: &mut TcpStream,
+    upstream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     method: &http::Method,
     request: &[u8],
     buf: &mut [u8],
@@ -138,6 +142,8 @@ pub async fn exchange(
         .write_all(request)
         .await
         .map_err(ExchangeError::Send)?;
+    // TLS may hold the last records back until flushed (a socket has nothing to flush).
+    upstream.flush().await.map_err(ExchangeError::Send)?;
     let mut filled = 0;
     loop {
         if filled == buf.len() {

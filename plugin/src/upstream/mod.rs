@@ -4,17 +4,18 @@
 //! under the framing `wire::response_head` decided, the rules the gate applies to clients.
 //!
 //! `dial` does the I/O with one host and says, as a type, why it failed; [`Unavailable`]
-//! carries the last failure to whoever answers the client (502, 504 or 503).
+//! carries the last failure to whoever answers the client (502, 504 or 503). `stream` is
+//! the connection, a socket or TLS over one for an `https://` host.
 
 mod dial;
 mod request;
+mod stream;
 
 use std::io;
 use std::ops::Range;
 use std::sync::Arc;
 
 use http::StatusCode;
-use tokio::net::TcpStream;
 use wire::framing::Framing;
 
 use crate::pool::{Buffer, BufferPool};
@@ -22,10 +23,11 @@ use crate::stats::RouteStats;
 use crate::{within, RouteState};
 use dial::{dial, exchange, Failure};
 pub use request::{client_last_event_id, target, Refused, Request};
+pub use stream::Stream;
 
 /// An answered upstream request.
 pub struct Upstream {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub status: StatusCode,
     pub content_type: Option<String>,
     pub body: Framing,
@@ -49,7 +51,7 @@ impl Upstream {
 #[derive(Debug, thiserror::Error)]
 #[error("upstream {base}{target}: {failure}")]
 pub struct Unavailable {
-    /// `http://host:port` of the last host tried.
+    /// `http://host:port` (or `https://`) of the last host tried.
     base: String,
     target: String,
     failure: Failure,
@@ -167,10 +169,20 @@ async fn open_one(
 ) -> Result<Upstream, Failure> {
     let config = &route.config;
     let backend = &config.backends[i];
-    let mut stream = within(config.dial_timeout, dial(&backend.addr))
+    // The TLS handshake is part of the dial, under the same timeout.
+    let connect = async {
+        let socket = dial(&backend.addr).await?;
+        let _ = socket.set_nodelay(true);
+        match (&backend.tls_name, &route.tls) {
+            (Some(name), Some(connector)) => stream::handshake(connector, name, socket)
+                .await
+                .map_err(Failure::Tls),
+            _ => Ok(Stream::Plain(socket)),
+        }
+    };
+    let mut stream = within(config.dial_timeout, connect)
         .await
         .map_err(|_| Failure::DialTimedOut)??;
-    let _ = stream.set_nodelay(true);
     let bytes = request.bytes(&backend.authority);
     let mut buf = pool.take();
     let (head, filled) = within(
