@@ -119,12 +119,18 @@ async fn an_https_origin_is_fanned_out_and_a_late_client_caught_up_from_it() {
     );
     let mut second = RawClient::get(gateway.addr, "/ticker/a", &[]).await;
     second.read_until(b"text/event-stream").await;
+    // In step: a client more than the ring (3 events) behind would be dropped as slow.
     for i in 1..=6 {
         upstream.send(events(i..=i).as_bytes()).await;
-        first.read_until(format!("id: {i}\n").as_bytes()).await;
+        for client in [&mut first, &mut second] {
+            client
+                .read_until(format!("id: {i}\ndata: tick {i}\n\n").as_bytes())
+                .await;
+        }
     }
-    second.read_until(b"id: 6\ndata: tick 6\n\n").await;
-    assert_eq!(body_of(&first.received), events(1..=6).as_bytes());
+    for client in [&first, &second] {
+        assert_eq!(body_of(&client.received), events(1..=6).as_bytes());
+    }
     // The ring holds 4 to 6: id 2 is read from the origin, on an https upstream of its own.
     let mut late = RawClient::get(gateway.addr, "/ticker/a", &["Last-Event-ID: 2"]).await;
     let mut catch_up = event_stream(&mut origin).await;
