@@ -178,7 +178,7 @@ fn a_plugin_that_refuses_its_config_is_reported_and_the_host_serves_on() {
     gateway.process.wait_for_log("Listening on");
     let log = gateway.process.log();
     assert!(
-        log.contains("[PLUGIN: Server] krakend-server-plugin-streaming refused to start: backend_host: \"ftp://x\" is not an http:// URL"),
+        log.contains("[PLUGIN: Server] krakend-server-plugin-streaming refused to start: backend_host: \"ftp://x\" is not an http:// or https:// URL"),
         "{log}"
     );
     assert!(
