@@ -9,7 +9,8 @@
 //! ignored as it arrives, so no stream makes the scanner hold more than that.
 
 const BOM: &[u8] = "\u{feff}".as_bytes();
-/// The longest field name the scanner tells apart (`retry`); longer names are ignored.
+/// The longest field name the scanner tells apart (`retry`); longer names are ignored, so
+/// a name is looked at for at most one byte more than this.
 const NAME_CAPACITY: usize = 5;
 /// The longest `id` kept; a longer one is ignored, as one holding a NUL is. An id travels
 /// back to the origin as a `Last-Event-ID` header, and 4 KiB fits in the header limits of
@@ -52,7 +53,8 @@ enum Kind {
 #[derive(Debug, Clone, Copy)]
 enum Line {
     Start,
-    /// Reading the field name; `len` past [`NAME_CAPACITY`] means "unknown field".
+    /// Reading the field name, `len` bytes of it so far (never more than [`NAME_CAPACITY`]:
+    /// a longer one is [`Kind::Ignored`] at once).
     Name {
         name: [u8; NAME_CAPACITY],
         len: usize,
@@ -72,13 +74,15 @@ pub struct Scanner {
     line: Line,
     /// A field line was read since the last blank line.
     in_event: bool,
-    /// The value of the `id` line being read.
+    /// The value of the `id` line being read (in the allocation of an ID it replaced, so
+    /// that an `id` on every event allocates nothing).
     id_value: Vec<u8>,
     /// That value went past [`MAX_ID_BYTES`]: the line is ignored.
     id_too_long: bool,
-    /// The spec's "last event ID buffer", set by `id` lines.
-    id_buffer: String,
-    /// Committed from `id_buffer` at each blank line.
+    /// The spec's "last event ID buffer" when an `id` line set it since the last blank
+    /// line; `None` while it equals `last_event_id`. Committed by moving it, not copying.
+    next_id: Option<String>,
+    /// Committed from the last event ID buffer at each blank line.
     last_event_id: String,
     /// The `retry` line being read: `None` once a non-digit (or overflow) is seen.
     retry_value: Option<u64>,
@@ -102,7 +106,7 @@ impl Scanner {
             in_event: false,
             id_value: Vec::new(),
             id_too_long: false,
-            id_buffer: last_event_id.into(),
+            next_id: None,
             last_event_id: last_event_id.into(),
             retry_value: None,
             retry_digits: 0,
@@ -163,37 +167,65 @@ impl Scanner {
                     b'\r' | b'\n' => {
                         i = self.line_ending(bytes, i);
                         self.in_event = false;
-                        self.last_event_id.clone_from(&self.id_buffer);
+                        if let Some(id) = self.next_id.take() {
+                            let old = std::mem::replace(&mut self.last_event_id, id);
+                            self.recycle(old);
+                        }
                         on(Piece::EventEnd {
                             end: base + i,
                             last_event_id: &self.last_event_id,
                         });
                     }
-                    b':' => {
-                        self.line = Line::Value(Kind::Comment);
-                        i += 1;
-                    }
-                    _ => {
-                        self.in_event = true;
-                        self.line = Line::Name {
-                            name: [0; NAME_CAPACITY],
-                            len: 0,
+                    first => {
+                        // A line whole in the chunk is read in one go, from one search for
+                        // its end; one cut off by the chunk's end goes through the states
+                        // below, into the next chunk.
+                        let Some(end) = memchr::memchr2(b'\r', b'\n', &bytes[i..]) else {
+                            if first == b':' {
+                                self.line = Line::Value(Kind::Comment);
+                                i += 1;
+                            } else {
+                                self.in_event = true;
+                                self.line = Line::Name {
+                                    name: [0; NAME_CAPACITY],
+                                    len: 0,
+                                };
+                            }
+                            continue;
                         };
+                        self.whole_line(&bytes[i..i + end], on);
+                        i = self.line_ending(bytes, i + end);
+                        if first == b':' && !self.in_event {
+                            on(Piece::Comment { end: base + i });
+                        }
                     }
                 },
                 Line::Name { mut name, mut len } => {
+                    // Only a name of up to NAME_CAPACITY bytes matters, so the search for
+                    // its end is a few bytes long: cheaper in a loop than with SIMD.
                     let rest = &bytes[i..];
-                    let stop = memchr::memchr3(b':', b'\r', b'\n', rest);
-                    let part = &rest[..stop.unwrap_or(rest.len())];
-                    if len + part.len() <= NAME_CAPACITY {
-                        name[len..len + part.len()].copy_from_slice(part);
-                    }
-                    len += part.len();
+                    let window = &rest[..rest.len().min(NAME_CAPACITY + 1 - len)];
+                    let stop = window
+                        .iter()
+                        .position(|&b| matches!(b, b':' | b'\r' | b'\n'));
                     let Some(stop) = stop else {
-                        self.line = Line::Name { name, len };
+                        if len + window.len() > NAME_CAPACITY {
+                            // Longer than any name told apart: whatever follows, the line
+                            // is ignored.
+                            self.line = Line::Value(Kind::Ignored);
+                            i += window.len();
+                            continue;
+                        }
+                        name[len..len + window.len()].copy_from_slice(window);
+                        self.line = Line::Name {
+                            name,
+                            len: len + window.len(),
+                        };
                         return;
                     };
-                    let kind = classify(&name[..len.min(NAME_CAPACITY)], len);
+                    name[len..len + stop].copy_from_slice(&window[..stop]);
+                    len += stop;
+                    let kind = classify(&name[..len]);
                     self.begin_value(kind);
                     i += stop;
                     if bytes[i] == b':' {
@@ -212,7 +244,6 @@ impl Scanner {
                 }
                 Line::Value(kind) => {
                     let rest = &bytes[i..];
-                    // Most of a stream's bytes are values: find their ends with SIMD.
                     let stop = memchr::memchr2(b'\r', b'\n', rest);
                     let part = &rest[..stop.unwrap_or(rest.len())];
                     self.value(kind, part, on);
@@ -229,6 +260,31 @@ impl Scanner {
         }
     }
 
+    /// A comment or field line, without its line ending: what the states from
+    /// [`Line::Name`] on make of it when it comes in pieces.
+    fn whole_line(&mut self, line: &[u8], on: &mut impl FnMut(Piece<'_>)) {
+        let (kind, value) = match line.split_first() {
+            Some((b':', comment)) => (Kind::Comment, comment),
+            _ => {
+                self.in_event = true;
+                let window = &line[..line.len().min(NAME_CAPACITY + 1)];
+                match window.iter().position(|&b| b == b':') {
+                    Some(colon) => {
+                        let value = &line[colon + 1..];
+                        let value = value.strip_prefix(b" ").unwrap_or(value);
+                        (classify(&line[..colon]), value)
+                    }
+                    // A name alone, or one longer than any told apart.
+                    None if line.len() <= NAME_CAPACITY => (classify(line), &[][..]),
+                    None => (Kind::Ignored, &[][..]),
+                }
+            }
+        };
+        self.begin_value(kind);
+        self.value(kind, value, on);
+        self.end_value(kind, on);
+    }
+
     /// Consumes the line ending at `at` and returns the offset past it.
     fn line_ending(&mut self, bytes: &[u8], at: usize) -> usize {
         self.line = Line::Start;
@@ -239,6 +295,14 @@ impl Scanner {
                 at + 1
             }
             _ => at + 1,
+        }
+    }
+
+    /// Keeps an ID's allocation for the next `id` line's value (within the bound on what
+    /// a stream makes the scanner hold).
+    fn recycle(&mut self, id: String) {
+        if self.id_value.capacity() < id.capacity() && id.capacity() <= MAX_ID_BYTES {
+            self.id_value = id.into_bytes();
         }
     }
 
@@ -280,13 +344,20 @@ impl Scanner {
             Kind::Data => on(Piece::LineEnd(Field::Data)),
             Kind::Event => on(Piece::LineEnd(Field::Event)),
             Kind::Id if !self.id_too_long && !self.id_value.contains(&0) => {
-                // The bound is on what is kept and sent back upstream, so it is checked
-                // again once decoded: each byte that is not UTF-8 becomes a U+FFFD of three.
-                let id = String::from_utf8_lossy(&self.id_value);
-                if id.len() <= MAX_ID_BYTES {
-                    // Reuses the buffer: an `id` on every event costs no allocation.
-                    self.id_buffer.clear();
-                    self.id_buffer.push_str(&id);
+                // Moved, not copied: the value's allocation becomes the ID's.
+                let id = match String::from_utf8(std::mem::take(&mut self.id_value)) {
+                    Ok(id) => Some(id),
+                    Err(invalid) => {
+                        self.id_value = invalid.into_bytes();
+                        // The bound is on what is kept and sent back upstream, so it is
+                        // checked again once decoded: each byte that is not UTF-8 becomes
+                        // a U+FFFD of three.
+                        Some(String::from_utf8_lossy(&self.id_value).into_owned())
+                            .filter(|id| id.len() <= MAX_ID_BYTES)
+                    }
+                };
+                if let Some(replaced) = id.and_then(|id| self.next_id.replace(id)) {
+                    self.recycle(replaced);
                 }
             }
             Kind::Retry if self.retry_digits > 0 => {
@@ -299,10 +370,7 @@ impl Scanner {
     }
 }
 
-fn classify(name: &[u8], len: usize) -> Kind {
-    if len > NAME_CAPACITY {
-        return Kind::Ignored;
-    }
+fn classify(name: &[u8]) -> Kind {
     match name {
         b"data" => Kind::Data,
         b"event" => Kind::Event,
