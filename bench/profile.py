@@ -110,10 +110,9 @@ def strace(args, origin_port, tmp):
             log = os.path.join(tmp, f"strace-{n}")
             tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", log],
                                       stderr=subprocess.PIPE, text=True)
-            # strace says "Process N attached" for each thread once it traces it.
-            threads = len(os.listdir(f"/proc/{pid}/task"))
-            for _ in range(threads):
-                tracer.stderr.readline()
+            # "Process N attached with T threads" once it traces them all.
+            while "attached" not in tracer.stderr.readline():
+                pass
             read_events(port, n, args.rate)
             settle(origin_port)
             tracer.send_signal(signal.SIGINT)

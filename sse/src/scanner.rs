@@ -34,10 +34,30 @@ pub enum Piece<'a> {
     LineEnd(Field),
     /// A blank line: the event (if any) is complete. `end` is the offset in the chunk just
     /// past the blank line; `last_event_id` is the stream's last event ID from now on.
-    EventEnd { end: usize, last_event_id: &'a str },
+    EventEnd {
+        end: usize,
+        last_event_id: LastEventId<'a>,
+    },
     /// A comment line between events ended at offset `end`: the stream is still between
     /// events there (comments inside an event are not reported).
     Comment { end: usize },
+}
+
+/// The stream's last event ID at an event's end, decoded when asked for: a relay that
+/// only needs to know where events end never decodes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastEventId<'a>(&'a [u8]);
+
+impl<'a> LastEventId<'a> {
+    pub fn as_str(self) -> &'a str {
+        decoded(self.0)
+    }
+}
+
+/// An ID the scanner keeps: UTF-8 by construction (checked, or decoded lossily, as its
+/// line ended), so this never falls back to "".
+fn decoded(id: &[u8]) -> &str {
+    std::str::from_utf8(id).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +101,10 @@ pub struct Scanner {
     id_too_long: bool,
     /// The spec's "last event ID buffer" when an `id` line set it since the last blank
     /// line; `None` while it equals `last_event_id`. Committed by moving it, not copying.
-    next_id: Option<String>,
+    /// IDs are kept as bytes, UTF-8 by construction, and decoded only when read.
+    next_id: Option<Vec<u8>>,
     /// Committed from the last event ID buffer at each blank line.
-    last_event_id: String,
+    last_event_id: Vec<u8>,
     /// The `retry` line being read: `None` once a non-digit (or overflow) is seen.
     retry_value: Option<u64>,
     retry_digits: usize,
@@ -118,14 +139,14 @@ impl Scanner {
     /// reconnection: a partial event is forgotten; the last event ID and `retry` are kept.
     pub fn restart(&mut self) {
         let retry_ms = self.retry_ms;
-        *self = Self::resuming(&self.last_event_id);
+        *self = Self::resuming(self.last_event_id());
         self.retry_ms = retry_ms;
     }
 
     /// The ID a reconnecting client sends as `Last-Event-ID`: set at each blank line, so an
     /// event cut off mid-way does not move it.
     pub fn last_event_id(&self) -> &str {
-        &self.last_event_id
+        decoded(&self.last_event_id)
     }
 
     /// The reconnection time the stream asked for with `retry:`, in milliseconds.
@@ -173,7 +194,7 @@ impl Scanner {
                         }
                         on(Piece::EventEnd {
                             end: base + i,
-                            last_event_id: &self.last_event_id,
+                            last_event_id: LastEventId(&self.last_event_id),
                         });
                     }
                     first => {
@@ -300,9 +321,9 @@ impl Scanner {
 
     /// Keeps an ID's allocation for the next `id` line's value (within the bound on what
     /// a stream makes the scanner hold).
-    fn recycle(&mut self, id: String) {
+    fn recycle(&mut self, id: Vec<u8>) {
         if self.id_value.capacity() < id.capacity() && id.capacity() <= MAX_ID_BYTES {
-            self.id_value = id.into_bytes();
+            self.id_value = id;
         }
     }
 
@@ -343,18 +364,20 @@ impl Scanner {
         match kind {
             Kind::Data => on(Piece::LineEnd(Field::Data)),
             Kind::Event => on(Piece::LineEnd(Field::Event)),
-            Kind::Id if !self.id_too_long && !self.id_value.contains(&0) => {
-                // Moved, not copied: the value's allocation becomes the ID's.
-                let id = match String::from_utf8(std::mem::take(&mut self.id_value)) {
-                    Ok(id) => Some(id),
-                    Err(invalid) => {
-                        self.id_value = invalid.into_bytes();
-                        // The bound is on what is kept and sent back upstream, so it is
-                        // checked again once decoded: each byte that is not UTF-8 becomes
-                        // a U+FFFD of three.
-                        Some(String::from_utf8_lossy(&self.id_value).into_owned())
-                            .filter(|id| id.len() <= MAX_ID_BYTES)
-                    }
+            Kind::Id if !self.id_too_long => {
+                let value = &self.id_value;
+                // ASCII without NUL (bytes 1 to 0x7f), as most IDs are, is UTF-8 as it is:
+                // one pass over it, and it is moved, not copied, into the ID.
+                let id = if value.iter().all(|&b| b.wrapping_sub(1) < 0x7f) {
+                    Some(std::mem::take(&mut self.id_value))
+                } else if value.contains(&0) {
+                    None
+                } else {
+                    // The bound is on what is kept and sent back upstream, so it is checked
+                    // again once decoded: each byte that is not UTF-8 becomes a U+FFFD of
+                    // three.
+                    Some(String::from_utf8_lossy(value).into_owned().into_bytes())
+                        .filter(|id| id.len() <= MAX_ID_BYTES)
                 };
                 if let Some(replaced) = id.and_then(|id| self.next_id.replace(id)) {
                     self.recycle(replaced);
@@ -397,7 +420,7 @@ mod tests {
         for cut in cuts {
             scanner.feed(&input[offset..cut], |piece| match piece {
                 Piece::EventEnd { end, last_event_id } => {
-                    seen.push((offset + end, Some(last_event_id.to_owned())))
+                    seen.push((offset + end, Some(last_event_id.as_str().to_owned())))
                 }
                 Piece::Comment { end } => seen.push((offset + end, None)),
                 _ => {}
@@ -422,7 +445,7 @@ mod tests {
         let mut ids = Vec::new();
         let mut record = |piece: Piece<'_>| {
             if let Piece::EventEnd { last_event_id, .. } = piece {
-                ids.push(last_event_id.to_owned());
+                ids.push(last_event_id.as_str().to_owned());
             }
         };
         let longest = "x".repeat(MAX_ID_BYTES);
