@@ -322,6 +322,7 @@ impl Scanner {
 
     /// Keeps an ID's allocation for the next `id` line's value (within the bound on what
     /// a stream makes the scanner hold).
+    #[inline]
     fn recycle(&mut self, id: Vec<u8>) {
         if self.id_value.capacity() < id.capacity() && id.capacity() <= MAX_ID_BYTES {
             self.id_value = id;
@@ -339,6 +340,7 @@ impl Scanner {
         }
     }
 
+    #[inline]
     fn value(&mut self, kind: Kind, part: &[u8], on: &mut impl FnMut(Piece<'_>)) {
         match kind {
             Kind::Data if !part.is_empty() => on(Piece::Value(Field::Data, part)),
