@@ -77,7 +77,9 @@ async fn http2_streams_share_a_connection_and_a_reset_closes_only_its_upstream()
             Some(pki) => H2Client::connect_tls(gateway.addr, pki.client_config(ALPN_H2)).await,
             None => H2Client::connect(gateway.addr).await,
         };
-        const STREAMS: usize = 5;
+        // The 20: well under `max_concurrent_streams` (100), so none is refused.
+        const STREAMS: usize = 20;
+        const CANCELLED: usize = 7;
         let mut streams = Vec::new();
         let mut upstreams = Vec::new();
         for i in 0..STREAMS {
@@ -106,18 +108,28 @@ async fn http2_streams_share_a_connection_and_a_reset_closes_only_its_upstream()
                 format!("data: {i}\n\n").as_bytes()
             );
         }
-        // The client cancels stream 2: its upstream closes; the others go on.
-        streams[2].reset();
+        // The client cancels one stream: its upstream closes; the other 19 go on.
+        streams[CANCELLED].reset();
         assert!(
-            upstreams[2].closed_within(Duration::from_secs(1)).await,
+            upstreams[CANCELLED]
+                .closed_within(Duration::from_secs(1))
+                .await,
             "the reset stream's upstream stayed open"
         );
-        for (i, upstream) in upstreams.iter_mut().enumerate().filter(|(i, _)| *i != 2) {
+        for (i, upstream) in upstreams
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| *i != CANCELLED)
+        {
             upstream
                 .send(format!("data: again {i}\n\n").as_bytes())
                 .await;
         }
-        for (i, stream) in streams.iter_mut().enumerate().filter(|(i, _)| *i != 2) {
+        for (i, stream) in streams
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| *i != CANCELLED)
+        {
             stream
                 .read_until(format!("data: again {i}\n\n").as_bytes())
                 .await;

@@ -36,7 +36,7 @@ pub use llm::{
     chat_messages, chunk_content, fetch_event_source, mock_release, mock_requests, openai_chat,
     sdk_spec, sdk_stream_live, the_one_chat_request, ClientReports,
 };
-pub use page::PageWatcher;
+pub use page::{open_event_sources, PageWatcher};
 pub use process::{
     activated_host, bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder,
     Process,

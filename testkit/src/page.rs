@@ -65,3 +65,32 @@ impl PageWatcher {
         serde_json::from_str(&line).expect("a JSON report")
     }
 }
+
+/// Opens `sources` EventSources at once (`/sse/0` .. on the page's origin) from the page at
+/// `url` in Chromium, waits until `enough` of them got 3 `tick` events (or 20 s), and
+/// reports `{"events", "states", "protocol", "resources"}` (see
+/// `host/tests/browser/many-sources.cjs`). With `pinned`, Chromium trusts that PEM
+/// certificate by its public key, and nothing else it would not trust anyway.
+pub async fn open_event_sources(
+    url: &str,
+    sources: usize,
+    enough: usize,
+    pinned: Option<&std::path::Path>,
+) -> Value {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../host/tests/browser/many-sources.cjs");
+    let mut command = Command::new("node");
+    command
+        .arg(script)
+        .args([url, &sources.to_string(), &enough.to_string()])
+        .args(pinned)
+        .env("NODE_PATH", node_path())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+        .await
+        .expect("the page driver did not answer")
+        .expect("running node (apt-get install nodejs; .ci/run installs playwright-core)");
+    assert!(output.status.success(), "the page driver failed");
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
