@@ -5,16 +5,16 @@ measures in wall-clock time (one stream flat out, 100 B events), here in instruc
 syscalls. It is how notes on where the time goes are made, and how a change is judged on a
 shared machine.
 
-  python3 bench/profile.py callgrind [--events N] [--build DIR] [--out DIR]
+  python3 bench/per_event.py callgrind [--events N] [--build DIR] [--out DIR]
       The host (with the plugin's .so) under valgrind's callgrind. One stream of N/10 events,
       then one of N; counters are dumped after each (callgrind_control), so their difference
       over the 0.9 N events between them is the cost of an event, without start-up or a
       stream's set-up. Prints instructions per event and keeps both dumps in DIR
       (callgrind_annotate DIR/callgrind.out.<pid>.2 shows where they go).
-  python3 bench/profile.py strace [--events N] [--build DIR]
+  python3 bench/per_event.py strace [--events N] [--build DIR]
       The same two streams with `strace -c -f` attached around each: syscalls per event, by
       syscall.
-  python3 bench/profile.py perf [--seconds S] [--build DIR]
+  python3 bench/per_event.py perf [--seconds S] [--build DIR]
       At full speed, S2 itself (sse-load, one stream, 100 B, flat out) with `perf stat`
       counting the gateway's syscalls (tracepoints, next to no overhead) and context
       switches: per event. Also its CPU time per event (noisy on a busy machine).
