@@ -209,7 +209,7 @@ def start_floor(origin_port, _tmp):
 def start_gateway(origin_port, tmp, build=RELEASE, name="gateway", certs=None, wrapper=()):
     """The host and the plugin from `build`, a directory holding both. With `certs`, the port
     speaks TLS only (root `tls`; ALPN h2 and http/1.1). `wrapper` goes before the command (a
-    profiler: bench/profile.py)."""
+    profiler: bench/per_event.py)."""
     config = {
         "version": 3, "port": 0, "listen_ip": "127.0.0.1",
         "plugin": {"folder": build, "pattern": "krakend_server_plugin_streaming.so"},
