@@ -7,6 +7,7 @@
 //! reset. On drain, or after `idle_timeout` without a stream, the connection sends GOAWAY
 //! and serves its open streams to their end.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connections::Slot;
+use crate::gate::RequestTimedOut;
 use crate::handoff::{self, Client};
 use crate::pipeline::{self, Body, BoxError};
 use crate::protect::Answer;
@@ -139,7 +141,8 @@ async fn serve_stream(
     let claim = match decision.route {
         Route::Plugin(claim) => claim,
         _ => {
-            let request = request.map(|body| H2Body(body).boxed());
+            let deadline = shared.limits.read_timeout.map(|limit| started + limit);
+            let request = request.map(|body| H2Body::new(body, deadline).boxed());
             let response = respond(&shared, decision, request, peer).await;
             return send(respond_to, response).await;
         }
@@ -278,8 +281,22 @@ async fn send(mut respond_to: SendResponse<Bytes>, response: http::Response<Body
 }
 
 /// An HTTP/2 request body as the pipeline reads one: each chunk's window given back to
-/// the client as the pipeline takes it.
-struct H2Body(RecvStream);
+/// the client as the pipeline takes it, and due by the request's `read_timeout` as on
+/// HTTP/1.1 (the gate's [`RequestTimedOut`], which the pipeline answers with 408).
+struct H2Body {
+    recv: RecvStream,
+    /// Armed when a read pends, as the gate's clock is; `None` without `read_timeout`.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl H2Body {
+    fn new(recv: RecvStream, deadline: Option<tokio::time::Instant>) -> Self {
+        Self {
+            recv,
+            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+}
 
 impl HttpBody for H2Body {
     type Data = Bytes;
@@ -289,19 +306,27 @@ impl HttpBody for H2Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let recv = &mut self.get_mut().0;
-        match std::task::ready!(recv.poll_data(cx)) {
-            Some(Ok(data)) => {
-                let _ = recv.flow_control().release_capacity(data.remaining());
+        let this = self.get_mut();
+        match this.recv.poll_data(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                let _ = this.recv.flow_control().release_capacity(data.remaining());
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-            None => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let Some(deadline) = this.deadline.as_mut() else {
+                    return Poll::Pending;
+                };
+                std::task::ready!(deadline.as_mut().poll(cx));
+                let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, RequestTimedOut);
+                Poll::Ready(Some(Err(Box::new(timed_out))))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.recv.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

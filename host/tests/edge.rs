@@ -166,3 +166,38 @@ async fn an_http2_connection_without_streams_is_closed_at_idle_timeout() {
     // GOAWAY, then the close: what an idle HTTP/1.1 connection gets, in HTTP/2's words.
     client.closed().await.unwrap();
 }
+
+/// `read_timeout` bounds an HTTP/2 request's body as an HTTP/1.1 one's: a body that
+/// stalls gets 408, on a `json` endpoint and on a `no-op` one (which has started the
+/// backend call and streams the body to it).
+#[tokio::test]
+async fn an_http2_request_body_that_stalls_gets_408_at_read_timeout() {
+    let mut backend = testkit::ScriptedOrigin::start().await;
+    let gateway = gateway()
+        .root("use_h2c", json!(true))
+        .root("read_timeout", json!("1s"))
+        .endpoint(
+            json!({"endpoint": "/json", "method": "POST", "timeout": "5s",
+                         "backend": [{"host": [backend.url()], "url_pattern": "/j"}]}),
+        )
+        .endpoint(
+            json!({"endpoint": "/raw", "method": "POST", "timeout": "5s",
+                         "output_encoding": "no-op",
+                         "backend": [{"host": [backend.url()], "url_pattern": "/r"}]}),
+        )
+        .run();
+    let mut client = H2Client::connect(gateway.addr).await;
+    for path in ["/json", "/raw"] {
+        let mut upload = client
+            .upload("POST", path, &[("content-length", "1000")])
+            .await;
+        upload.send(b"part of the body", false);
+        let _waiting = match path {
+            // no-op streams the body to the backend, which waits for the rest.
+            "/raw" => Some(backend.accept().await),
+            _ => None,
+        };
+        let response = upload.response().await;
+        assert_eq!(response.status, 408, "{path}");
+    }
+}

@@ -201,3 +201,38 @@ async fn a_drain_sends_goaway_and_ends_each_http2_stream_after_a_whole_event() {
         "the gateway did not exit"
     );
 }
+
+/// An HTTP/2 request body is delimited by its stream's end: one sent without
+/// `Content-Length` (as a browser's streaming `fetch` sends it) reaches the origin whole,
+/// with the length the plugin read.
+#[tokio::test]
+async fn a_claimed_http2_body_without_content_length_reaches_the_origin_whole() {
+    let mut origin = ScriptedOrigin::start().await;
+    let gateway = edge_gateway(
+        None,
+        json!({"endpoint": "/up/{id}", "backend_url_pattern": "/events/{id}", "methods": ["POST"],
+               "backend_host": origin.url(), "max_reconnects": 0}),
+    );
+    let mut client = H2Client::connect(gateway.addr).await;
+    let mut upload = client.upload("POST", "/up/a", &[]).await;
+    upload.send(b"hel", false);
+    upload.send(b"lo", true);
+    let mut upstream = origin.accept().await;
+    assert!(
+        upstream.head.starts_with("POST /events/a HTTP/1.1\r\n"),
+        "{}",
+        upstream.head
+    );
+    assert_eq!(
+        upstream.header("content-length"),
+        Some("5"),
+        "{}",
+        upstream.head
+    );
+    assert_eq!(upstream.read_body(5).await, b"hello");
+    upstream.send_event_stream_head().await;
+    upstream.send(b"data: got it\n\n").await;
+    let mut stream = upload.response().await;
+    assert_eq!(stream.status, 200);
+    stream.read_until(b"data: got it\n\n").await;
+}
