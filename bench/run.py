@@ -16,8 +16,10 @@ as one table.
   S6 scale-out   100,000 fan-out clients of one stream at 1 event/s, across as many gateway
                  processes sharing one port (reuse_port) and load processes (each from a
                  loopback address of its own) as the descriptor limit needs: delivery p50,
-                 p99, memory per client, connect failures. The gateway alone, last, on an
-                 origin of its own
+                 p99, memory per client, connect failures; and where the time goes: CPU per
+                 delivery on each side, the CPU-bound floor of the last delivery, the kernel's
+                 listen-queue and SYN counters. The gateway alone, last, on an origin of its
+                 own
 
 Then the TLS and HTTP/2 rows (bench/tls.py, its own table): S1 and S3 over HTTP/1.1 on TLS
 and over HTTP/2 on TLS against nginx, haproxy and the gateway (skipped, saying so, while the
@@ -168,7 +170,8 @@ def failures(report, connections, what):
     cut, gaps = report["premature_disconnects"], report["id_gaps"]
     doubled = report["id_duplicates"] + report["id_backwards"]
     if refused or unanswered or cut or gaps or doubled:
-        print(f"  {what}: {refused} failed to open, {unanswered} got no answer before the end, "
+        first = f" (the first failed to open with: {report['first_error']})" if report.get("first_error") else ""
+        print(f"  {what}: {refused} failed to open{first}, {unanswered} got no answer before the end, "
               f"{cut} ended early, {gaps} ids skipped, {doubled} ids repeated or going back",
               file=sys.stderr)
     return refused + unanswered + cut + gaps + doubled
@@ -532,15 +535,65 @@ def start_s6_gateways(origin_port, tmp, count, per_process):
     return procs, port
 
 
-def sample_descriptors(pids, stop, peaks):
-    """Each process's peak count of open descriptors, until `stop` is set."""
+def sample_descriptors(pids, stop, peaks, connected=None, clients=0):
+    """Each process's peak count of open descriptors, until `stop` is set; sets `connected`
+    once they hold `clients` in all."""
     while not stop.is_set():
+        held = 0
         for pid in pids:
             try:
-                peaks[pid] = max(peaks.get(pid, 0), len(os.listdir(f"/proc/{pid}/fd")))
+                count = len(os.listdir(f"/proc/{pid}/fd"))
             except OSError:
-                pass
+                continue
+            peaks[pid] = max(peaks.get(pid, 0), count)
+            held += count
+        if connected is not None and held >= clients:
+            connected.set()
         stop.wait(0.5)
+
+
+# The kernel's TCP counters S6 reports, from the loads' start to their end (system-wide:
+# another program's traffic counts too): a full accept queue drops the SYN (ListenOverflows,
+# ListenDrops) and the client sends it again 1 s, 3 s, 7 s... later (TCPSynRetrans) until
+# tcp_syn_retries gives up; a full SYN queue drops it or answers with a cookie;
+# AttemptFails are connects refused or reset. (Not EstabResets: the loads' exit, closing
+# sockets with events unread, resets thousands.)
+TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "SyncookiesSent",
+                "TCPSynRetrans", "AttemptFails")
+
+
+def tcp_counters():
+    """`TCP_COUNTERS` now, from /proc/net/netstat (TcpExt) and /proc/net/snmp (Tcp)."""
+    values = {}
+    for path in ("/proc/net/netstat", "/proc/net/snmp"):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for names, numbers in zip(lines[::2], lines[1::2]):
+            values.update(zip(names.split()[1:], map(int, numbers.split()[1:])))
+    return {name: values.get(name, 0) for name in TCP_COUNTERS}
+
+
+def cpu_seconds(pids):
+    """User plus system CPU time of `pids` (all their threads), in seconds."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def sample_cpu(pids, start, seconds, out):
+    """CPU time of `pids` over `seconds` from when `start` is set, into `out` (seconds of
+    CPU, seconds of wall clock): once every client is connected, every second costs one
+    delivery per client, so CPU / (clients x wall) is the CPU cost of one delivery."""
+    start.wait()
+    try:
+        before, since = cpu_seconds(pids), time.time()
+        time.sleep(seconds)
+        out.append((cpu_seconds(pids) - before, time.time() - since))
+    except OSError:  # a process ended first: no figure
+        pass
 
 
 def s6_scale_out(tmp):
@@ -579,7 +632,12 @@ def s6_scale_out(tmp):
         time.sleep(1)
         idle = rss_kib(pids)
         descriptors = {}
-        threading.Thread(target=sample_descriptors, args=(pids, stop, descriptors), daemon=True).start()
+        connected = threading.Event()
+        counters_before = tcp_counters()
+        started = time.time()
+        held_idle = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids)
+        threading.Thread(target=sample_descriptors,
+                         args=(pids, stop, descriptors, connected, held_idle + clients), daemon=True).start()
         # Connecting 100,000 clients takes a while on 2 cores: each load process times
         # (and runs for `seconds`) from when its clients are all in (--after-connect);
         # events before are counted and checked, not timed.
@@ -594,12 +652,22 @@ def s6_scale_out(tmp):
                 for pid in pids:
                     cmd += ["--pid", str(pid)]
             runs.append((n, subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)))
+        # CPU per delivery, each side, over the steady state: from a few seconds after the
+        # gateways hold every client, for most of the timed part.
+        cpu = {"gateways": [], "loads": []}
+        window = max(3, seconds - 8)
+        settled, connect_time = threading.Event(), []
+        threading.Thread(target=lambda: (connected.wait(), connect_time.append(time.time() - started),
+                                         time.sleep(2), settled.set()), daemon=True).start()
+        for side, side_pids in (("gateways", pids), ("loads", [run.pid for _, run in runs])):
+            threading.Thread(target=sample_cpu, args=(side_pids, settled, window, cpu[side]), daemon=True).start()
         reports = []
         for n, run in runs:
             out, _ = run.communicate()
             if run.returncode != 0:
                 raise SystemExit(f"S6: sse-load failed ({run.returncode})")
             reports.append((n, json.loads(out)))
+        counters = {k: v - counters_before[k] for k, v in tcp_counters().items()}
     finally:
         stop.set()
         for proc in reversed(processes):
@@ -609,6 +677,8 @@ def s6_scale_out(tmp):
     histograms = [r["latency_histogram_ns"] for _, r in reports]
     peak = sum(p["kib"] for p in reports[0][1]["max_rss_kib"])
     per_gateway = sorted(descriptors.values())
+    per_delivery = {side: (used[0][0] / (clients * used[0][1]) * 1e6 if used else float("nan"))
+                    for side, used in cpu.items()}
     return {
         "S6 clients": clients,
         "S6 gateway processes": gateways,
@@ -621,6 +691,14 @@ def s6_scale_out(tmp):
         "S6 KiB per client": (peak - idle) / clients,
         "S6 failures (connects, cuts, gaps, repeats)": sum(failures(r, n, f"S6 load {i}") for i, (n, r) in enumerate(reports)),
         "S6 load average at start": load_average,
+        "S6 seconds until the gateways held every client": connect_time[0] if connect_time else float("nan"),
+        # Where the time goes: one event costs clients x (both sides' CPU per delivery), and
+        # the cores cannot deliver it to the last client sooner than that over their number.
+        "S6 CPU per delivery, gateways (us)": per_delivery["gateways"],
+        "S6 CPU per delivery, load processes (us)": per_delivery["loads"],
+        "S6 CPU-bound floor of the last delivery (ms)":
+            clients * (per_delivery["gateways"] + per_delivery["loads"]) / WORKERS / 1000,
+        **{f"S6 TCP {name} (system-wide)": value for name, value in counters.items()},
     }
 
 

@@ -3,7 +3,8 @@
 //! ([`respond`](crate::respond)), and the connection ends at the head the gate stopped at:
 //! a rejection the host answers before closing, or a plugin's claim, which goes to the
 //! [`handoff`](crate::handoff) with the client's transport (the socket itself, or the TLS
-//! session lent through the bridged transport).
+//! session lent through the bridged transport). When the gateway drains, a response carries
+//! `Connection: close` and the gate ends the connection once it idles.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub async fn serve<IO: ClientStream>(
         shared.limits,
         shared.router.clone(),
         pending.clone(),
+        shared.draining.clone(),
     );
     let service_shared = shared.clone();
     let service = service_fn(move |request| {
@@ -59,7 +61,7 @@ pub async fn serve<IO: ClientStream>(
         // the order in which the gate decided them.
         let decision = pending.pop();
         async move {
-            let response = match decision {
+            let mut response = match decision {
                 Some(decision) => {
                     let request = pipeline::client_body(request);
                     respond(&shared, decision, request, peer).await
@@ -69,6 +71,15 @@ pub async fn serve<IO: ClientStream>(
                     pipeline::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
                 }
             };
+            // Answered while the gateway drains: the client must not send another request
+            // on this connection (hyper closes it after this response, and the gate ends it
+            // when it idles).
+            if shared.draining.is_cancelled() {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, std::convert::Infallible>(response)
         }
     });

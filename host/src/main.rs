@@ -446,8 +446,9 @@ fn inject_plugins(config: &Config) -> (ServerPlugins, Vec<String>) {
 
 /// The listener is closed: asks the plugins to end their streams within `deadline`, then
 /// waits, within the same deadline, for the connections the host still serves (requests
-/// accepted just before the signal, and keep-alive connections, until they close), so that
-/// none is cut before its answer. A second signal exits at once.
+/// accepted just before the signal), so that none is cut before its answer. Keep-alive
+/// connections do not hold it up: `draining` ends each as soon as it idles (HTTP/1.1) or
+/// has no stream open (HTTP/2's GOAWAY). A second signal exits at once.
 async fn drain(plugins: &Arc<ServerPlugins>, connections: &Connections, deadline: Duration) {
     tracing::info!("[SERVICE: HTTP Server] Shutting down: draining streams for up to {deadline:?}");
     let until = tokio::time::Instant::now() + deadline;

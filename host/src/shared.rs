@@ -33,6 +33,7 @@ pub struct Shared {
     /// Root `tls`: the port speaks TLS only.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub http2: crate::http2::Settings,
-    /// Cancelled when the gateway drains: HTTP/2 connections send GOAWAY.
+    /// Cancelled when the gateway drains: HTTP/2 connections send GOAWAY, HTTP/1.1 ones
+    /// close once idle (the gate) and answer with `Connection: close`.
     pub draining: tokio_util::sync::CancellationToken,
 }

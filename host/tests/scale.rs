@@ -233,6 +233,62 @@ async fn a_draining_gateway_answers_the_requests_it_accepted_before_it_exits() {
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
 
+/// Keep-alive connections do not hold a drain up: at the signal an idle one is closed at
+/// once, one with a request in flight gets its whole response (saying `Connection: close`)
+/// and is closed after it, and a connection accepted just before the signal whose head is
+/// still on its way is answered; then the process exits, long before its `shutdown_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_closes_idle_keep_alive_connections_and_answers_those_under_way() {
+    let mut backend = ScriptedOrigin::start().await;
+    let mut gateway = gateway()
+        .endpoint(json!({"endpoint": "/slow", "output_encoding": "no-op",
+                         "backend": [{"host": [backend.url()], "url_pattern": "/slow"}]}))
+        .root("shutdown_timeout", json!("60s"))
+        .run();
+    let addr = gateway.addr;
+    // Idle: one request answered, the connection kept open.
+    let mut idle = RawClient::connect(addr).await;
+    idle.send(b"GET /__health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    idle.read_until(br#"{"status":"ok"}"#).await;
+    let answered = idle.received.len();
+    // In flight: its backend answers only once the gateway drains.
+    let mut busy = RawClient::connect(addr).await;
+    busy.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut upstream = backend.accept().await;
+    // Under way: accepted (the listen queue is empty again), half a head sent.
+    let mut late = RawClient::connect(addr).await;
+    late.send(b"GET /__health HTTP/1.1\r\n").await;
+    while listen_queue(addr.port()).queued > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    gateway.process.signal("TERM");
+    let idle = idle.read_to_end().await;
+    assert_eq!(idle.len(), answered, "{}", String::from_utf8_lossy(&idle));
+    late.send(b"Host: x\r\n\r\n").await;
+    let late = String::from_utf8(late.read_to_end().await).unwrap();
+    assert!(late.starts_with("HTTP/1.1 200 OK"), "{late}");
+    assert!(late.contains("\r\nconnection: close\r\n"), "{late}");
+    assert!(late.ends_with(r#"{"status":"ok"}"#), "{late}");
+    upstream
+        .send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nlater")
+        .await;
+    let busy = busy.read_to_end().await;
+    let text = String::from_utf8_lossy(&busy);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert_eq!(body_of(&busy), b"later");
+    // Within STEP, far below the 60 s: it waited for no connection until its deadline.
+    let status = gateway.process.wait_exit(STEP);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(
+        !gateway.process.log().contains("still open at the deadline"),
+        "{}",
+        gateway.process.log()
+    );
+}
+
 /// Clients that connect without pause, each a whole request (the health check, or the
 /// head of a stream) on a new connection, counting what each attempt got.
 struct Storm {

@@ -21,6 +21,13 @@
 //! within `read_header_timeout`, and the whole request, body included, within
 //! `read_timeout`; a body that misses it ends in [`RequestTimedOut`], which the pipeline
 //! answers with 408.
+//!
+//! And it ends a keep-alive connection when the gateway drains, at the first head boundary
+//! where the connection idles: EOF to hyper, which closes an idle connection at once and one
+//! mid-response after the response. Only the gate knows whether a next head has begun to
+//! arrive (hyper sees no byte of it until its end), so it, not hyper's `graceful_shutdown`,
+//! decides: a head partly received, and a new connection's first head (accepted just before
+//! the signal, its bytes still on the way), are served first.
 
 use std::future::Future;
 use std::io;
@@ -34,6 +41,7 @@ use abi::{Header, RequestHead};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use wire::framing::{self, Framing};
 
@@ -146,12 +154,15 @@ pub struct Gate<IO> {
     router: Arc<Router>,
     /// Where the decisions of the heads given to hyper wait for its service.
     pending: Arc<Pending>,
+    /// Ready once the gateway drains: an idle keep-alive connection then ends.
+    drain: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Gate<IO> {
     /// A gate for a connection accepted at `accepted`, whose first bytes (`read`) were
     /// read already: its first head is due within `read_header_timeout` of the accept (a
-    /// client that connects and says nothing costs no more).
+    /// client that connects and says nothing costs no more). The connection ends at its
+    /// first idle moment once `draining` is cancelled.
     pub fn new(
         stream: IO,
         peer: SocketAddr,
@@ -159,6 +170,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Gate<IO> {
         limits: Limits,
         router: Arc<Router>,
         pending: Arc<Pending>,
+        draining: CancellationToken,
     ) -> Self {
         Self {
             stream,
@@ -172,6 +184,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Gate<IO> {
             deadline: Box::pin(tokio::time::sleep_until(accepted + limits.head_timeout())),
             router,
             pending,
+            drain: Box::pin(draining.cancelled_owned()),
         }
     }
 
@@ -397,6 +410,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gate<IO> {
                 State::Stopped(_) => return Poll::Ready(Ok(())),
                 State::AwaitHead { started, scanned } => {
                     let started = *started;
+                    // Idle between requests (no byte of a next head yet) as the gateway
+                    // drains: the client's next request goes to a process that stays.
+                    if started.is_none() && this.drain.as_mut().poll(cx).is_ready() {
+                        this.state = State::Stopped(Stop::Eof);
+                        continue;
+                    }
                     // Bytes of a head are buffered only once its clock started. httparse
                     // runs once the head's end (or more than the largest head) is there.
                     if let (Some(started), false) = (started, this.buf.is_empty()) {
@@ -529,8 +548,11 @@ mod tests {
         assert_eq!(head_end(b"\n\nGET / HTTP/1.1\r\n", 5), None);
     }
 
-    /// A gate over one end of an in-memory pipe, and the other end.
-    fn piped_gate() -> (
+    /// A gate over one end of an in-memory pipe, and the other end; `draining` stands for the
+    /// gateway's drain.
+    fn piped_gate(
+        draining: CancellationToken,
+    ) -> (
         Gate<tokio::io::DuplexStream>,
         tokio::io::DuplexStream,
         Arc<Pending>,
@@ -549,7 +571,15 @@ mod tests {
         let peer = "127.0.0.1:1".parse().unwrap();
         let pending = Arc::new(Pending::default());
         let accepted = (Instant::now(), BytesMut::new());
-        let gate = Gate::new(server, peer, accepted, limits, router, pending.clone());
+        let gate = Gate::new(
+            server,
+            peer,
+            accepted,
+            limits,
+            router,
+            pending.clone(),
+            draining,
+        );
         (gate, client, pending)
     }
 
@@ -582,7 +612,7 @@ mod tests {
     #[tokio::test]
     async fn a_head_sent_a_byte_at_a_time_is_parsed_once_its_end_arrives() {
         use tokio::io::AsyncReadExt;
-        let (mut gate, mut client, pending) = piped_gate();
+        let (mut gate, mut client, pending) = piped_gate(CancellationToken::new());
         let head = b"GET /__health HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
         send_bytewise(&mut gate, &mut client, &pending, head).await;
         let mut out = [0u8; 256];
@@ -594,7 +624,7 @@ mod tests {
         ));
 
         // A malformed line is found when the head is parsed, at its end, not at the line.
-        let (mut gate, mut client, pending) = piped_gate();
+        let (mut gate, mut client, pending) = piped_gate(CancellationToken::new());
         let head = b"GET /__health HTTP/1.1\r\nBad Header Line\r\nHost: x\r\n\r\n";
         send_bytewise(&mut gate, &mut client, &pending, head).await;
         assert_eq!(gate.read(&mut out).await.unwrap(), 0, "stopped");
@@ -602,6 +632,43 @@ mod tests {
             Stop::Rejected(rejection) => assert_eq!(rejection.status, 400),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_drain_ends_a_connection_when_it_idles_and_serves_a_head_begun_before() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let head = b"GET /__health HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut out = [0u8; 256];
+
+        // A new connection's first head, on its way when the drain starts, is served;
+        // the connection ends at the head boundary after it.
+        let draining = CancellationToken::new();
+        let (mut gate, mut client, _pending) = piped_gate(draining.clone());
+        draining.cancel();
+        client.write_all(head).await.unwrap();
+        let n = gate.read(&mut out).await.unwrap();
+        assert_eq!(&out[..n], head);
+        assert_eq!(gate.read(&mut out).await.unwrap(), 0, "ended once idle");
+        assert!(matches!(gate.into_parts().0, Stop::Eof));
+
+        // A keep-alive connection idle between requests ends when the drain starts, with
+        // nothing from the client.
+        let draining = CancellationToken::new();
+        let (mut gate, mut client, _pending) = piped_gate(draining.clone());
+        client.write_all(head).await.unwrap();
+        let n = gate.read(&mut out).await.unwrap();
+        assert_eq!(&out[..n], head);
+        let idle = tokio::spawn(async move {
+            let n = gate.read(&mut [0u8; 256]).await.unwrap();
+            (n, gate.into_parts().0)
+        });
+        tokio::task::yield_now().await;
+        draining.cancel();
+        let waited = tokio::time::timeout(Duration::from_secs(10), idle).await;
+        let (n, stop) = waited.expect("the drain woke the idle gate").unwrap();
+        assert_eq!(n, 0);
+        assert!(matches!(stop, Stop::Eof));
+        drop(client);
     }
 
     #[test]
