@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use abi::{ConnectionSlot, FfiConnectionSlot, Header, HttpVersion, RequestHead};
 use abi_stable::sabi_trait::TD_Opaque;
@@ -61,6 +62,9 @@ pub struct Settings {
     pub use_h2c: bool,
     /// Root `max_concurrent_streams`, per connection.
     pub max_concurrent_streams: u32,
+    /// Root `http2_ping_interval`: a connection whose PING is not answered by the next one
+    /// is closed (`None`: no PINGs).
+    pub ping_interval: Option<Duration>,
 }
 
 /// Serves an HTTP/2 connection whose preface is still to be read from `io`.
@@ -90,8 +94,12 @@ where
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
     let mut going_away = false;
+    let mut pings = Pings::new(&mut connection, shared.http2.ping_interval);
     loop {
         tokio::select! {
+            alive = pings.tick() => if !alive {
+                return tracing::debug!("HTTP/2 connection from {peer}: no PING answer, closed");
+            },
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
                     let stream = serve_stream(request, respond, peer, shared.clone(), open.clone());
@@ -115,6 +123,54 @@ where
             () = shared.draining.cancelled(), if !going_away => {
                 going_away = true;
                 connection.graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// The PING keep-alive of one connection: a PING each interval, and the connection closed
+/// when the last one is still unanswered at the next.
+struct Pings {
+    ping_pong: Option<h2::PingPong>,
+    interval: Option<tokio::time::Interval>,
+    awaiting: bool,
+}
+
+impl Pings {
+    fn new<IO: AsyncRead + AsyncWrite + Unpin>(
+        connection: &mut h2::server::Connection<IO, Bytes>,
+        every: Option<Duration>,
+    ) -> Self {
+        let interval = every.map(|every| {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        Self {
+            ping_pong: interval.as_ref().and_then(|_| connection.ping_pong()),
+            interval,
+            awaiting: false,
+        }
+    }
+
+    /// Completes at each interval (never without PINGs), or when a PONG arrives; `false`
+    /// when the connection is to be closed.
+    async fn tick(&mut self) -> bool {
+        let (Some(ping_pong), Some(interval)) = (self.ping_pong.as_mut(), self.interval.as_mut())
+        else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = interval.tick() => {
+                if self.awaiting {
+                    return false;
+                }
+                self.awaiting = ping_pong.send_ping(h2::Ping::opaque()).is_ok();
+                true
+            }
+            pong = std::future::poll_fn(|cx| ping_pong.poll_pong(cx)), if self.awaiting => {
+                self.awaiting = false;
+                pong.is_ok()
             }
         }
     }
