@@ -206,9 +206,10 @@ def start_floor(origin_port, _tmp):
     return procs, Target("floor", int(addr.rsplit(":", 1)[1]), [p.pid for p in procs])
 
 
-def start_gateway(origin_port, tmp, build=RELEASE, name="gateway", certs=None):
+def start_gateway(origin_port, tmp, build=RELEASE, name="gateway", certs=None, wrapper=()):
     """The host and the plugin from `build`, a directory holding both. With `certs`, the port
-    speaks TLS only (root `tls`; ALPN h2 and http/1.1)."""
+    speaks TLS only (root `tls`; ALPN h2 and http/1.1). `wrapper` goes before the command (a
+    profiler: bench/per_event.py)."""
     config = {
         "version": 3, "port": 0, "listen_ip": "127.0.0.1",
         "plugin": {"folder": build, "pattern": "krakend_server_plugin_streaming.so"},
@@ -227,7 +228,7 @@ def start_gateway(origin_port, tmp, build=RELEASE, name="gateway", certs=None):
     path = os.path.join(tmp, f"{name}.json")
     with open(path, "w") as f:
         json.dump(config, f)
-    proc, addr, metrics = start([f"{build}/host", "run", "-c", path],
+    proc, addr, metrics = start([*wrapper, f"{build}/host", "run", "-c", path],
                                 "[SERVICE: HTTP Server] Listening on ",
                                 earlier="[SERVICE: Metrics] Listening on ")
     port = lambda address: int(address.rsplit(":", 1)[1])

@@ -32,7 +32,9 @@ fn boundaries(input: &[u8], pieces: &[&[u8]]) -> Vec<(usize, Option<String>)> {
         let mut last_end = 0;
         scanner.feed(piece, |p| {
             let (end, id) = match p {
-                Piece::EventEnd { end, last_event_id } => (end, Some(last_event_id.to_owned())),
+                Piece::EventEnd { end, last_event_id } => {
+                    (end, Some(last_event_id.as_str().to_owned()))
+                }
                 Piece::Comment { end } => (end, None),
                 Piece::Value(_, value) => {
                     assert!(

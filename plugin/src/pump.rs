@@ -222,6 +222,12 @@ async fn forward<C: ClientTransport>(
         }
         None => boundary = Some(payload_end),
     }
+    if kept > 0 && ranges.get(1).is_some_and(|r| r.start == kept) {
+        // The kept-back start of an event and the new payload are one run of bytes (no
+        // chunk framing between them): one part to write, not two.
+        ranges[0].end = ranges[1].end;
+        ranges.remove(1);
+    }
     let cut = match boundary {
         Some(cut) => {
             session.set_mid_event(false);

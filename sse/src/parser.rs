@@ -74,7 +74,7 @@ impl Parser {
                 }
                 data.pop(); // the LF after the last data line
                 on_event(Event {
-                    id: last_event_id.to_owned(),
+                    id: last_event_id.as_str().to_owned(),
                     event: if event.is_empty() {
                         "message".into()
                     } else {

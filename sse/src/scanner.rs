@@ -9,7 +9,8 @@
 //! ignored as it arrives, so no stream makes the scanner hold more than that.
 
 const BOM: &[u8] = "\u{feff}".as_bytes();
-/// The longest field name the scanner tells apart (`retry`); longer names are ignored.
+/// The longest field name the scanner tells apart (`retry`); longer names are ignored, so
+/// a name is looked at for at most one byte more than this.
 const NAME_CAPACITY: usize = 5;
 /// The longest `id` kept; a longer one is ignored, as one holding a NUL is. An id travels
 /// back to the origin as a `Last-Event-ID` header, and 4 KiB fits in the header limits of
@@ -33,10 +34,30 @@ pub enum Piece<'a> {
     LineEnd(Field),
     /// A blank line: the event (if any) is complete. `end` is the offset in the chunk just
     /// past the blank line; `last_event_id` is the stream's last event ID from now on.
-    EventEnd { end: usize, last_event_id: &'a str },
+    EventEnd {
+        end: usize,
+        last_event_id: LastEventId<'a>,
+    },
     /// A comment line between events ended at offset `end`: the stream is still between
     /// events there (comments inside an event are not reported).
     Comment { end: usize },
+}
+
+/// The stream's last event ID at an event's end, decoded when asked for: a relay that
+/// only needs to know where events end never decodes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastEventId<'a>(&'a [u8]);
+
+impl<'a> LastEventId<'a> {
+    pub fn as_str(self) -> &'a str {
+        decoded(self.0)
+    }
+}
+
+/// An ID the scanner keeps: UTF-8 by construction (checked, or decoded lossily, as its
+/// line ended), so this never falls back to "".
+fn decoded(id: &[u8]) -> &str {
+    std::str::from_utf8(id).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +73,8 @@ enum Kind {
 #[derive(Debug, Clone, Copy)]
 enum Line {
     Start,
-    /// Reading the field name; `len` past [`NAME_CAPACITY`] means "unknown field".
+    /// Reading the field name, `len` bytes of it so far (never more than [`NAME_CAPACITY`]:
+    /// a longer one is [`Kind::Ignored`] at once).
     Name {
         name: [u8; NAME_CAPACITY],
         len: usize,
@@ -72,14 +94,17 @@ pub struct Scanner {
     line: Line,
     /// A field line was read since the last blank line.
     in_event: bool,
-    /// The value of the `id` line being read.
+    /// The value of the `id` line being read (in the allocation of an ID it replaced, so
+    /// that an `id` on every event allocates nothing).
     id_value: Vec<u8>,
     /// That value went past [`MAX_ID_BYTES`]: the line is ignored.
     id_too_long: bool,
-    /// The spec's "last event ID buffer", set by `id` lines.
-    id_buffer: String,
-    /// Committed from `id_buffer` at each blank line.
-    last_event_id: String,
+    /// The spec's "last event ID buffer" when an `id` line set it since the last blank
+    /// line; `None` while it equals `last_event_id`. Committed by moving it, not copying.
+    /// IDs are kept as bytes, UTF-8 by construction, and decoded only when read.
+    next_id: Option<Vec<u8>>,
+    /// Committed from the last event ID buffer at each blank line.
+    last_event_id: Vec<u8>,
     /// The `retry` line being read: `None` once a non-digit (or overflow) is seen.
     retry_value: Option<u64>,
     retry_digits: usize,
@@ -102,7 +127,7 @@ impl Scanner {
             in_event: false,
             id_value: Vec::new(),
             id_too_long: false,
-            id_buffer: last_event_id.into(),
+            next_id: None,
             last_event_id: last_event_id.into(),
             retry_value: None,
             retry_digits: 0,
@@ -114,14 +139,14 @@ impl Scanner {
     /// reconnection: a partial event is forgotten; the last event ID and `retry` are kept.
     pub fn restart(&mut self) {
         let retry_ms = self.retry_ms;
-        *self = Self::resuming(&self.last_event_id);
+        *self = Self::resuming(self.last_event_id());
         self.retry_ms = retry_ms;
     }
 
     /// The ID a reconnecting client sends as `Last-Event-ID`: set at each blank line, so an
     /// event cut off mid-way does not move it.
     pub fn last_event_id(&self) -> &str {
-        &self.last_event_id
+        decoded(&self.last_event_id)
     }
 
     /// The reconnection time the stream asked for with `retry:`, in milliseconds.
@@ -156,6 +181,7 @@ impl Scanner {
 
     /// Scans `bytes`, which start at offset `base` of the caller's chunk.
     fn scan(&mut self, bytes: &[u8], base: usize, on: &mut impl FnMut(Piece<'_>)) {
+        let line_ends = LineEnds::new();
         let mut i = 0;
         while i < bytes.len() {
             match self.line {
@@ -163,37 +189,65 @@ impl Scanner {
                     b'\r' | b'\n' => {
                         i = self.line_ending(bytes, i);
                         self.in_event = false;
-                        self.last_event_id.clone_from(&self.id_buffer);
+                        if let Some(id) = self.next_id.take() {
+                            let old = std::mem::replace(&mut self.last_event_id, id);
+                            self.recycle(old);
+                        }
                         on(Piece::EventEnd {
                             end: base + i,
-                            last_event_id: &self.last_event_id,
+                            last_event_id: LastEventId(&self.last_event_id),
                         });
                     }
-                    b':' => {
-                        self.line = Line::Value(Kind::Comment);
-                        i += 1;
-                    }
-                    _ => {
-                        self.in_event = true;
-                        self.line = Line::Name {
-                            name: [0; NAME_CAPACITY],
-                            len: 0,
+                    first => {
+                        // A line whole in the chunk is read in one go, from one search for
+                        // its end; one cut off by the chunk's end goes through the states
+                        // below, into the next chunk.
+                        let Some(end) = line_ends.find(&bytes[i..]) else {
+                            if first == b':' {
+                                self.line = Line::Value(Kind::Comment);
+                                i += 1;
+                            } else {
+                                self.in_event = true;
+                                self.line = Line::Name {
+                                    name: [0; NAME_CAPACITY],
+                                    len: 0,
+                                };
+                            }
+                            continue;
                         };
+                        self.whole_line(&bytes[i..i + end], on);
+                        i = self.line_ending(bytes, i + end);
+                        if first == b':' && !self.in_event {
+                            on(Piece::Comment { end: base + i });
+                        }
                     }
                 },
                 Line::Name { mut name, mut len } => {
+                    // Only a name of up to NAME_CAPACITY bytes matters, so the search for
+                    // its end is a few bytes long: cheaper in a loop than with SIMD.
                     let rest = &bytes[i..];
-                    let stop = memchr::memchr3(b':', b'\r', b'\n', rest);
-                    let part = &rest[..stop.unwrap_or(rest.len())];
-                    if len + part.len() <= NAME_CAPACITY {
-                        name[len..len + part.len()].copy_from_slice(part);
-                    }
-                    len += part.len();
+                    let window = &rest[..rest.len().min(NAME_CAPACITY + 1 - len)];
+                    let stop = window
+                        .iter()
+                        .position(|&b| matches!(b, b':' | b'\r' | b'\n'));
                     let Some(stop) = stop else {
-                        self.line = Line::Name { name, len };
+                        if len + window.len() > NAME_CAPACITY {
+                            // Longer than any name told apart: whatever follows, the line
+                            // is ignored.
+                            self.line = Line::Value(Kind::Ignored);
+                            i += window.len();
+                            continue;
+                        }
+                        name[len..len + window.len()].copy_from_slice(window);
+                        self.line = Line::Name {
+                            name,
+                            len: len + window.len(),
+                        };
                         return;
                     };
-                    let kind = classify(&name[..len.min(NAME_CAPACITY)], len);
+                    name[len..len + stop].copy_from_slice(&window[..stop]);
+                    len += stop;
+                    let kind = classify(&name[..len]);
                     self.begin_value(kind);
                     i += stop;
                     if bytes[i] == b':' {
@@ -212,8 +266,7 @@ impl Scanner {
                 }
                 Line::Value(kind) => {
                     let rest = &bytes[i..];
-                    // Most of a stream's bytes are values: find their ends with SIMD.
-                    let stop = memchr::memchr2(b'\r', b'\n', rest);
+                    let stop = line_ends.find(rest);
                     let part = &rest[..stop.unwrap_or(rest.len())];
                     self.value(kind, part, on);
                     let Some(stop) = stop else {
@@ -229,6 +282,31 @@ impl Scanner {
         }
     }
 
+    /// A comment or field line, without its line ending: what the states from
+    /// [`Line::Name`] on make of it when it comes in pieces.
+    fn whole_line(&mut self, line: &[u8], on: &mut impl FnMut(Piece<'_>)) {
+        let (kind, value) = match line.split_first() {
+            Some((b':', comment)) => (Kind::Comment, comment),
+            _ => {
+                self.in_event = true;
+                let window = &line[..line.len().min(NAME_CAPACITY + 1)];
+                match window.iter().position(|&b| b == b':') {
+                    Some(colon) => {
+                        let value = &line[colon + 1..];
+                        let value = value.strip_prefix(b" ").unwrap_or(value);
+                        (classify(&line[..colon]), value)
+                    }
+                    // A name alone, or one longer than any told apart.
+                    None if line.len() <= NAME_CAPACITY => (classify(line), &[][..]),
+                    None => (Kind::Ignored, &[][..]),
+                }
+            }
+        };
+        self.begin_value(kind);
+        self.value(kind, value, on);
+        self.end_value(kind, on);
+    }
+
     /// Consumes the line ending at `at` and returns the offset past it.
     fn line_ending(&mut self, bytes: &[u8], at: usize) -> usize {
         self.line = Line::Start;
@@ -239,6 +317,15 @@ impl Scanner {
                 at + 1
             }
             _ => at + 1,
+        }
+    }
+
+    /// Keeps an ID's allocation for the next `id` line's value (within the bound on what
+    /// a stream makes the scanner hold).
+    #[inline]
+    fn recycle(&mut self, id: Vec<u8>) {
+        if self.id_value.capacity() < id.capacity() && id.capacity() <= MAX_ID_BYTES {
+            self.id_value = id;
         }
     }
 
@@ -253,6 +340,7 @@ impl Scanner {
         }
     }
 
+    #[inline]
     fn value(&mut self, kind: Kind, part: &[u8], on: &mut impl FnMut(Piece<'_>)) {
         match kind {
             Kind::Data if !part.is_empty() => on(Piece::Value(Field::Data, part)),
@@ -279,14 +367,23 @@ impl Scanner {
         match kind {
             Kind::Data => on(Piece::LineEnd(Field::Data)),
             Kind::Event => on(Piece::LineEnd(Field::Event)),
-            Kind::Id if !self.id_too_long && !self.id_value.contains(&0) => {
-                // The bound is on what is kept and sent back upstream, so it is checked
-                // again once decoded: each byte that is not UTF-8 becomes a U+FFFD of three.
-                let id = String::from_utf8_lossy(&self.id_value);
-                if id.len() <= MAX_ID_BYTES {
-                    // Reuses the buffer: an `id` on every event costs no allocation.
-                    self.id_buffer.clear();
-                    self.id_buffer.push_str(&id);
+            Kind::Id if !self.id_too_long => {
+                let value = &self.id_value;
+                // ASCII without NUL (bytes 1 to 0x7f), as most IDs are, is UTF-8 as it is:
+                // one pass over it, and it is moved, not copied, into the ID.
+                let id = if value.iter().all(|&b| b.wrapping_sub(1) < 0x7f) {
+                    Some(std::mem::take(&mut self.id_value))
+                } else if value.contains(&0) {
+                    None
+                } else {
+                    // The bound is on what is kept and sent back upstream, so it is checked
+                    // again once decoded: each byte that is not UTF-8 becomes a U+FFFD of
+                    // three.
+                    Some(String::from_utf8_lossy(value).into_owned().into_bytes())
+                        .filter(|id| id.len() <= MAX_ID_BYTES)
+                };
+                if let Some(replaced) = id.and_then(|id| self.next_id.replace(id)) {
+                    self.recycle(replaced);
                 }
             }
             Kind::Retry if self.retry_digits > 0 => {
@@ -299,10 +396,35 @@ impl Scanner {
     }
 }
 
-fn classify(name: &[u8], len: usize) -> Kind {
-    if len > NAME_CAPACITY {
-        return Kind::Ignored;
+/// Finds where a line ends (CR or LF). Most of a stream's bytes are values, so this is
+/// SIMD: memchr's AVX2 searcher, made once per chunk where the CPU has it, since
+/// `memchr::memchr2` checks for AVX2 and sets up its needles again at each call, which on
+/// 100-byte events cost half as much as the search itself.
+struct LineEnds {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::Two>,
+}
+
+impl LineEnds {
+    fn new() -> Self {
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::Two::new(b'\r', b'\n'),
+        }
     }
+
+    // Inlined, or the call costs what the searcher saved.
+    #[inline(always)]
+    fn find(&self, bytes: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = &self.avx2 {
+            return avx2.find(bytes);
+        }
+        memchr::memchr2(b'\r', b'\n', bytes)
+    }
+}
+
+fn classify(name: &[u8]) -> Kind {
     match name {
         b"data" => Kind::Data,
         b"event" => Kind::Event,
@@ -329,7 +451,7 @@ mod tests {
         for cut in cuts {
             scanner.feed(&input[offset..cut], |piece| match piece {
                 Piece::EventEnd { end, last_event_id } => {
-                    seen.push((offset + end, Some(last_event_id.to_owned())))
+                    seen.push((offset + end, Some(last_event_id.as_str().to_owned())))
                 }
                 Piece::Comment { end } => seen.push((offset + end, None)),
                 _ => {}
@@ -354,7 +476,7 @@ mod tests {
         let mut ids = Vec::new();
         let mut record = |piece: Piece<'_>| {
             if let Piece::EventEnd { last_event_id, .. } = piece {
-                ids.push(last_event_id.to_owned());
+                ids.push(last_event_id.as_str().to_owned());
             }
         };
         let longest = "x".repeat(MAX_ID_BYTES);

@@ -175,6 +175,7 @@ impl<'a> EventReader<'a> {
         let on_oversized = self.on_oversized;
         self.scanner.feed(chunk, |piece| match piece {
             Piece::EventEnd { end, last_event_id } => {
+                let last_event_id = last_event_id.as_str();
                 event.hold(&chunk[from..end]);
                 from = end;
                 if event.oversized {

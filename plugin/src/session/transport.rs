@@ -116,9 +116,9 @@ pub fn http1(head: &ResponseHead<'_>, body: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// Writes `parts` (each seen as bytes through `bytes`), up to [`IOV_BATCH`] per `writev`.
-/// The iovec is built on the stack inside each poll, so an idle stream's future keeps only
-/// two indices.
+/// Writes `parts` (each seen as bytes through `bytes`), up to [`IOV_BATCH`] per `writev`
+/// (one part alone: a plain `write`). The iovec is built on the stack inside each poll, so
+/// an idle stream's future keeps only two indices.
 pub async fn write_parts<'a, T>(
     writer: &mut (impl AsyncWrite + Unpin),
     parts: &'a [T],
@@ -128,8 +128,13 @@ pub async fn write_parts<'a, T>(
     let (mut next, mut offset) = (0, 0);
     while next < parts.len() {
         let written = std::future::poll_fn(|cx| {
-            let mut iov = [IoSlice::new(&[]); IOV_BATCH];
             let group = &parts[next..parts.len().min(next + IOV_BATCH)];
+            if let [part] = group {
+                // One contiguous run (a paced stream's one event): a plain write, without
+                // an iovec array to fill.
+                return Pin::new(&mut *writer).poll_write(cx, &bytes(part)[offset..]);
+            }
+            let mut iov = [IoSlice::new(&[]); IOV_BATCH];
             for (i, (slot, part)) in iov.iter_mut().zip(group).enumerate() {
                 let skip = if i == 0 { offset } else { 0 };
                 *slot = IoSlice::new(&bytes(part)[skip..]);
