@@ -381,9 +381,9 @@ fn no_body() -> Box<crate::body::Incoming> {
 
 /// The stream task size tests of `lib.rs`, for a bridged client (TLS or HTTP/2): each such
 /// stream holds this future for hours, so its size is most of what an idle one costs in
-/// the plugin. Measured when written: the relay's future 2,304 bytes, the whole task 2,880
-/// (a TCP stream's are bounded by 2,304 and 2,816); the bounds are those, as a growth
-/// should be a decision.
+/// the plugin. Measured when written: the relay's future 2,304 bytes, then 2,312 with
+/// `write_parts`' single-part write; the whole task 2,880 (a TCP stream's are bounded by
+/// 2,304 and 2,816); the bounds round those up to 64, as a growth should be a decision.
 #[test]
 fn a_bridged_stream_s_future_and_whole_task_stay_small() {
     let (plugin, head) = relay_plugin();
@@ -392,7 +392,7 @@ fn a_bridged_stream_s_future_and_whole_task_stay_small() {
     let session = crate::Session::new(client, &head, Vec::new(), None, shared, &shared.routes[0]);
     let relay = crate::relay::serve(session, head.clone(), no_body());
     let size = std::mem::size_of_val(&relay);
-    assert!(size <= 2304, "a bridged stream's future is {size} bytes");
+    assert!(size <= 2368, "a bridged stream's future is {size} bytes");
 
     #[derive(Debug)]
     struct Uncounted;
