@@ -7,10 +7,12 @@
 //! reset. On drain, or after `idle_timeout` without a stream, the connection sends GOAWAY
 //! and serves its open streams to their end.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use abi::{ConnectionSlot, FfiConnectionSlot, Header, HttpVersion, RequestHead};
 use abi_stable::sabi_trait::TD_Opaque;
@@ -23,6 +25,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connections::Slot;
+use crate::gate::RequestTimedOut;
 use crate::handoff::{self, Client};
 use crate::pipeline::{self, Body, BoxError};
 use crate::protect::Answer;
@@ -59,6 +62,9 @@ pub struct Settings {
     pub use_h2c: bool,
     /// Root `max_concurrent_streams`, per connection.
     pub max_concurrent_streams: u32,
+    /// Root `http2_ping_interval`: a connection whose PING is not answered by the next one
+    /// is closed (`None`: no PINGs).
+    pub ping_interval: Option<Duration>,
 }
 
 /// Serves an HTTP/2 connection whose preface is still to be read from `io`.
@@ -88,8 +94,12 @@ where
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
     let mut going_away = false;
+    let mut pings = Pings::new(&mut connection, shared.http2.ping_interval);
     loop {
         tokio::select! {
+            alive = pings.tick() => if !alive {
+                return tracing::debug!("HTTP/2 connection from {peer}: no PING answer, closed");
+            },
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
                     let stream = serve_stream(request, respond, peer, shared.clone(), open.clone());
@@ -118,6 +128,54 @@ where
     }
 }
 
+/// The PING keep-alive of one connection: a PING each interval, and the connection closed
+/// when the last one is still unanswered at the next.
+struct Pings {
+    ping_pong: Option<h2::PingPong>,
+    interval: Option<tokio::time::Interval>,
+    awaiting: bool,
+}
+
+impl Pings {
+    fn new<IO: AsyncRead + AsyncWrite + Unpin>(
+        connection: &mut h2::server::Connection<IO, Bytes>,
+        every: Option<Duration>,
+    ) -> Self {
+        let interval = every.map(|every| {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        Self {
+            ping_pong: interval.as_ref().and_then(|_| connection.ping_pong()),
+            interval,
+            awaiting: false,
+        }
+    }
+
+    /// Completes at each interval (never without PINGs), or when a PONG arrives; `false`
+    /// when the connection is to be closed.
+    async fn tick(&mut self) -> bool {
+        let (Some(ping_pong), Some(interval)) = (self.ping_pong.as_mut(), self.interval.as_mut())
+        else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = interval.tick() => {
+                if self.awaiting {
+                    return false;
+                }
+                self.awaiting = ping_pong.send_ping(h2::Ping::opaque()).is_ok();
+                true
+            }
+            pong = std::future::poll_fn(|cx| ping_pong.poll_pong(cx)), if self.awaiting => {
+                self.awaiting = false;
+                pong.is_ok()
+            }
+        }
+    }
+}
+
 /// One stream: the route decision, then the claim or the host's own answer.
 async fn serve_stream(
     request: http::Request<RecvStream>,
@@ -139,7 +197,8 @@ async fn serve_stream(
     let claim = match decision.route {
         Route::Plugin(claim) => claim,
         _ => {
-            let request = request.map(|body| H2Body(body).boxed());
+            let deadline = shared.limits.read_timeout.map(|limit| started + limit);
+            let request = request.map(|body| H2Body::new(body, deadline).boxed());
             let response = respond(&shared, decision, request, peer).await;
             return send(respond_to, response).await;
         }
@@ -278,8 +337,22 @@ async fn send(mut respond_to: SendResponse<Bytes>, response: http::Response<Body
 }
 
 /// An HTTP/2 request body as the pipeline reads one: each chunk's window given back to
-/// the client as the pipeline takes it.
-struct H2Body(RecvStream);
+/// the client as the pipeline takes it, and due by the request's `read_timeout` as on
+/// HTTP/1.1 (the gate's [`RequestTimedOut`], which the pipeline answers with 408).
+struct H2Body {
+    recv: RecvStream,
+    /// Armed when a read pends, as the gate's clock is; `None` without `read_timeout`.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl H2Body {
+    fn new(recv: RecvStream, deadline: Option<tokio::time::Instant>) -> Self {
+        Self {
+            recv,
+            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+}
 
 impl HttpBody for H2Body {
     type Data = Bytes;
@@ -289,19 +362,27 @@ impl HttpBody for H2Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let recv = &mut self.get_mut().0;
-        match std::task::ready!(recv.poll_data(cx)) {
-            Some(Ok(data)) => {
-                let _ = recv.flow_control().release_capacity(data.remaining());
+        let this = self.get_mut();
+        match this.recv.poll_data(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                let _ = this.recv.flow_control().release_capacity(data.remaining());
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-            None => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let Some(deadline) = this.deadline.as_mut() else {
+                    return Poll::Pending;
+                };
+                std::task::ready!(deadline.as_mut().poll(cx));
+                let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, RequestTimedOut);
+                Poll::Ready(Some(Err(Box::new(timed_out))))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.recv.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

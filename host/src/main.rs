@@ -354,6 +354,7 @@ fn run(
             http2: host::http2::Settings {
                 use_h2c: config.use_h2c,
                 max_concurrent_streams: config.max_concurrent_streams,
+                ping_interval: config.http2_ping_interval,
             },
             draining: tokio_util::sync::CancellationToken::new(),
             limits: Limits {

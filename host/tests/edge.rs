@@ -166,3 +166,85 @@ async fn an_http2_connection_without_streams_is_closed_at_idle_timeout() {
     // GOAWAY, then the close: what an idle HTTP/1.1 connection gets, in HTTP/2's words.
     client.closed().await.unwrap();
 }
+
+/// `read_timeout` bounds an HTTP/2 request's body as an HTTP/1.1 one's: a body that
+/// stalls gets 408, on a `json` endpoint and on a `no-op` one (which has started the
+/// backend call and streams the body to it).
+#[tokio::test]
+async fn an_http2_request_body_that_stalls_gets_408_at_read_timeout() {
+    let mut backend = testkit::ScriptedOrigin::start().await;
+    let gateway = gateway()
+        .root("use_h2c", json!(true))
+        .root("read_timeout", json!("1s"))
+        .endpoint(
+            json!({"endpoint": "/json", "method": "POST", "timeout": "5s",
+                         "backend": [{"host": [backend.url()], "url_pattern": "/j"}]}),
+        )
+        .endpoint(
+            json!({"endpoint": "/raw", "method": "POST", "timeout": "5s",
+                         "output_encoding": "no-op",
+                         "backend": [{"host": [backend.url()], "url_pattern": "/r"}]}),
+        )
+        .run();
+    let mut client = H2Client::connect(gateway.addr).await;
+    for path in ["/json", "/raw"] {
+        let mut upload = client
+            .upload("POST", path, &[("content-length", "1000")])
+            .await;
+        upload.send(b"part of the body", false);
+        let _waiting = match path {
+            // no-op streams the body to the backend, which waits for the rest.
+            "/raw" => Some(backend.accept().await),
+            _ => None,
+        };
+        let response = upload.response().await;
+        assert_eq!(response.status, 408, "{path}");
+    }
+}
+
+/// `http2_ping_interval`: a client that answers the host's PINGs (every h2 client does, as
+/// browsers do) keeps its connection and its stream across many of them; one that never
+/// answers is closed once a PING stays unanswered for an interval.
+#[tokio::test]
+async fn an_http2_connection_that_does_not_answer_pings_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = testkit::origin().interval_ms(100).run();
+    let gateway = gateway()
+        .root("use_h2c", json!(true))
+        .root("http2_ping_interval", json!("100ms"))
+        .streaming("/sse/{id}", "/events-stream/{id}", &origin.url())
+        .run();
+    let mut client = H2Client::connect(gateway.addr).await;
+    let mut stream = client.get("/sse/pinged", &[]).await;
+    // 10 events at 100 ms: about ten PINGs, each answered.
+    stream.read_until_count(b"\n\n", 10).await;
+
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    // The preface and an empty SETTINGS frame, then never a byte more.
+    silent.write_all(host::http2::PREFACE).await.unwrap();
+    silent
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(testkit::STEP, async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    assert!(closed.await.is_ok(), "the silent connection stayed open");
+    // Among the frames the host sent: a PING (type 6) that is not an ACK.
+    let mut frames = &received[..];
+    let mut pinged = false;
+    while frames.len() >= 9 {
+        let length =
+            usize::from(frames[0]) << 16 | usize::from(frames[1]) << 8 | usize::from(frames[2]);
+        pinged |= frames[3] == 6 && frames[4] & 1 == 0;
+        frames = &frames[(9 + length).min(frames.len())..];
+    }
+    assert!(pinged, "no PING in {received:?}");
+}

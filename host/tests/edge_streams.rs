@@ -201,3 +201,100 @@ async fn a_drain_sends_goaway_and_ends_each_http2_stream_after_a_whole_event() {
         "the gateway did not exit"
     );
 }
+
+/// An HTTP/2 request body is delimited by its stream's end: one sent without
+/// `Content-Length` (as a browser's streaming `fetch` sends it) reaches the origin whole,
+/// with the length the plugin read.
+#[tokio::test]
+async fn a_claimed_http2_body_without_content_length_reaches_the_origin_whole() {
+    let mut origin = ScriptedOrigin::start().await;
+    let gateway = edge_gateway(
+        None,
+        json!({"endpoint": "/up/{id}", "backend_url_pattern": "/events/{id}", "methods": ["POST"],
+               "backend_host": origin.url(), "max_reconnects": 0}),
+    );
+    let mut client = H2Client::connect(gateway.addr).await;
+    let mut upload = client.upload("POST", "/up/a", &[]).await;
+    upload.send(b"hel", false);
+    upload.send(b"lo", true);
+    let mut upstream = origin.accept().await;
+    assert!(
+        upstream.head.starts_with("POST /events/a HTTP/1.1\r\n"),
+        "{}",
+        upstream.head
+    );
+    assert_eq!(
+        upstream.header("content-length"),
+        Some("5"),
+        "{}",
+        upstream.head
+    );
+    assert_eq!(upstream.read_body(5).await, b"hello");
+    upstream.send_event_stream_head().await;
+    upstream.send(b"data: got it\n\n").await;
+    let mut stream = upload.response().await;
+    assert_eq!(stream.status, 200);
+    stream.read_until(b"data: got it\n\n").await;
+}
+
+/// TLS HTTP/1.1: a client that stops reading fills rustls' buffer for its stream (16 KiB)
+/// and its socket's, the plugin's write through the bridged transport pends, and the
+/// client is dropped at `client_write_timeout` with a reset, while another TLS client on
+/// the same route keeps receiving all along.
+#[tokio::test]
+async fn a_stalled_tls_http1_client_is_reset_at_client_write_timeout_and_another_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = TestPki::new();
+    let origin = testkit::origin().run();
+    let gateway = edge_gateway(
+        Some(&pki),
+        json!({"endpoint": "/b/{id}", "backend_url_pattern": "/bench/{id}",
+               "backend_host": origin.url(), "client_write_timeout": "2s"}),
+    );
+    let url = format!(
+        "https://localhost:{}/b/live?rate=50&size=100",
+        gateway.addr.port()
+    );
+    let mut live = curl(&url)
+        .cacert(&pki.ca)
+        .resolve("localhost", gateway.addr)
+        .http1_1()
+        .spawn();
+    live.read_until(b"\n\n").await;
+    // Written flat out and never read.
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(pki.client_config(testkit::ALPN_HTTP1));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stalled = connector.connect(name, tcp).await.unwrap();
+    stalled
+        .write_all(b"GET /b/stalled?rate=0&size=1000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    stalled.flush().await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        // The live client is read all along, and keeps receiving while the other stalls.
+        live.received.clear();
+        live.read_until(b"\n\n").await;
+        let stats = gateway.route_stats("/b/{id}").await;
+        if stats["drops"]["client_stalled"] == 1 {
+            assert_eq!(stats["active"], 1, "{stats}");
+            break;
+        }
+        assert!(started.elapsed() < STEP, "never dropped: {stats}");
+    }
+    // The end is a reset, not close_notify: the client cannot take the cut as complete.
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = loop {
+        match tokio::time::timeout(STEP, stalled.read(&mut buf)).await {
+            Ok(Ok(0)) => break Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break Err(e.kind()),
+            Err(_) => panic!("the connection stayed open"),
+        }
+    };
+    assert_eq!(ended, Err(std::io::ErrorKind::ConnectionReset));
+    // After the drop the live client still gets events.
+    live.received.clear();
+    live.read_until(b"\n\n").await;
+}

@@ -6,7 +6,7 @@
 //! as soon as it grows past it; the host's `read_timeout` (what is left of it at the
 //! handoff) bounds the whole read. The bytes the host read past the head come first.
 
-use abi::RequestHead;
+use abi::{HttpVersion, RequestHead};
 use tokio::time::Instant;
 use wire::framing::{self, Framing, FramingError};
 
@@ -19,10 +19,14 @@ pub struct BodyLimits {
     pub deadline: Option<Instant>,
 }
 
-/// What the host handed over of a request's body: the bytes it read past the head.
+/// What the host handed over of a request's body: the bytes it read past the head, and
+/// what delimits it.
 pub struct Incoming {
     pub read_ahead: Vec<u8>,
     pub limits: BodyLimits,
+    /// HTTP/1.1: the head's framing; HTTP/2: the stream's end, when the head declares no
+    /// length (a browser's `fetch` with a stream body sends none).
+    pub version: HttpVersion,
 }
 
 /// Why a request body is refused: answered 413, 408 or 400 before any upstream is dialled.
@@ -65,8 +69,12 @@ impl Unread {
         let expects_continue = head
             .header("expect")
             .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+        let framing = match incoming.version {
+            HttpVersion::Http11 => framing::request(&headers)?,
+            HttpVersion::Http2 => framing::stream_request(&headers)?,
+        };
         Ok(Self {
-            framing: framing::request(&headers)?,
+            framing,
             incoming,
             expects_continue,
         })
@@ -76,7 +84,9 @@ impl Unread {
     pub async fn read<C: ClientTransport>(self, client: &mut C) -> Result<Vec<u8>, BodyRefused> {
         let Self {
             mut framing,
-            incoming: Incoming { read_ahead, limits },
+            incoming: Incoming {
+                read_ahead, limits, ..
+            },
             expects_continue,
         } = self;
         if let Framing::Length(declared) = framing {
@@ -104,7 +114,11 @@ impl Unread {
                     .await
                     .map_err(|_| BodyRefused::Closed)?;
                 if n == 0 {
-                    return Err(BodyRefused::Closed);
+                    // The end of an HTTP/2 stream is the end of a body it does not frame.
+                    return match framing {
+                        Framing::UntilClose => Ok(()),
+                        _ => Err(BodyRefused::Closed),
+                    };
                 }
                 take(&mut framing, &buf[..n], &mut body, limits.max_bytes)?;
             }
@@ -175,8 +189,23 @@ mod tests {
         read_ahead: &[u8],
         limits: BodyLimits,
     ) -> Result<Vec<u8>, BodyRefused> {
+        read_as(HttpVersion::Http11, client, head, read_ahead, limits).await
+    }
+
+    async fn read_as(
+        version: HttpVersion,
+        client: &mut TestClient,
+        head: &RequestHead,
+        read_ahead: &[u8],
+        limits: BodyLimits,
+    ) -> Result<Vec<u8>, BodyRefused> {
         let read_ahead = read_ahead.to_vec();
-        let unread = Unread::new(head, Incoming { read_ahead, limits })?;
+        let incoming = Incoming {
+            read_ahead,
+            limits,
+            version,
+        };
+        let unread = Unread::new(head, incoming)?;
         unread.read(client).await
     }
 
@@ -258,5 +287,42 @@ mod tests {
         drop(peer);
         let refused = read(&mut client, &head, b"ab", NO_DEADLINE).await;
         assert!(matches!(refused, Err(BodyRefused::Closed)), "{refused:?}");
+    }
+
+    /// HTTP/2 delimits a body by the stream's end (a read of 0 here): one sent without
+    /// `Content-Length` is read to it, within the limit; HTTP/1.1 takes none without one.
+    #[tokio::test]
+    async fn an_http2_body_without_a_length_is_read_to_the_stream_end() {
+        let no_length = head(&[]);
+        let (mut client, mut peer) = connected(4096);
+        peer.io.write_all(b"lo").await.unwrap();
+        peer.io.shutdown().await.unwrap();
+        let body = read_as(
+            HttpVersion::Http2,
+            &mut client,
+            &no_length,
+            b"hel",
+            NO_DEADLINE,
+        );
+        assert_eq!(body.await.unwrap(), b"hello");
+
+        let (mut client, mut peer) = connected(4096);
+        peer.io.write_all(b"0123456789-").await.unwrap();
+        let refused = read_as(
+            HttpVersion::Http2,
+            &mut client,
+            &no_length,
+            b"",
+            NO_DEADLINE,
+        );
+        let refused = refused.await;
+        assert!(
+            matches!(refused, Err(BodyRefused::TooLarge(10))),
+            "{refused:?}"
+        );
+
+        let (mut client, _peer) = connected(4096);
+        let body = read(&mut client, &no_length, b"", NO_DEADLINE).await;
+        assert_eq!(body.unwrap(), b"");
     }
 }

@@ -277,7 +277,7 @@ impl ServerPlugin for StreamingPlugin {
             read_ahead,
             max_body_bytes,
             body_deadline,
-            http_version: _,
+            http_version,
         } = claimed;
         let token_expires_at = token_expires_at.map(tokio::time::Instant::from_std);
         if route >= self.shared.routes.len() {
@@ -290,7 +290,11 @@ impl ServerPlugin for StreamingPlugin {
                 .unwrap_or(max_body_bytes),
             deadline: body_deadline.map(tokio::time::Instant::from_std),
         };
-        let body = Box::new(body::Incoming { read_ahead, limits });
+        let body = Box::new(body::Incoming {
+            read_ahead,
+            limits,
+            version: http_version,
+        });
         macro_rules! spawn {
             ($client:expr) => {
                 workers::spawn(stream_task(
@@ -373,6 +377,7 @@ mod tests {
                 max_bytes: 0,
                 deadline: None,
             },
+            version: abi::HttpVersion::Http11,
         }
     }
 

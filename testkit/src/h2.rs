@@ -134,25 +134,30 @@ impl H2Client {
             request = request.header(*name, *value);
         }
         let request = request.body(()).expect("a valid request");
+        self.send(request, true).await.response().await
+    }
+
+    /// Opens a `method` stream for `path` with `headers` and a body the test sends
+    /// ([`H2Upload::send`]), without waiting for the response head.
+    pub async fn upload(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> H2Upload {
+        let uri = format!("{}://{}{path}", self.scheme, self.authority);
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(()).expect("a valid request");
+        self.send(request, false).await
+    }
+
+    async fn send(&mut self, request: Request<()>, end_of_stream: bool) -> H2Upload {
         let mut send = timeout(STEP, self.send.clone().ready())
             .await
             .expect("the server allows no more streams (max_concurrent_streams)")
             .expect("the connection is open");
         let (response, stream) = send
-            .send_request(request, true)
+            .send_request(request, end_of_stream)
             .expect("sending the request head");
-        let response = timeout(STEP, response)
-            .await
-            .expect("no response head")
-            .expect("the stream was refused");
-        let (head, body) = response.into_parts();
-        H2Stream {
-            status: head.status,
-            headers: head.headers,
-            body,
-            stream,
-            received: Vec::new(),
-        }
+        H2Upload { response, stream }
     }
 
     /// Waits (up to [`STEP`]) for the server to end the connection: after its GOAWAY, once
@@ -171,6 +176,38 @@ impl Drop for H2Client {
     fn drop(&mut self) {
         if let Some(connection) = &self.connection {
             connection.abort();
+        }
+    }
+}
+
+/// A stream whose request body is still being sent, its response not yet taken.
+pub struct H2Upload {
+    response: h2::client::ResponseFuture,
+    stream: SendStream<Bytes>,
+}
+
+impl H2Upload {
+    /// Queues `bytes` as DATA (h2 sends them as the server's window allows), ending the
+    /// body with them when `end`.
+    pub fn send(&mut self, bytes: &[u8], end: bool) {
+        self.stream
+            .send_data(Bytes::copy_from_slice(bytes), end)
+            .expect("sending the request body");
+    }
+
+    /// Waits (up to [`STEP`]) for the response head.
+    pub async fn response(self) -> H2Stream {
+        let response = timeout(STEP, self.response)
+            .await
+            .expect("no response head")
+            .expect("the stream was refused");
+        let (head, body) = response.into_parts();
+        H2Stream {
+            status: head.status,
+            headers: head.headers,
+            body,
+            stream: self.stream,
+            received: Vec::new(),
         }
     }
 }

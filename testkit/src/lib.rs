@@ -28,7 +28,7 @@ mod temp;
 mod tls;
 
 pub use curl::{curl, Curl, CurlOutput, CurlStream};
-pub use h2::{H2Client, H2Origin, H2Request, H2Stream, StreamEnd, Windows};
+pub use h2::{H2Client, H2Origin, H2Request, H2Stream, H2Upload, StreamEnd, Windows};
 pub use haproxy::{haproxy, Haproxy};
 pub use kafka::{broker, Broker};
 pub use launcher::{listen_queue, Launcher, ListenQueue};

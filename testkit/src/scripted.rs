@@ -163,6 +163,16 @@ impl OriginConn {
             .expect("the origin could not write");
     }
 
+    /// Reads the `len` bytes of the request body that follow the head (within [`STEP`]).
+    pub async fn read_body(&mut self, len: usize) -> Vec<u8> {
+        let mut body = vec![0u8; len];
+        timeout(STEP, self.stream.read_exact(&mut body))
+            .await
+            .expect("request body timed out")
+            .expect("the connection closed inside the request body");
+        body
+    }
+
     /// Starts a close-delimited event-stream response.
     pub async fn send_event_stream_head(&mut self) {
         self.send(

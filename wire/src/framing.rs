@@ -20,7 +20,8 @@ pub enum Framing {
     /// This many bytes (0: no body).
     Length(u64),
     Chunked(chunked::Decoder),
-    /// A response without framing: the body ends when the server closes the connection.
+    /// No framing: a response's body ends when the server closes the connection, an
+    /// HTTP/2 request's when the client ends its stream.
     UntilClose,
 }
 
@@ -43,6 +44,18 @@ pub enum FramingError {
 /// The framing of a request body from its headers; no framing headers means no body.
 pub fn request(headers: &[httparse::Header<'_>]) -> Result<Framing, FramingError> {
     Ok(declared(headers)?.unwrap_or(Framing::Length(0)))
+}
+
+/// The framing of an HTTP/2 request body, which the stream's END_STREAM delimits: its
+/// `Content-Length` when it declares one (h2 checks that the DATA frames add up to it),
+/// else [`Framing::UntilClose`], the stream's end. `Transfer-Encoding` is
+/// connection-specific, a malformed HTTP/2 request (RFC 9113 §8.2.2): refused.
+pub fn stream_request(headers: &[httparse::Header<'_>]) -> Result<Framing, FramingError> {
+    match declared(headers)? {
+        Some(Framing::Chunked(_)) => Err(FramingError::UnsupportedTransferCoding),
+        Some(framing) => Ok(framing),
+        None => Ok(Framing::UntilClose),
+    }
 }
 
 /// The framing of the body of a response with `status` to a `method` request, from its
@@ -187,6 +200,26 @@ mod tests {
 
     fn chunked() -> Framing {
         Framing::Chunked(chunked::Decoder::default())
+    }
+
+    #[test]
+    fn an_http2_request_body_runs_to_the_stream_end_unless_it_declares_a_length() {
+        assert_eq!(stream_request(&headers(&[])), Ok(Framing::UntilClose));
+        assert_eq!(
+            stream_request(&headers(&[("content-length", "5")])),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            stream_request(&headers(&[("transfer-encoding", "chunked")])),
+            Err(FramingError::UnsupportedTransferCoding)
+        );
+        assert_eq!(
+            stream_request(&headers(&[
+                ("content-length", "1"),
+                ("content-length", "1")
+            ])),
+            Err(FramingError::DuplicateLength)
+        );
     }
 
     #[test]

@@ -11,11 +11,11 @@
 //!   the host serves HTTP/2 with h2 itself and not with hyper, which cannot).
 //! * h2 keeps one waker per stream for `poll_capacity` and `poll_reset`; the plugin may
 //!   wait on a write and on `poll_closed` at once, so both its wakers are kept here and
-//!   h2 gets one waker that wakes both ([`SendWakers`]): no wake-up is lost either way.
+//!   h2 gets one waker that wakes both ([`StreamWakers::shared_send`]): no wake-up is lost
+//!   either way.
 
 use std::io;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
 use abi::{FfiPoll, FfiTransport, FfiWaker, ResponseHead};
 use abi_stable::std_types::{RIoError, RResult, RSlice, RSliceMut};
@@ -23,40 +23,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 
-use super::{error, std_waker};
+use super::error;
+use super::wakers::{StreamWakers, Wait};
 use crate::http2::CONNECTION_SPECIFIC;
 
 /// The largest write taken at once: four DATA frames of the default 16 KiB, more than the
 /// plugin's read buffer, which bounds one write anyway.
 const MAX_WRITE: usize = 64 * 1024;
-
-/// The plugin's wakers for the two waits that share h2's one send-side waker.
-#[derive(Default)]
-struct SendWakers {
-    slots: Mutex<[Option<FfiWaker>; 2]>,
-}
-
-const WRITE: usize = 0;
-const CLOSED: usize = 1;
-
-impl SendWakers {
-    fn register(&self, slot: usize, waker: &FfiWaker) {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())[slot] = Some(waker.clone());
-    }
-}
-
-impl Wake for SendWakers {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let taken = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()));
-        for waker in taken.into_iter().flatten() {
-            waker.wake();
-        }
-    }
-}
 
 pub struct H2Transport {
     /// Until the head is sent.
@@ -67,9 +40,8 @@ pub struct H2Transport {
     recv: Option<RecvStream>,
     /// Request-body bytes taken from h2 and not yet read by the plugin.
     request_left: Bytes,
-    wakers: Arc<SendWakers>,
-    /// The one waker h2 keeps for this stream's send side (wakes both slots).
-    send_waker: Waker,
+    /// h2 keeps one waker for the stream's send side: writes and `poll_closed` share it.
+    wakers: StreamWakers,
     /// The plugin ended the body or reset it.
     ended: bool,
 }
@@ -84,14 +56,12 @@ fn gone(cause: Option<h2::Error>) -> RIoError {
 
 impl H2Transport {
     pub fn new(request_body: RecvStream, respond: SendResponse<Bytes>) -> Self {
-        let wakers = Arc::new(SendWakers::default());
         Self {
             respond: Some(respond),
             send: None,
             recv: Some(request_body),
             request_left: Bytes::new(),
-            send_waker: Waker::from(wakers.clone()),
-            wakers,
+            wakers: StreamWakers::shared_send(),
             ended: false,
         }
     }
@@ -162,8 +132,8 @@ impl FfiTransport for H2Transport {
                 self.recv = None;
                 continue;
             }
-            let waker = std_waker(waker);
-            match recv.poll_data(&mut Context::from_waker(&waker)) {
+            let waker = self.wakers.register(Wait::Read, waker);
+            match recv.poll_data(&mut Context::from_waker(waker)) {
                 Poll::Pending => return FfiPoll::Pending,
                 Poll::Ready(None) => self.recv = None,
                 Poll::Ready(Some(Err(e))) => {
@@ -210,8 +180,8 @@ impl FfiTransport for H2Transport {
                 };
             }
             send.reserve_capacity(total);
-            self.wakers.register(WRITE, waker);
-            match send.poll_capacity(&mut Context::from_waker(&self.send_waker)) {
+            let waker = self.wakers.register(Wait::Write, waker);
+            match send.poll_capacity(&mut Context::from_waker(waker)) {
                 Poll::Pending => return FfiPoll::Pending,
                 Poll::Ready(None) => return FfiPoll::Ready(RResult::RErr(gone(None))),
                 Poll::Ready(Some(Err(e))) => return FfiPoll::Ready(RResult::RErr(gone(Some(e)))),
@@ -226,8 +196,7 @@ impl FfiTransport for H2Transport {
     }
 
     fn poll_closed(&mut self, waker: &FfiWaker) -> FfiPoll<RIoError> {
-        self.wakers.register(CLOSED, waker);
-        let mut cx = Context::from_waker(&self.send_waker);
+        let mut cx = Context::from_waker(self.wakers.register(Wait::Closed, waker));
         let poll = match (self.send.as_mut(), self.respond.as_mut()) {
             (Some(send), _) => send.poll_reset(&mut cx),
             (None, Some(respond)) => respond.poll_reset(&mut cx),

@@ -21,7 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use super::{error, std_waker};
+use super::error;
+use super::wakers::{StreamWakers, Wait};
 
 /// Plaintext rustls holds for a claimed stream before a write pends (rustls' default is
 /// 64 KiB): a stalled client's cost in user space, beside the kernel's send buffer.
@@ -44,6 +45,7 @@ pub struct IoTransport {
     shut_down: bool,
     /// The host's runtime, for a dropped transport's close_notify.
     runtime: tokio::runtime::Handle,
+    wakers: StreamWakers,
 }
 
 impl IoTransport {
@@ -58,14 +60,8 @@ impl IoTransport {
             head_sent: false,
             shut_down: false,
             runtime: tokio::runtime::Handle::current(),
+            wakers: StreamWakers::separate(),
         }
-    }
-
-    /// The stream and a context with the plugin's waker; `Err` once reset.
-    fn io(&mut self) -> Result<&mut TlsStream<TcpStream>, RIoError> {
-        self.io
-            .as_mut()
-            .ok_or_else(|| error(io::ErrorKind::NotConnected, "the response was reset"))
     }
 
     /// Writes what is left of the head; Ready(Ok) once it is all out.
@@ -89,7 +85,9 @@ impl IoTransport {
         waker: &FfiWaker,
         f: impl FnOnce(Pin<&mut TlsStream<TcpStream>>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> FfiPoll<RResult<T, RIoError>> {
-        let waker = std_waker(waker);
+        // A clone of the stream's own waker (a count's increment), as `poll_head` takes
+        // all of `self`.
+        let waker = self.wakers.register(Wait::Write, waker).clone();
         let mut cx = Context::from_waker(&waker);
         let poll = match self.poll_head(&mut cx) {
             Poll::Ready(Ok(())) => match self.io.as_mut() {
@@ -101,6 +99,11 @@ impl IoTransport {
         };
         ffi(poll)
     }
+}
+
+/// What a call gets once the plugin reset the response.
+fn reset() -> RIoError {
+    error(io::ErrorKind::NotConnected, "the response was reset")
 }
 
 fn ffi<T>(poll: Poll<io::Result<T>>) -> FfiPoll<RResult<T, RIoError>> {
@@ -140,13 +143,12 @@ impl FfiTransport for IoTransport {
             self.read_ahead.advance(n);
             return FfiPoll::Ready(RResult::ROk(n));
         }
-        let io = match self.io() {
-            Ok(io) => io,
-            Err(e) => return FfiPoll::Ready(RResult::RErr(e)),
+        let Some(io) = self.io.as_mut() else {
+            return FfiPoll::Ready(RResult::RErr(reset()));
         };
-        let waker = std_waker(waker);
+        let waker = self.wakers.register(Wait::Read, waker);
         let mut read = ReadBuf::new(&mut buf);
-        let poll = Pin::new(io).poll_read(&mut Context::from_waker(&waker), &mut read);
+        let poll = Pin::new(io).poll_read(&mut Context::from_waker(waker), &mut read);
         ffi(poll.map_ok(|()| read.filled().len()))
     }
 
@@ -170,12 +172,10 @@ impl FfiTransport for IoTransport {
     fn poll_closed(&mut self, waker: &FfiWaker) -> FfiPoll<RIoError> {
         // The client is gone when its side ends; what it sends after the request (nothing,
         // for an EventSource) is read and dropped, as the plugin does over TCP.
-        let io = match self.io() {
-            Ok(io) => io,
-            Err(e) => return FfiPoll::Ready(e),
+        let Some(io) = self.io.as_mut() else {
+            return FfiPoll::Ready(reset());
         };
-        let waker = std_waker(waker);
-        let mut cx = Context::from_waker(&waker);
+        let mut cx = Context::from_waker(self.wakers.register(Wait::Closed, waker));
         let mut scratch = [0u8; 256];
         loop {
             let mut read = ReadBuf::new(&mut scratch);

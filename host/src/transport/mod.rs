@@ -3,16 +3,16 @@
 //! stream the host must keep is lent through the bridged transport, whose calls the
 //! plugin makes on its own thread into the host's code: [`IoTransport`] for HTTP/1.1 over
 //! TLS (the host holds the session keys), [`H2Transport`] for an HTTP/2 stream (the
-//! connection carries other streams). Neither costs a descriptor, a pipe or a host task.
+//! connection carries other streams). Neither costs a descriptor, a pipe or a host task,
+//! and a poll allocates nothing: each stream's wakers are made once ([`wakers`]).
 
 mod h2_stream;
 mod io_stream;
+mod wakers;
 
 use std::io;
-use std::sync::Arc;
-use std::task::{Wake, Waker};
 
-use abi::{ClientTransport, FfiTransportBox, FfiTransport_TO, FfiWaker};
+use abi::{ClientTransport, FfiTransportBox, FfiTransport_TO};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::RIoError;
 use bytes::BytesMut;
@@ -47,22 +47,6 @@ impl ClientStream for TlsStream<TcpStream> {
 /// A host transport as the object that crosses the ABI.
 pub fn bridged(transport: impl abi::FfiTransport + 'static) -> FfiTransportBox {
     FfiTransport_TO::from_value(transport, TD_Opaque)
-}
-
-/// The plugin's waker as a `std::task::Waker`, for the host objects its call polls (a TLS
-/// stream, an h2 stream): they keep it, and the host's reactor or connection task wakes
-/// the plugin's task through it. One small allocation per poll that pends.
-fn std_waker(waker: &FfiWaker) -> Waker {
-    struct Foreign(FfiWaker);
-    impl Wake for Foreign {
-        fn wake(self: Arc<Self>) {
-            self.0.wake();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.wake();
-        }
-    }
-    Waker::from(Arc::new(Foreign(waker.clone())))
 }
 
 /// An error of `kind` with a message, as it crosses to the plugin.
