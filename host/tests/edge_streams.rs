@@ -284,16 +284,10 @@ async fn a_stalled_tls_http1_client_is_reset_at_client_write_timeout_and_another
         assert!(started.elapsed() < STEP, "never dropped: {stats}");
     }
     // The end is a reset, not close_notify: the client cannot take the cut as complete.
-    let mut buf = vec![0u8; 64 * 1024];
-    let ended = loop {
-        match tokio::time::timeout(STEP, stalled.read(&mut buf)).await {
-            Ok(Ok(0)) => break Ok(()),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => break Err(e.kind()),
-            Err(_) => panic!("the connection stayed open"),
-        }
-    };
-    assert_eq!(ended, Err(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(
+        testkit::how_it_ends(&mut stalled).await,
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
     // After the drop the live client still gets events.
     live.received.clear();
     live.read_until(b"\n\n").await;

@@ -202,16 +202,10 @@ async fn stalled_client_is_reset(extra: Value, reason: &str) {
     );
     // The close was a reset: the client finds what its own buffer held, then the reset,
     // rather than the gateway's unsent bytes followed by an orderly end.
-    let mut buf = vec![0u8; 64 * 1024];
-    let ended = loop {
-        match tokio::time::timeout(STEP, stalled.read(&mut buf)).await {
-            Ok(Ok(0)) => break Ok(()),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => break Err(e.kind()),
-            Err(_) => panic!("the connection stayed open"),
-        }
-    };
-    assert_eq!(ended, Err(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(
+        testkit::how_it_ends(&mut stalled).await,
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
 }
 
 /// A field of `/proc/<pid>/status`, in KiB.

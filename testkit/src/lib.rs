@@ -41,7 +41,7 @@ pub use process::{
     activated_host, bin, gateway, origin, release_dir, Gateway, GatewayBuilder, OriginBuilder,
     Process,
 };
-pub use raw::{body_of, get_json, RawClient};
+pub use raw::{body_of, get_json, how_it_ends, RawClient};
 pub use resuming::ResumingClient;
 pub use scripted::{json_backend, page_server, unused_port, OriginConn, ScriptedOrigin};
 pub use temp::{TempDir, TempPath};

@@ -158,3 +158,18 @@ pub fn body_of(response: &[u8]) -> &[u8] {
         .expect("a complete response head");
     &response[end + 4..]
 }
+
+/// How a connection the test stopped reading ends once it reads again: what its buffers
+/// hold is read and dropped, then `Ok` at an orderly end, or the error's kind (a reset is
+/// `ConnectionReset`). Fails the test if no byte and no end come within [`STEP`].
+pub async fn how_it_ends(stream: &mut (impl AsyncRead + Unpin)) -> Result<(), std::io::ErrorKind> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match timeout(STEP, stream.read(&mut buf)).await {
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.kind()),
+            Err(_) => panic!("the connection stayed open"),
+        }
+    }
+}
