@@ -243,7 +243,7 @@ async fn a_claimed_http2_body_without_content_length_reaches_the_origin_whole() 
 /// the same route keeps receiving all along.
 #[tokio::test]
 async fn a_stalled_tls_http1_client_is_reset_at_client_write_timeout_and_another_goes_on() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let pki = TestPki::new();
     let origin = testkit::origin().run();
     let gateway = edge_gateway(

@@ -170,7 +170,7 @@ async fn a_fan_out_client_that_falls_behind_is_reset() {
 /// plugin's write waits (or, fanned out, the client's queue fills). It is dropped, counted
 /// under `reason`, within `client_write_timeout` (2 s) plus a second, with a reset.
 async fn stalled_client_is_reset(extra: Value, reason: &str) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let origin = testkit::origin().run();
     let mut block = json!({
         "endpoint": "/b/{id}", "backend_url_pattern": "/bench/{id}",
