@@ -140,15 +140,34 @@ async fn http2_streams_share_a_connection_and_a_reset_closes_only_its_upstream()
     }
 }
 
-#[tokio::test]
-async fn a_stalled_http2_stream_is_reset_at_client_write_timeout_and_its_sibling_goes_on() {
-    let pki = TestPki::new();
+/// The stalled-client tests' origin (its bench routes write flat out when asked) and a TLS
+/// gateway whose route `/b/{id}` drops a client that takes nothing for 2 s.
+fn stalling(pki: &TestPki) -> (testkit::Process, Gateway) {
     let origin = testkit::origin().run();
     let gateway = edge_gateway(
-        Some(&pki),
+        Some(pki),
         json!({"endpoint": "/b/{id}", "backend_url_pattern": "/bench/{id}",
                "backend_host": origin.url(), "client_write_timeout": "2s"}),
     );
+    (origin, gateway)
+}
+
+/// Whether `/b/{id}` has dropped its stalled client yet, the other one still active;
+/// fails the test once [`STEP`] has passed since `started` without the drop.
+async fn stalled_one_dropped(gateway: &Gateway, started: std::time::Instant) -> bool {
+    let stats = gateway.route_stats("/b/{id}").await;
+    if stats["drops"]["client_stalled"] == 1 {
+        assert_eq!(stats["active"], 1, "{stats}");
+        return true;
+    }
+    assert!(started.elapsed() < STEP, "never dropped: {stats}");
+    false
+}
+
+#[tokio::test]
+async fn a_stalled_http2_stream_is_reset_at_client_write_timeout_and_its_sibling_goes_on() {
+    let pki = TestPki::new();
+    let (_origin, gateway) = stalling(&pki);
     let mut client = H2Client::connect_tls(gateway.addr, pki.client_config(ALPN_H2)).await;
     let mut sibling = client.get("/b/sibling?rate=50&size=100", &[]).await;
     // Written flat out and never read: its window (6 MiB, a browser's) fills, then the
@@ -163,12 +182,9 @@ async fn a_stalled_http2_stream_is_reset_at_client_write_timeout_and_its_sibling
         // The sibling is read all along, and keeps receiving while the other stalls.
         sibling.read_until_count(b"\n\n", 1).await;
         sibling.received.clear();
-        let stats = gateway.route_stats("/b/{id}").await;
-        if stats["drops"]["client_stalled"] == 1 {
-            assert_eq!(stats["active"], 1, "{stats}");
+        if stalled_one_dropped(&gateway, started).await {
             break;
         }
-        assert!(started.elapsed() < STEP, "never dropped: {stats}");
     }
     assert!(
         stalled.unread() > 0,
@@ -245,12 +261,7 @@ async fn a_claimed_http2_body_without_content_length_reaches_the_origin_whole() 
 async fn a_stalled_tls_http1_client_is_reset_at_client_write_timeout_and_another_goes_on() {
     use tokio::io::AsyncWriteExt;
     let pki = TestPki::new();
-    let origin = testkit::origin().run();
-    let gateway = edge_gateway(
-        Some(&pki),
-        json!({"endpoint": "/b/{id}", "backend_url_pattern": "/bench/{id}",
-               "backend_host": origin.url(), "client_write_timeout": "2s"}),
-    );
+    let (_origin, gateway) = stalling(&pki);
     let url = format!(
         "https://localhost:{}/b/live?rate=50&size=100",
         gateway.addr.port()
@@ -276,12 +287,9 @@ async fn a_stalled_tls_http1_client_is_reset_at_client_write_timeout_and_another
         // The live client is read all along, and keeps receiving while the other stalls.
         live.received.clear();
         live.read_until(b"\n\n").await;
-        let stats = gateway.route_stats("/b/{id}").await;
-        if stats["drops"]["client_stalled"] == 1 {
-            assert_eq!(stats["active"], 1, "{stats}");
+        if stalled_one_dropped(&gateway, started).await {
             break;
         }
-        assert!(started.elapsed() < STEP, "never dropped: {stats}");
     }
     // The end is a reset, not close_notify: the client cannot take the cut as complete.
     assert_eq!(
