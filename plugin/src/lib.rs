@@ -370,31 +370,15 @@ mod handoff_tests;
 
 #[cfg(test)]
 mod tests {
-    fn no_body() -> super::body::Incoming {
-        super::body::Incoming {
-            read_ahead: Vec::new(),
-            limits: super::body::BodyLimits {
-                max_bytes: 0,
-                deadline: None,
-            },
-            version: abi::HttpVersion::Http11,
-        }
-    }
-
-    /// Every open stream is one task holding this future for hours: its size is most of
-    /// what an idle stream costs (see the benchmark's S3), so growth should be a decision.
-    #[tokio::test]
-    async fn a_stream_task_stays_small() {
+    /// A plugin with one relay route, `/s`, and a GET's head for it: what the task size
+    /// tests (here and the bridged stream's) measure a stream of.
+    pub(crate) fn relay_plugin() -> (super::StreamingPlugin, abi::RequestHead) {
         extern "C" fn no_log(_: abi::LogLevel, _: abi_stable::std_types::RStr<'_>) {}
         let plugin = super::StreamingPlugin::new(
             r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h"}"#,
             abi::Logger { log: no_log },
         )
         .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
         let head = abi::RequestHead {
             method: "GET".into(),
             path: "/s".into(),
@@ -402,10 +386,34 @@ mod tests {
             headers: Default::default(),
             peer: "127.0.0.1:1".into(),
         };
+        (plugin, head)
+    }
+
+    /// A GET's empty body, as it arrives over `version`.
+    pub(crate) fn no_body(version: abi::HttpVersion) -> Box<super::body::Incoming> {
+        Box::new(super::body::Incoming {
+            read_ahead: Vec::new(),
+            limits: super::body::BodyLimits {
+                max_bytes: 0,
+                deadline: None,
+            },
+            version,
+        })
+    }
+
+    /// Every open stream is one task holding this future for hours: its size is most of
+    /// what an idle stream costs (see the benchmark's S3), so growth should be a decision.
+    #[tokio::test]
+    async fn a_stream_task_stays_small() {
+        let (plugin, head) = relay_plugin();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let shared = &plugin.shared;
         let session =
             super::Session::new(client, &head, Vec::new(), None, shared, &shared.routes[0]);
-        let task = super::relay::serve(session, head, Box::new(no_body()));
+        let task = super::relay::serve(session, head, no_body(abi::HttpVersion::Http11));
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2304, "a stream's future is {size} bytes");
     }
@@ -418,29 +426,18 @@ mod tests {
     /// the measured size up to 64.
     #[test]
     fn a_claimed_connection_s_whole_task_stays_small() {
-        extern "C" fn no_log(_: abi::LogLevel, _: abi_stable::std_types::RStr<'_>) {}
         #[derive(Debug)]
         struct Uncounted;
         impl abi::FfiConnectionSlot for Uncounted {}
-        let plugin = super::StreamingPlugin::new(
-            r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h"}"#,
-            abi::Logger { log: no_log },
-        )
-        .unwrap();
+        let (plugin, head) = relay_plugin();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let handoff = super::Handoff {
             client: std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap(),
-            head: abi::RequestHead {
-                method: "GET".into(),
-                path: "/s".into(),
-                query: Default::default(),
-                headers: Default::default(),
-                peer: "127.0.0.1:1".into(),
-            },
+            head,
             response_headers: Vec::new(),
             token_expires_at: None,
             slot: abi::ConnectionSlot::from_value(Uncounted, abi_stable::sabi_trait::TD_Opaque),
-            body: Box::new(no_body()),
+            body: no_body(abi::HttpVersion::Http11),
         };
         let task = super::stream_task(plugin.shared.clone(), 0, handoff);
         let size = std::mem::size_of_val(&task);

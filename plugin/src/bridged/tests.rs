@@ -350,35 +350,6 @@ fn a_bridged_stream_is_small() {
     assert!(size <= 64, "BridgedStream is {size} bytes");
 }
 
-/// A plugin with one relay route, and a GET's head for it.
-fn relay_plugin() -> (crate::StreamingPlugin, abi::RequestHead) {
-    extern "C" fn no_log(_: abi::LogLevel, _: abi_stable::std_types::RStr<'_>) {}
-    let plugin = crate::StreamingPlugin::new(
-        r#"{"endpoint": "/s", "backend_url_pattern": "/e", "backend_host": "http://h"}"#,
-        abi::Logger { log: no_log },
-    )
-    .unwrap();
-    let head = abi::RequestHead {
-        method: "GET".into(),
-        path: "/s".into(),
-        query: Default::default(),
-        headers: Default::default(),
-        peer: "127.0.0.1:1".into(),
-    };
-    (plugin, head)
-}
-
-fn no_body() -> Box<crate::body::Incoming> {
-    Box::new(crate::body::Incoming {
-        read_ahead: Vec::new(),
-        limits: crate::body::BodyLimits {
-            max_bytes: 0,
-            deadline: None,
-        },
-        version: abi::HttpVersion::Http2,
-    })
-}
-
 /// The stream task size tests of `lib.rs`, for a bridged client (TLS or HTTP/2): each such
 /// stream holds this future for hours, so its size is most of what an idle one costs in
 /// the plugin. Measured when written: the relay's future 2,304 bytes, then 2,312 with
@@ -386,11 +357,12 @@ fn no_body() -> Box<crate::body::Incoming> {
 /// 2,304 and 2,816); the bounds round those up to 64, as a growth should be a decision.
 #[test]
 fn a_bridged_stream_s_future_and_whole_task_stay_small() {
+    use crate::tests::{no_body, relay_plugin};
     let (plugin, head) = relay_plugin();
     let shared = &plugin.shared;
     let client = Pipe::new(16, b"").transport();
     let session = crate::Session::new(client, &head, Vec::new(), None, shared, &shared.routes[0]);
-    let relay = crate::relay::serve(session, head.clone(), no_body());
+    let relay = crate::relay::serve(session, head.clone(), no_body(abi::HttpVersion::Http2));
     let size = std::mem::size_of_val(&relay);
     assert!(size <= 2368, "a bridged stream's future is {size} bytes");
 
@@ -403,7 +375,7 @@ fn a_bridged_stream_s_future_and_whole_task_stay_small() {
         response_headers: Vec::new(),
         token_expires_at: None,
         slot: abi::ConnectionSlot::from_value(Uncounted, TD_Opaque),
-        body: no_body(),
+        body: no_body(abi::HttpVersion::Http2),
     };
     let task = crate::stream_task(plugin.shared.clone(), 0, handoff);
     let size = std::mem::size_of_val(&task);
