@@ -14,11 +14,11 @@ use super::keys::RouteKeys;
 
 /// Events a fan-out source keeps for clients that resume.
 pub const DEFAULT_REPLAY: usize = 1000;
-/// The bytes a fan-out source's ring holds at most: 1,000 events of 1 KiB, more than a
+/// The bytes a fan-out source's ring holds at most: 1,000 events of 4 KiB, more than a
 /// price, a score, a chat token or a notification takes, so for those the count (`replay`)
-/// is what binds; a source of `max_event_bytes` (64 KiB) events keeps 15 of them instead
+/// is what binds; a source of `max_event_bytes` (64 KiB) events keeps 63 of them instead
 /// of 62.5 MiB.
-pub const DEFAULT_REPLAY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// Live events a client may fall behind before it is disconnected: half the ring, so that
 /// the place a dropped client resumes from is usually still held.
 pub const DEFAULT_CLIENT_QUEUE: usize = DEFAULT_REPLAY / 2;

@@ -192,7 +192,7 @@ fn fan_out_and_kafka_routes_with_their_defaults() {
         .unwrap();
     let fanout = ticker.fanout.as_ref().unwrap();
     assert_eq!(fanout.replay, 1000);
-    assert_eq!(fanout.replay_bytes, 1024 * 1024);
+    assert_eq!(fanout.replay_bytes, 4 * 1024 * 1024);
     assert_eq!(fanout.client_queue, 500);
     assert_eq!(fanout.replay_age, Some(Duration::from_secs(300)));
     assert_eq!(fanout.linger, Duration::from_secs(5));
