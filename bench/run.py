@@ -37,7 +37,8 @@ apt-get when missing). Raises RLIMIT_NOFILE to the hard limit: 10,000 proxied st
 20,000 descriptors, so the floor and haproxy run one process per core sharing the port
 (SO_REUSEPORT), as nginx runs one worker per core. `make bench` runs it; results also go to
 bench/results/. Quick mode for a smoke run: BENCH_SCALE=0.1 shortens durations and connection
-counts. `--only s6` runs S6 alone (`BENCH_SCALE=0.2`: 20,000 clients).
+counts. `--only s6` runs S6 alone (`BENCH_SCALE=0.2`: 20,000 clients), `--only s5` S5 alone (each
+proxy on a fresh process, as in the full run; with BENCH_TARGETS, a subset).
 
 Before/after in one run: BENCH_GATEWAY_BEFORE=<dir> adds a column "gateway-before", the host
 binary and the plugin's .so found in <dir> (another build, e.g. main's) run with the same
@@ -788,7 +789,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if only == "s6":
-        return report({}, {}, [], s6=run_s6())
+        return report({}, None, [], s6=run_s6())
     if hard < max(19000, 20000 // WORKERS + 200):
         print(f"warning: RLIMIT_NOFILE hard limit is {hard}; S3's 9,000 streams take ~19,000 in "
               f"the gateway, S5's 10,000 clients {20000 // WORKERS:,} in each floor or haproxy "
