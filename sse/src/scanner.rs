@@ -111,8 +111,6 @@ pub struct Scanner {
     retry_value: Option<u64>,
     retry_digits: usize,
     retry_ms: Option<u64>,
-    /// The search for line ends, set up once per stream.
-    line_ends: LineEnds,
 }
 
 impl Default for Scanner {
@@ -136,7 +134,6 @@ impl Scanner {
             retry_value: None,
             retry_digits: 0,
             retry_ms: None,
-            line_ends: LineEnds::new(),
         }
     }
 
@@ -187,6 +184,7 @@ impl Scanner {
     /// Scans `bytes`, which start at offset `base` of the caller's chunk.
     fn scan(&mut self, bytes: &[u8], base: usize, on: &mut impl FnMut(Piece<'_>)) {
         let mut ids = ChunkIds::default();
+        let line_ends = LineEnds::get();
         let mut i = 0;
         while i < bytes.len() {
             match self.line {
@@ -214,7 +212,7 @@ impl Scanner {
                         // A line whole in the chunk is read in one go, from one search for
                         // its end; one cut off by the chunk's end goes through the states
                         // below, into the next chunk.
-                        let Some(end) = self.line_ends.find(&bytes[i..]) else {
+                        let Some(end) = line_ends.find(&bytes[i..]) else {
                             if first == b':' {
                                 self.line = Line::Value(Kind::Comment);
                                 i += 1;
@@ -278,7 +276,7 @@ impl Scanner {
                 }
                 Line::Value(kind) => {
                     let rest = &bytes[i..];
-                    let stop = self.line_ends.find(rest);
+                    let stop = line_ends.find(rest);
                     let part = &rest[..stop.unwrap_or(rest.len())];
                     self.value(kind, part, on);
                     let Some(stop) = stop else {
@@ -476,10 +474,11 @@ impl ChunkIds {
 }
 
 /// Finds where a line ends (CR or LF). Most of a stream's bytes are values, so this is
-/// SIMD: memchr's AVX2 searcher, made once per stream where the CPU has it, since
+/// SIMD: memchr's AVX2 searcher where the CPU has it, made once per process, since
 /// `memchr::memchr2` checks for AVX2 and sets up its needles again at each call, which on
-/// 100-byte events cost half as much as the search itself (and making it once per chunk
-/// cost a hundred instructions a wake-up).
+/// 100-byte events cost half as much as the search itself; made once per chunk, it cost a
+/// hundred instructions a wake-up, and kept in each scanner, it made every stream's task
+/// 256 bytes larger (it is 32-byte aligned).
 #[derive(Debug)]
 struct LineEnds {
     #[cfg(target_arch = "x86_64")]
@@ -487,6 +486,11 @@ struct LineEnds {
 }
 
 impl LineEnds {
+    fn get() -> &'static Self {
+        static LINE_ENDS: std::sync::OnceLock<LineEnds> = std::sync::OnceLock::new();
+        LINE_ENDS.get_or_init(Self::new)
+    }
+
     fn new() -> Self {
         Self {
             #[cfg(target_arch = "x86_64")]
