@@ -15,7 +15,7 @@ mod transport;
 
 use std::fmt::Display;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
 
 use abi::RequestHead;
@@ -267,29 +267,31 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         W: FnOnce(&'c mut C) -> F,
         F: Future<Output = std::io::Result<()>>,
     {
-        let limit = self.route.config.client_write_timeout;
+        let at = self
+            .route
+            .config
+            .client_write_timeout
+            .map(|limit| now + limit);
         let last_write = &mut self.last_write;
         let mut write = pin!(write(&mut self.client));
-        let mut deadline = pin!(None::<Sleep>);
+        // Boxed: made only for a write that waits, and inline it would enlarge every
+        // stream's task for its whole life.
+        let mut deadline: Option<Pin<Box<Sleep>>> = None;
         let mut waited = false;
-        let written = std::future::poll_fn(|cx| {
+        let (written, waited) = std::future::poll_fn(move |cx| {
             if let Poll::Ready(written) = write.as_mut().poll(cx) {
-                return Poll::Ready(Ok(written));
+                return Poll::Ready(Ok((written, waited)));
             }
             waited = true;
-            let Some(limit) = limit else {
+            let Some(at) = at else {
                 return Poll::Pending;
             };
-            if deadline.is_none() {
-                deadline.set(Some(tokio::time::sleep_until(now + limit)));
-            }
-            match deadline.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
-                Some(Poll::Ready(())) => Poll::Ready(Err(End::ClientStalled)),
-                _ => Poll::Pending,
-            }
+            let deadline = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            deadline.as_mut().poll(cx).map(|()| Err(End::ClientStalled))
         })
         .await?;
         written.map_err(|_| End::ClientLeft)?;
+        // A write that waited ended later than it started.
         *last_write = if waited { Instant::now() } else { now };
         Ok(())
     }
