@@ -4,6 +4,7 @@
 //! on one Kafka cluster, behind haproxy, are in `kafka.rs`.)
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use testkit::{
     activated_host, body_of, gateway, get_json, listen_queue, origin, unused_port, GatewayBuilder,
-    Process, RawClient, ResumingClient, ScriptedOrigin, STEP,
+    Process, RawClient, ResumingClient, ScriptedOrigin, TempDir, STEP,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -466,4 +467,43 @@ async fn a_rolling_handover_under_a_connect_storm_refuses_nothing_and_loses_no_e
     for client in &relay {
         assert_eq!(client.events()[0]["id"], "1");
     }
+}
+
+/// The unit files README gives (examples/systemd) are ones systemd accepts: `systemd-analyze
+/// verify` parses them, checks the socket/service pairing and that each `ExecStart` is an
+/// executable, here pointed at this build's `host` and the repository's launcher. (There is no
+/// systemd to run them under in the test environment; the protocol they use is what
+/// `systemd_socket_activate_starts_the_gateway_on_its_first_connection` runs.)
+#[test]
+fn the_example_systemd_units_verify() {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/systemd");
+    let launcher = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/socket-launcher.py");
+    let host = testkit::bin("host");
+    let units = TempDir::new("systemd-units");
+    let mut paths = Vec::new();
+    for unit in [
+        "gateway.socket",
+        "gateway.service",
+        "gateway-launcher.service",
+    ] {
+        let text = std::fs::read_to_string(examples.join(unit)).unwrap();
+        let text = text
+            .replace("/usr/local/bin/host", host.to_str().unwrap())
+            .replace(
+                "/usr/local/bin/socket-launcher.py",
+                launcher.canonicalize().unwrap().to_str().unwrap(),
+            );
+        let path = units.path().join(unit);
+        std::fs::write(&path, text).unwrap();
+        paths.push(path);
+    }
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&paths)
+        .output()
+        .expect("systemd-analyze (Debian's systemd, installed by scripts/test-deps.sh)");
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "{stderr}");
+    // verify reports a unit's problems on stderr, each line naming the unit.
+    assert!(!stderr.contains("gateway"), "{stderr}");
 }
