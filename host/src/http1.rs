@@ -107,6 +107,10 @@ pub async fn serve<IO: ClientStream>(
     );
     match parts.io.into_inner().into_parts() {
         (Stop::Eof, _, _) => {}
+        (Stop::Silent, _, _) => {
+            slot.closed_silent();
+            tracing::debug!("connection from {peer}: no byte within read_header_timeout, closed");
+        }
         (Stop::Rejected(rejection), stream, _) => reject(stream, peer, rejection).await,
         (
             Stop::Claimed {
