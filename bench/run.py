@@ -37,7 +37,8 @@ apt-get when missing). Raises RLIMIT_NOFILE to the hard limit: 10,000 proxied st
 20,000 descriptors, so the floor and haproxy run one process per core sharing the port
 (SO_REUSEPORT), as nginx runs one worker per core. `make bench` runs it; results also go to
 bench/results/. Quick mode for a smoke run: BENCH_SCALE=0.1 shortens durations and connection
-counts. `--only s6` runs S6 alone (`BENCH_SCALE=0.2`: 20,000 clients).
+counts. `--only s6` runs S6 alone (`BENCH_SCALE=0.2`: 20,000 clients), `--only s5` S5 alone (each
+proxy on a fresh process, as in the full run; with BENCH_TARGETS, a subset).
 
 Before/after in one run: BENCH_GATEWAY_BEFORE=<dir> adds a column "gateway-before", the host
 binary and the plugin's .so found in <dir> (another build, e.g. main's) run with the same
@@ -46,6 +47,7 @@ from floor, gateway, nginx, haproxy; direct always runs, and the floor too, the 
 rows' base) runs a subset.
 """
 import argparse, json, math, os, re, resource, shutil, socket, subprocess, sys, tempfile, threading, time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
@@ -434,6 +436,24 @@ def s5_fanout(target):
             f"S5 {n} clients: KiB per client": (peak - before) / n, "S5 failures": failures(s5, n, f"{target.name} S5")}
 
 
+def on_fresh_process(start_target, origin_port, tmp, scenario):
+    """`scenario` against a process of the target started for it alone (in a folder of its
+    own) and stopped after: S5's memory per client is then over a fresh process's idle RSS,
+    as S6's is. Over a warmed one it is not a client's cost: the allocator keeps what earlier
+    loads held and hands it out again (10,000 clients three times on one gateway process
+    cost 4.68, then 0.08, then 0.05 KiB each)."""
+    folder = tempfile.mkdtemp(prefix=f"{scenario.__name__}-", dir=tmp)
+    procs, target = start_target(origin_port, folder)
+    try:
+        time.sleep(1)  # as S6: settled after its start
+        return scenario(target)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+
+
 def add_overheads(results):
     """What each target adds to direct on the issue's targets (S1 p50, p99; S2 time per
     event); the table shows each as a ratio to the floor's."""
@@ -510,7 +530,8 @@ def merged_quantile(histograms, quantile):
 
 
 def start_s6_gateways(origin_port, tmp, count, per_process):
-    """`count` gateway processes on one port (reuse_port), each taking `per_process` clients."""
+    """`count` gateway processes on one port (reuse_port), each taking `per_process` clients,
+    and each one's metrics port."""
     port = free_port()
     config = {
         "version": 3, "port": port, "listen_ip": "127.0.0.1", "reuse_port": True,
@@ -521,36 +542,67 @@ def start_s6_gateways(origin_port, tmp, count, per_process):
             "krakend-server-plugin-streaming": {
                 "backend_host": f"http://127.0.0.1:{origin_port}", "max_streams": per_process,
                 "routes": [{"endpoint": "/fanout/{id}", "backend_url_pattern": "/broadcast/{id}",
-                            "fanout": True}]}}},
+                            "fanout": True}]}},
+            "telemetry/metrics": {"listen_address": "127.0.0.1:0"}},
     }
     path = os.path.join(tmp, "s6-krakend.json")
     with open(path, "w") as f:
         json.dump(config, f)
-    procs = []
+    procs, metrics = [], []
     for i in range(count):
         log = os.path.join(tmp, f"s6-gateway-{i}.log")
         with open(log, "w") as out:
             procs.append(subprocess.Popen([f"{RELEASE}/host", "run", "-c", path], stdout=out,
                                           stderr=subprocess.STDOUT))
         wait_listening(procs[-1], port, log)
-    return procs, port
+        with open(log) as f:
+            metrics.append(int(re.search(r"\[SERVICE: Metrics\] Listening on \S+:(\d+)", f.read())[1]))
+    return procs, port, metrics
 
 
-def sample_descriptors(pids, stop, peaks, connected=None, clients=0):
-    """Each process's peak count of open descriptors, until `stop` is set; sets `connected`
-    once they hold `clients` in all."""
+def sample_descriptors(pids, stop, peaks):
+    """Each process's peak count of open descriptors, until `stop` is set."""
     while not stop.is_set():
-        held = 0
         for pid in pids:
             try:
                 count = len(os.listdir(f"/proc/{pid}/fd"))
             except OSError:
                 continue
             peaks[pid] = max(peaks.get(pid, 0), count)
-            held += count
-        if connected is not None and held >= clients:
-            connected.set()
         stop.wait(0.5)
+
+
+def silent_closes(metrics_ports):
+    """The gateways' connections closed silent (no byte within read_header_timeout)."""
+    total = 0
+    for port in metrics_ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        total += int(re.search(r"^krakend_connections_silent_closed_total (\d+)$", text, re.M)[1])
+    return total
+
+
+# sse-load's line (--after-connect) once every stream of it has been tried.
+TRIED = re.compile(r"^sse-load: every stream tried after [\d.]+ s: (\d+) open, (\d+) failed$")
+
+
+def watch_tried(stderr, tried, all_tried, loads):
+    """Passes a load process's stderr on; its TRIED line adds its open streams to `tried`
+    and, from the last of `loads` processes, sets `all_tried`."""
+    for line in stderr:
+        if match := TRIED.match(line.strip()):
+            tried.append(int(match[1]))
+            if len(tried) == loads:
+                all_tried.set()
+        else:
+            sys.stderr.write(line)
+
+
+def over_connected(value, connected, clients):
+    """A row computed over the clients that connected: says so when some did not."""
+    if connected == clients or isinstance(value, str):
+        return value
+    return f"{value:,.1f} (over the {connected:,} connected)"
 
 
 # The kernel's TCP counters S6 reports, from the loads' start to their end (system-wide:
@@ -627,18 +679,18 @@ def s6_scale_out(tmp):
     stop = threading.Event()
     try:
         wait_port(origin_port)
-        procs, port = start_s6_gateways(origin_port, tmp, gateways, per_process)
+        procs, port, metrics_ports = start_s6_gateways(origin_port, tmp, gateways, per_process)
         processes += procs
         pids = [p.pid for p in procs]
         time.sleep(1)
         idle = rss_kib(pids)
         descriptors = {}
-        connected = threading.Event()
+        # Set once every load process has tried each of its streams: then the gateways
+        # hold every client that connected (`tried`: each process's open ones).
+        connected, tried = threading.Event(), []
         counters_before = tcp_counters()
         started = time.time()
-        held_idle = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids)
-        threading.Thread(target=sample_descriptors,
-                         args=(pids, stop, descriptors, connected, held_idle + clients), daemon=True).start()
+        threading.Thread(target=sample_descriptors, args=(pids, stop, descriptors), daemon=True).start()
         # Connecting 100,000 clients takes a while on 2 cores: each load process times
         # (and runs for `seconds`) from when its clients are all in (--after-connect);
         # events before are counted and checked, not timed.
@@ -652,7 +704,9 @@ def s6_scale_out(tmp):
             if i == 0:
                 for pid in pids:
                     cmd += ["--pid", str(pid)]
-            runs.append((n, subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)))
+            runs.append((n, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            threading.Thread(target=watch_tried, args=(runs[-1][1].stderr, tried, connected, loads),
+                             daemon=True).start()
         # CPU per delivery, each side, over the steady state: from a few seconds after the
         # gateways hold every client, for most of the timed part.
         cpu = {"gateways": [], "loads": []}
@@ -664,11 +718,13 @@ def s6_scale_out(tmp):
             threading.Thread(target=sample_cpu, args=(side_pids, settled, window, cpu[side]), daemon=True).start()
         reports = []
         for n, run in runs:
-            out, _ = run.communicate()
+            out = run.stdout.read()  # (its stderr is watch_tried's)
+            run.wait()
             if run.returncode != 0:
                 raise SystemExit(f"S6: sse-load failed ({run.returncode})")
             reports.append((n, json.loads(out)))
         counters = {k: v - counters_before[k] for k, v in tcp_counters().items()}
+        silent = silent_closes(metrics_ports)
     finally:
         stop.set()
         for proc in reversed(processes):
@@ -678,8 +734,15 @@ def s6_scale_out(tmp):
     histograms = [r["latency_histogram_ns"] for _, r in reports]
     peak = sum(p["kib"] for p in reports[0][1]["max_rss_kib"])
     per_gateway = sorted(descriptors.values())
-    per_delivery = {side: (used[0][0] / (clients * used[0][1]) * 1e6 if used else float("nan"))
+    # The rows from "until the gateways held every client" on are over the clients that
+    # connected (their count said when it is not all).
+    held = sum(tried) if len(tried) == loads else clients
+    per_delivery = {side: (used[0][0] / (held * used[0][1]) * 1e6 if used else "n/a")
                     for side, used in cpu.items()}
+    floor = ("n/a" if "n/a" in per_delivery.values() else
+             held * (per_delivery["gateways"] + per_delivery["loads"]) / WORKERS / 1000)
+    head_ms = [r["head_written_after_dial_ms"] for _, r in reports]
+    late_ms = reports[0][1]["heads_written_late"]["after_ms"]
     return {
         "S6 clients": clients,
         "S6 gateway processes": gateways,
@@ -692,13 +755,21 @@ def s6_scale_out(tmp):
         "S6 KiB per client": (peak - idle) / clients,
         "S6 failures (connects, cuts, gaps, repeats)": sum(failures(r, n, f"S6 load {i}") for i, (n, r) in enumerate(reports)),
         "S6 load average at start": load_average,
-        "S6 seconds until the gateways held every client": connect_time[0] if connect_time else float("nan"),
+        # Why connects fail: a connection silent for read_header_timeout (10 s) after its
+        # accept is closed unanswered, so each side's lateness is shown.
+        "S6 connections the gateways closed silent at read_header_timeout": silent,
+        "S6 request head written after the dial's start, worst load process's p99 (ms)":
+            max(h["p99"] for h in head_ms),
+        "S6 request head written after the dial's start, max (ms)": max(h["max"] for h in head_ms),
+        f"S6 request heads written over {late_ms / 1000:g} s after the dial's start":
+            sum(r["heads_written_late"]["count"] for _, r in reports),
+        "S6 seconds until the gateways held every client":
+            over_connected(connect_time[0], held, clients) if connect_time else "n/a",
         # Where the time goes: one event costs clients x (both sides' CPU per delivery), and
         # the cores cannot deliver it to the last client sooner than that over their number.
-        "S6 CPU per delivery, gateways (us)": per_delivery["gateways"],
-        "S6 CPU per delivery, load processes (us)": per_delivery["loads"],
-        "S6 CPU-bound floor of the last delivery (ms)":
-            clients * (per_delivery["gateways"] + per_delivery["loads"]) / WORKERS / 1000,
+        "S6 CPU per delivery, gateways (us)": over_connected(per_delivery["gateways"], held, clients),
+        "S6 CPU per delivery, load processes (us)": over_connected(per_delivery["loads"], held, clients),
+        "S6 CPU-bound floor of the last delivery (ms)": over_connected(floor, held, clients),
         **{f"S6 TCP {name} (system-wide)": value for name, value in counters.items()},
     }
 
@@ -713,12 +784,12 @@ def s6_table(rows):
 
 def main():
     parser = argparse.ArgumentParser(description="The SSE benchmark (see the header).")
-    parser.add_argument("--only", choices=["s6"], help="run one scenario alone")
+    parser.add_argument("--only", choices=["s5", "s6"], help="run one scenario alone")
     only = parser.parse_args().only
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if only == "s6":
-        return report({}, {}, [], s6=run_s6())
+        return report({}, None, [], s6=run_s6())
     if hard < max(19000, 20000 // WORKERS + 200):
         print(f"warning: RLIMIT_NOFILE hard limit is {hard}; S3's 9,000 streams take ~19,000 in "
               f"the gateway, S5's 10,000 clients {20000 // WORKERS:,} in each floor or haproxy "
@@ -733,11 +804,16 @@ def main():
     results = {}
     try:
         targets = [Target("direct", origin_port, [origin.pid])]
+        starts = {}  # each proxy's start function, by its target's name
         for start_target in chosen_targets():
             procs, target = start_target(origin_port, tmp)
             processes += procs
             targets.append(target)
+            starts[target.name] = start_target
         results = {target.name: {} for target in targets}
+        if only == "s5":  # alone: every target fresh, as in the full run
+            run_scenario(s5_fanout, targets, starts, origin_port, tmp, results)
+            return report(results, None, [], s6=None)
         for target in targets:
             print(f"S3 against {target.name}", file=sys.stderr)
             results[target.name].update(s3_scale(target, origin_port))
@@ -746,10 +822,7 @@ def main():
                 raise SystemExit(f"{target.name} does not pass events unchanged: {wrong}")
         for step, scenario in enumerate((s1_latency, s2_throughput, s4_broadcast, s5_fanout), 1):
             order = targets[step % len(targets):] + targets[:step % len(targets)]
-            print(f"{scenario.__name__} against {', '.join(t.name for t in order)}", file=sys.stderr)
-            for target in order:
-                wait_origin_idle(origin_port)
-                results[target.name].update(scenario(target))
+            run_scenario(scenario, order, starts, origin_port, tmp, results)
         add_overheads(results)
         import tls  # its rows reuse this file's targets and load
         try:
@@ -764,6 +837,18 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     # Last and alone: it takes every core and most descriptors the machine has.
     report(results, tls_results, tls_skipped, s6=run_s6())
+
+
+def run_scenario(scenario, order, starts, origin_port, tmp, results):
+    """`scenario` against each target of `order` in turn, into `results`; S5 against a fresh
+    process of each proxy (`starts`: their start functions), see `on_fresh_process`."""
+    print(f"{scenario.__name__} against {', '.join(t.name for t in order)}", file=sys.stderr)
+    for target in order:
+        wait_origin_idle(origin_port)
+        if scenario is s5_fanout and target.name in starts:
+            results[target.name].update(on_fresh_process(starts[target.name], origin_port, tmp, scenario))
+        else:
+            results[target.name].update(scenario(target))
 
 
 def run_s6():
@@ -781,10 +866,12 @@ def report(results, tls_results, tls_skipped, s6):
         print(f"\nSSE benchmark (scale {SCALE}; {machine}); (ratio to direct; on the 'over direct' "
               "rows, ratio to the floor's)\n")
         print(table(results))
+    if tls_results is not None:
         import tls  # its rows reuse this file's targets and load
         tls.report(tls_results, tls_skipped)
-    print(f"\nS6 (scale {SCALE}; {machine})\n")
-    print(s6_table(s6))
+    if s6 is not None:
+        print(f"\nS6 (scale {SCALE}; {machine})\n")
+        print(s6_table(s6))
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", time.strftime("%Y%m%d-%H%M%S") + ".json"), "w") as f:
         json.dump({"machine": machine, "scale": SCALE, "results": results, "tls": tls_results,

@@ -68,7 +68,27 @@ impl Decoder {
                 }
                 continue;
             }
-            let byte = input[at];
+            // The common case, one whole `<hex>\r\n` line (after the CRLF that ends the
+            // chunk before it): taken at once instead of byte by byte.
+            if self.state == State::DataCr && input[at..].starts_with(b"\r\n") {
+                at += 2;
+                self.state = State::Size;
+            }
+            if self.state == State::Size && self.line == 0 {
+                if let Some((size, len)) = whole_size_line(&input[at..]) {
+                    at += len;
+                    self.size = size;
+                    self.state = if size == 0 {
+                        State::Trailer
+                    } else {
+                        State::Data
+                    };
+                    continue;
+                }
+            }
+            let Some(&byte) = input.get(at) else {
+                break;
+            };
             at += 1;
             self.line += 1;
             if self.line > MAX_LINE {
@@ -76,8 +96,8 @@ impl Decoder {
             }
             self.state = match (self.state, byte) {
                 (State::Size, b) if b.is_ascii_hexdigit() => {
-                    let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
-                    self.size = self.size.checked_mul(16).ok_or(MalformedChunk)? + digit;
+                    self.size =
+                        self.size.checked_mul(16).ok_or(MalformedChunk)? + hex(b).unwrap_or(0);
                     State::Size
                 }
                 (State::Size, b';' | b'\r') if self.line > 1 => {
@@ -122,6 +142,35 @@ impl Decoder {
     }
 }
 
+/// The value of `b` as a hex digit.
+fn hex(b: u8) -> Option<u64> {
+    let value = match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => return None,
+    };
+    Some(u64::from(value))
+}
+
+/// A chunk-size line without extensions, whole at the start of `input`: its size, and its
+/// length with the CRLF. `None` for anything else (part of a line, an extension, more
+/// digits than a `u64` surely holds, a malformed line): the byte-by-byte path decides.
+fn whole_size_line(input: &[u8]) -> Option<(u64, usize)> {
+    let mut size = 0;
+    for (i, &b) in input.iter().enumerate().take(17) {
+        match hex(b) {
+            // A 17th digit ends the loop: a size that long is left to the slow path.
+            Some(digit) => size = size << 4 | digit,
+            None if b == b'\r' && i > 0 => {
+                return (input.get(i + 1) == Some(&b'\n')).then_some((size, i + 2));
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +197,25 @@ mod tests {
             assert_eq!(consumed, end, "split at {split}");
             assert!(done);
         }
+    }
+
+    /// Sizes as long as a `u64` holds are read whole; longer ones (leading zeros) go byte
+    /// by byte, and overflow there.
+    #[test]
+    fn sizes_of_every_length_split_anywhere() {
+        let long = [&b"00000000000000000003\r\nabc\r\n"[..], b"0\r\n\r\n"].concat();
+        for split in 0..=long.len() {
+            let decoded = decode_in_two(&long, split);
+            assert_eq!(decoded, Ok((b"abc".to_vec(), long.len(), true)), "{split}");
+        }
+        let mut decoder = Decoder::default();
+        assert_eq!(decoder.decode(b"ffffffffffffffff\r\nab", |_| {}), Ok(20));
+        assert_eq!(decoder.size, u64::MAX - 2, "two of its bytes taken");
+        let overflow = b"1ffffffffffffffff\r\n";
+        assert_eq!(
+            Decoder::default().decode(overflow, |_| {}),
+            Err(MalformedChunk)
+        );
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct Connections {
     limit: usize,
     /// Connections closed at the accept because `limit` were open.
     refused: AtomicU64,
+    /// Connections closed because they sent no byte within `read_header_timeout` of
+    /// their accept (see [`Slot::closed_silent`]).
+    silent: AtomicU64,
 }
 
 /// Descriptors the default limit keeps back from client connections, at least.
@@ -27,6 +30,7 @@ impl Connections {
             open: AtomicUsize::new(0),
             limit,
             refused: AtomicU64::new(0),
+            silent: AtomicU64::new(0),
         }
     }
 
@@ -57,6 +61,10 @@ impl Connections {
         self.refused.load(Relaxed)
     }
 
+    pub fn silent(&self) -> u64 {
+        self.silent.load(Relaxed)
+    }
+
     /// `max_connections` when the config does not set it: from the process's descriptor
     /// limit (`RLIMIT_NOFILE`, the soft one), see [`limit_for_descriptors`].
     pub fn default_limit() -> usize {
@@ -84,6 +92,13 @@ pub fn limit_for_descriptors(descriptors: u64) -> usize {
 pub struct Slot(Arc<Connections>);
 
 impl Slot {
+    /// Counts this connection as closed silent: accepted, but no byte came within
+    /// `read_header_timeout`. A slowloris client, or clients (or a gateway) too slow
+    /// for the load: an operator sees the count rise either way.
+    pub fn closed_silent(&self) {
+        self.0.silent.fetch_add(1, Relaxed);
+    }
+
     /// The slot as it crosses the ABI with a handed-over connection.
     pub fn into_ffi(self) -> ConnectionSlot {
         ConnectionSlot::from_value(self, TD_Opaque)
@@ -125,6 +140,23 @@ mod tests {
         drop(first);
         assert!(connections.try_open().is_some());
         assert_eq!(connections.refused(), 2);
+        assert_eq!(connections.silent(), 0);
+    }
+
+    #[test]
+    fn a_silent_close_is_counted_apart_from_refusals() {
+        let connections = Arc::new(Connections::new(2));
+        let slot = connections.try_open().unwrap();
+        slot.closed_silent();
+        drop(slot);
+        assert_eq!(
+            (
+                connections.count(),
+                connections.refused(),
+                connections.silent()
+            ),
+            (0, 0, 1)
+        );
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub async fn serve<IO: ClientStream>(
         // hyper ended the connection (the client closed, or a response said
         // `Connection: close`, such as a 413 while the body was still coming).
         (Stop::Eof, stream, _) => close_lingering(stream).await,
+        (Stop::Silent, _, _) => {
+            slot.closed_silent();
+            tracing::debug!("connection from {peer}: no byte within read_header_timeout, closed");
+        }
         (Stop::Rejected(rejection), stream, _) => reject(stream, peer, rejection).await,
         (
             Stop::Claimed {

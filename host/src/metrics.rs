@@ -122,6 +122,11 @@ fn render_connections(out: &mut String, connections: &Connections) {
         "# TYPE krakend_connections_refused_total counter\nkrakend_connections_refused_total {}",
         connections.refused()
     );
+    let _ = writeln!(
+        out,
+        "# TYPE krakend_connections_silent_closed_total counter\nkrakend_connections_silent_closed_total {}",
+        connections.silent()
+    );
 }
 
 /// Each plugin's numbers as `krakend_plugin_<name>{plugin=...}`; the numbers of its
@@ -301,6 +306,7 @@ mod tests {
             "krakend_connections_open 1".to_owned(),
             "krakend_connections_max 1".to_owned(),
             "krakend_connections_refused_total 1".to_owned(),
+            "krakend_connections_silent_closed_total 0".to_owned(),
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\nnot in\n{text}");
         }

@@ -8,8 +8,11 @@
 //! number of consecutive streams near-evenly over the window without a random source:
 //! whichever streams are still open at the drain, their ends cover it.
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::OnceLock;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -60,8 +63,22 @@ impl Drain {
 
     /// Completes at the moment of the stream of `turn`. Small while it waits for the drain
     /// (every stream's task polls one): the timer is boxed, made only once the drain starts.
+    /// Cheap to poll on every wake of its task: once the token holds the task's waker, it
+    /// is asked again (its poll takes the token's lock) only when the drain has started,
+    /// which `window` says in one atomic load, or when the waker to wake is another.
     pub async fn due(&self, turn: Turn) {
-        self.started.cancelled().await;
+        let mut started = pin!(self.started.cancelled());
+        let mut registered: Option<Waker> = None;
+        std::future::poll_fn(move |cx| {
+            let waiting = self.window.get().is_none();
+            if waiting && registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                return Poll::Pending;
+            }
+            let poll = started.as_mut().poll(cx);
+            registered = Some(cx.waker().clone());
+            poll
+        })
+        .await;
         if let Some(at) = self.moment(turn) {
             Box::pin(tokio::time::sleep_until(at)).await;
         }
@@ -70,6 +87,8 @@ impl Drain {
 
 #[cfg(test)]
 mod tests {
+    use std::task::Context;
+
     use super::*;
 
     #[test]
@@ -113,5 +132,53 @@ mod tests {
             "{waited:?}"
         );
         assert!(drain.is_due(second));
+    }
+
+    /// Counts its wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn counting() -> (std::sync::Arc<Wakes>, Waker) {
+        let wakes = std::sync::Arc::new(Wakes(0.into()));
+        (wakes.clone(), Waker::from(wakes))
+    }
+
+    /// `due` skips the token while its waker is the one registered: the drain's start must
+    /// still wake that waker, or, polled since with another waker, that one only.
+    #[tokio::test]
+    async fn the_drain_wakes_a_due_polled_again_and_again_with_its_latest_waker() {
+        for switched in [false, true] {
+            let drain = Drain::default();
+            let turn = drain.turn();
+            let (first_wakes, first) = counting();
+            let (latest_wakes, latest) = counting();
+            let mut due = pin!(drain.due(turn));
+            let mut poll = |waker: &Waker| due.as_mut().poll(&mut Context::from_waker(waker));
+            for _ in 0..3 {
+                assert!(poll(&first).is_pending());
+            }
+            let (woken, not_woken) = match switched {
+                true => {
+                    assert!(poll(&latest).is_pending());
+                    (&latest_wakes, &first_wakes)
+                }
+                false => (&first_wakes, &latest_wakes),
+            };
+            drain.start(Duration::ZERO);
+            assert_eq!(
+                woken.0.load(Relaxed),
+                1,
+                "switched {switched}: the waker is woken"
+            );
+            assert_eq!(not_woken.0.load(Relaxed), 0, "switched {switched}");
+            tokio::time::timeout(testkit::STEP, due)
+                .await
+                .expect("turn 0 ends at the drain's start");
+        }
     }
 }

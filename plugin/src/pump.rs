@@ -94,7 +94,18 @@ pub async fn pump<C: ClientTransport>(
     let mut read = upstream.first.take().map(|(buf, filled)| (buf, 0, filled));
     loop {
         if let Some((buf, kept, filled)) = read.take() {
-            match forward(session, buf, kept, filled, &mut upstream.body, scan).await {
+            // `last_read` is this wake's one reading of the clock: the write's start too.
+            match forward(
+                session,
+                buf,
+                kept,
+                filled,
+                last_read,
+                &mut upstream.body,
+                scan,
+            )
+            .await
+            {
                 Ok(true) => return Ok(UpstreamEnd::Whole),
                 Ok(false) => {}
                 Err(Forward::Broke(broken)) => return Ok(UpstreamEnd::Broke(broken)),
@@ -184,13 +195,14 @@ enum Forward {
 }
 
 /// Hands the complete events of one read to the session: the kept-back start of an event
-/// (`buf[..kept]`) and the payload in `buf[filled]`. Keeps back what follows the last
-/// event boundary. `true` once the upstream body is whole.
+/// (`buf[..kept]`) and the payload in `buf[filled]`, read at `now`. Keeps back what
+/// follows the last event boundary. `true` once the upstream body is whole.
 async fn forward<C: ClientTransport>(
     session: &mut Session<'_, C>,
     mut buf: Buffer,
     kept: usize,
     filled: Range<usize>,
+    now: Instant,
     body: &mut Framing,
     scan: &mut Scan,
 ) -> Result<bool, Forward> {
@@ -249,7 +261,7 @@ async fn forward<C: ClientTransport>(
     if ranges.iter().any(|r| !r.is_empty()) {
         let ranges = &scan.ranges;
         session
-            .send(ranges, |r| &buf[r.clone()], events)
+            .send_at(now, ranges, |r| &buf[r.clone()], events)
             .await
             .map_err(Forward::End)?;
     }

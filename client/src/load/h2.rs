@@ -78,7 +78,7 @@ impl Connection {
             .await
             .expect("the semaphore is never closed");
         let options = &shared.options;
-        let socket = dial(options.addr, &options.url, &options.transport)
+        let socket = dial(options.addr, &options.url, &options.transport, &[])
             .await
             .map_err(|e| e.to_string())?;
         let (send, connection) = h2::client::Builder::new()

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use sse::stamp::monotonic_ns;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
@@ -93,7 +93,15 @@ pub struct Report {
     pub silent_streams: Option<u64>,
     /// (pid, peak VmRSS in KiB while the load ran)
     pub max_rss_kib: Vec<(u32, u64)>,
+    /// Over HTTP/1.1, per connection: from the start of its dial to its request head
+    /// written. A server closes a connection that sent nothing within its header timeout,
+    /// so a loaded load process, late to write, shows here rather than as the server's.
+    pub head_written_ns: Histogram<u64>,
 }
+
+/// How late a head may be written before the report counts it: half of a common
+/// header timeout (10 s).
+pub const LATE_HEAD: Duration = Duration::from_secs(5);
 
 impl Report {
     pub fn to_json(&self) -> serde_json::Value {
@@ -113,6 +121,14 @@ impl Report {
             "id_backwards": self.id_backwards,
             "silent_streams": self.silent_streams,
             "max_rss_kib": self.max_rss_kib.iter().map(|(pid, kib)| serde_json::json!({"pid": pid, "kib": kib})).collect::<Vec<_>>(),
+            "head_written_after_dial_ms": {
+                "p99": self.head_written_ns.value_at_quantile(0.99) as f64 / 1e6,
+                "max": self.head_written_ns.max() as f64 / 1e6,
+            },
+            "heads_written_late": {
+                "after_ms": LATE_HEAD.as_millis() as u64,
+                "count": late_count(&self.head_written_ns, LATE_HEAD),
+            },
         })
     }
 
@@ -124,6 +140,12 @@ impl Report {
             .map(|v| serde_json::json!([v.value_iterated_to(), v.count_at_value()]))
             .collect()
     }
+}
+
+/// The values of `histogram` over `bound`.
+fn late_count(histogram: &Histogram<u64>, bound: Duration) -> u64 {
+    let bound = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+    histogram.len() - histogram.count_between(0, bound)
 }
 
 #[derive(Default)]
@@ -145,6 +167,8 @@ struct Shared {
     counters: Counters,
     first_error: Mutex<Option<String>>,
     histogram: Mutex<Histogram<u64>>,
+    /// [`Report::head_written_ns`].
+    head_written_ns: Mutex<Histogram<u64>>,
     /// Per stream, when it last received an event (CLOCK_MONOTONIC ns; 0: never).
     last_event_ns: Vec<AtomicU64>,
     /// Streams whose first connection attempt has ended; the last one wakes `all_tried`.
@@ -199,10 +223,8 @@ pub async fn run(options: LoadOptions) -> Report {
         options,
         counters: Counters::default(),
         first_error: Mutex::new(None),
-        histogram: Mutex::new(
-            Histogram::<u64>::new_with_bounds(1_000, 600_000_000_000, 3)
-                .expect("valid histogram bounds"),
-        ),
+        histogram: Mutex::new(nanoseconds()),
+        head_written_ns: Mutex::new(nanoseconds()),
         tried: AtomicUsize::new(0),
         all_tried: Notify::new(),
     });
@@ -222,6 +244,14 @@ pub async fn run(options: LoadOptions) -> Report {
     let duration = async {
         if shared.options.after_connect && shared.options.streams > 0 {
             shared.all_tried.notified().await;
+            // For whoever runs several load processes: when this one's clients are in.
+            let c = &shared.counters;
+            eprintln!(
+                "sse-load: every stream tried after {:.1} s: {} open, {} failed",
+                started.elapsed().as_secs_f64(),
+                c.ok.load(Ordering::Relaxed),
+                c.failed.load(Ordering::Relaxed)
+            );
         }
         tokio::time::sleep(shared.options.duration).await;
     };
@@ -233,10 +263,11 @@ pub async fn run(options: LoadOptions) -> Report {
     while streams.join_next().await.is_some() {}
     let ended_ns = monotonic_ns();
     let max_rss_kib = rss.await.unwrap_or_default();
-    let latency_ns = std::mem::replace(
-        &mut *shared.histogram.lock().unwrap(),
-        Histogram::new(1).unwrap(),
-    );
+    let take = |histogram: &Mutex<Histogram<u64>>| {
+        std::mem::replace(&mut *histogram.lock().unwrap(), Histogram::new(1).unwrap())
+    };
+    let latency_ns = take(&shared.histogram);
+    let head_written_ns = take(&shared.head_written_ns);
     let first_error = shared.first_error.lock().unwrap().take();
     let counter = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let c = &shared.counters;
@@ -262,7 +293,13 @@ pub async fn run(options: LoadOptions) -> Report {
                 .count() as u64
         }),
         max_rss_kib,
+        head_written_ns,
     }
+}
+
+/// A histogram of 1 µs to 10 minutes, in nanoseconds, at 3 significant digits.
+fn nanoseconds() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1_000, 600_000_000_000, 3).expect("valid histogram bounds")
 }
 
 /// One stream until the run stops it: opened, read, and with `reconnect` opened
@@ -413,9 +450,17 @@ async fn open_http1(shared: &Shared, last_event_id: &str) -> std::io::Result<Ope
         request.push_str(&format!("Last-Event-ID: {last_event_id}\r\n"));
     }
     request.push_str("\r\n");
-    let mut socket = dial(options.addr, &options.url, &options.transport).await?;
+    let dialing = std::time::Instant::now();
+    let mut socket = dial(
+        options.addr,
+        &options.url,
+        &options.transport,
+        request.as_bytes(),
+    )
+    .await?;
     Shared::count(&shared.counters.transports);
-    socket.write_all(request.as_bytes()).await?;
+    let took = u64::try_from(dialing.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    (shared.head_written_ns.lock().unwrap()).saturating_record(took.max(1_000));
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
     let end = loop {

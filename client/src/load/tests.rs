@@ -232,3 +232,13 @@ async fn http2_needs_a_server_that_agrees_to_it_by_alpn() {
     let why = report.first_error.unwrap();
     assert!(why.contains("NoApplicationProtocol"), "{why}");
 }
+
+#[test]
+fn heads_written_late_are_those_past_the_bound() {
+    let mut written = nanoseconds();
+    for ms in [1, 4_000, 6_000, 11_000] {
+        written.record(ms * 1_000_000).unwrap();
+    }
+    assert_eq!(late_count(&written, LATE_HEAD), 2);
+    assert_eq!(late_count(&nanoseconds(), LATE_HEAD), 0);
+}

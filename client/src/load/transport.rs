@@ -9,8 +9,9 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpSocket, TcpStream};
+use socket2::{Domain, Socket as Socket2, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
@@ -115,26 +116,22 @@ impl Transport {
 /// A connection to the server: TCP, or TLS over it (boxed: rustls' state is a kilobyte).
 pub(super) type Socket = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
-/// Dials `addr` and, with TLS, makes the handshake for `url`'s host. The server must have
+/// Dials `addr`, with TLS makes the handshake for `url`'s host, and writes `first` (the
+/// request head; empty for HTTP/2, whose handshake writes its own). The server must have
 /// chosen the offered protocol by ALPN; an HTTP/1.1 server that chose none is taken as
 /// speaking HTTP/1.1, as curl does, but HTTP/2 must be agreed on.
 pub(super) async fn dial(
     addr: SocketAddr,
     url: &StreamUrl,
     transport: &Transport,
+    first: &[u8],
 ) -> std::io::Result<Socket> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    if let Some(source) = transport.source {
-        socket.bind(SocketAddr::new(source, 0))?;
-    }
-    let tcp = socket.connect(addr).await?;
-    tcp.set_nodelay(true)?;
     let Some(config) = &transport.tls else {
-        return Ok(Either::Left(tcp));
+        return connect_writing(addr, transport.source, first)
+            .await
+            .map(Either::Left);
     };
+    let tcp = connect_writing(addr, transport.source, &[]).await?;
     let name = rustls::pki_types::ServerName::try_from(url.host.clone())
         .map_err(|e| std::io::Error::other(format!("{}: {e}", url.host)))?;
     let tls = tokio_rustls::TlsConnector::from(config.clone())
@@ -150,7 +147,50 @@ pub(super) async fn dial(
             String::from_utf8_lossy(wanted)
         )));
     }
-    Ok(Either::Right(Box::new(tls)))
+    let mut tls = Box::new(tls);
+    tls.write_all(first).await?;
+    Ok(Either::Right(tls))
+}
+
+/// A TCP connection to `addr` (from `source`), with `first` written in the same step as
+/// the connect, before this task yields: a server times a new connection's first bytes
+/// from its accept (`read_header_timeout`), and a load process that waits for the
+/// connect's completion to come round among thousands of streams' reads (tokio's
+/// `TcpSocket::connect` waits for the reactor even when the handshake is done, as on
+/// loopback by the time `connect` returns) can write them seconds late. When the connect
+/// is still in progress, what is not sent yet is written once it completes.
+async fn connect_writing(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    first: &[u8],
+) -> std::io::Result<TcpStream> {
+    let socket = Socket2::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(source) = source {
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+    }
+    match socket.connect(&addr.into()) {
+        Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => return Err(e),
+        _ => {}
+    }
+    let sent = match socket.send(first) {
+        Ok(sent) => sent,
+        // Still connecting (or `first` is empty): the rest after the handshake.
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    let mut tcp = TcpStream::from_std(socket.into())?;
+    if first.is_empty() {
+        // Connected, or why not, as `TcpSocket::connect` tells it.
+        tcp.writable().await?;
+        if let Some(e) = tcp.take_error()? {
+            return Err(e);
+        }
+    }
+    // A connect that failed fails this write.
+    tcp.write_all(&first[sent..]).await?;
+    Ok(tcp)
 }
 
 /// A stream's body as it arrives, whatever carries it. HTTP/1.1 framing (chunked or not)

@@ -52,6 +52,10 @@ use crate::route::{Claim, Pending, Route, Router};
 pub enum Stop {
     /// The client closed its side (or hyper closed the connection first).
     Eof,
+    /// A new connection that sent no byte within `read_header_timeout` of its accept:
+    /// closed without an answer, as an idle one (the host counts these apart, so that a
+    /// gateway too slow to be read from, or a flood of silent clients, shows).
+    Silent,
     Claimed {
         claim: Claim,
         head: RequestHead,
@@ -443,8 +447,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gate<IO> {
                         Poll::Pending => {
                             ready!(this.deadline.as_mut().poll(cx));
                             if this.buf.is_empty() {
-                                // Idle, or a new connection that never said anything.
-                                this.state = State::Stopped(Stop::Eof);
+                                // Idle between requests, or a new connection that never
+                                // said anything (its clock started at the accept).
+                                this.state = State::Stopped(match started {
+                                    None => Stop::Eof,
+                                    Some(_) => Stop::Silent,
+                                });
                             } else {
                                 this.reject(
                                     http::StatusCode::REQUEST_TIMEOUT,
@@ -550,8 +558,14 @@ mod tests {
 
     /// A gate over one end of an in-memory pipe, and the other end; `draining` stands for the
     /// gateway's drain.
+    /// Never what ends a test's gate.
+    const LONG: Duration = Duration::from_secs(60);
+
+    /// A gate over a pipe, with `timeout` as both its `read_header_timeout` and its
+    /// `idle_timeout`.
     fn piped_gate(
         draining: CancellationToken,
+        timeout: Duration,
     ) -> (
         Gate<tokio::io::DuplexStream>,
         tokio::io::DuplexStream,
@@ -562,8 +576,8 @@ mod tests {
         let limits = Limits {
             max_header_bytes: 1024,
             max_headers: 16,
-            read_header_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(60),
+            read_header_timeout: timeout,
+            idle_timeout: timeout,
             read_timeout: None,
             send_buffer: None,
         };
@@ -610,9 +624,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_connection_silent_until_read_header_timeout_stops_as_silent_an_idle_one_as_eof()
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut out = [0u8; 256];
+        let short = Duration::from_millis(10);
+        let (mut gate, _client, _pending) = piped_gate(CancellationToken::new(), short);
+        assert_eq!(gate.read(&mut out).await.unwrap(), 0);
+        assert!(matches!(gate.into_parts().0, Stop::Silent));
+
+        let (mut gate, mut client, _pending) = piped_gate(CancellationToken::new(), short);
+        let head = b"GET /__health HTTP/1.1\r\nHost: x\r\n\r\n";
+        client.write_all(head).await.unwrap();
+        let n = gate.read(&mut out).await.unwrap();
+        assert_eq!(&out[..n], head);
+        assert_eq!(gate.read(&mut out).await.unwrap(), 0, "idle_timeout");
+        assert!(matches!(gate.into_parts().0, Stop::Eof));
+    }
+
+    #[tokio::test]
     async fn a_head_sent_a_byte_at_a_time_is_parsed_once_its_end_arrives() {
         use tokio::io::AsyncReadExt;
-        let (mut gate, mut client, pending) = piped_gate(CancellationToken::new());
+        let (mut gate, mut client, pending) = piped_gate(CancellationToken::new(), LONG);
         let head = b"GET /__health HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
         send_bytewise(&mut gate, &mut client, &pending, head).await;
         let mut out = [0u8; 256];
@@ -624,7 +657,7 @@ mod tests {
         ));
 
         // A malformed line is found when the head is parsed, at its end, not at the line.
-        let (mut gate, mut client, pending) = piped_gate(CancellationToken::new());
+        let (mut gate, mut client, pending) = piped_gate(CancellationToken::new(), LONG);
         let head = b"GET /__health HTTP/1.1\r\nBad Header Line\r\nHost: x\r\n\r\n";
         send_bytewise(&mut gate, &mut client, &pending, head).await;
         assert_eq!(gate.read(&mut out).await.unwrap(), 0, "stopped");
@@ -643,7 +676,7 @@ mod tests {
         // A new connection's first head, on its way when the drain starts, is served;
         // the connection ends at the head boundary after it.
         let draining = CancellationToken::new();
-        let (mut gate, mut client, _pending) = piped_gate(draining.clone());
+        let (mut gate, mut client, _pending) = piped_gate(draining.clone(), LONG);
         draining.cancel();
         client.write_all(head).await.unwrap();
         let n = gate.read(&mut out).await.unwrap();
@@ -654,7 +687,7 @@ mod tests {
         // A keep-alive connection idle between requests ends when the drain starts, with
         // nothing from the client.
         let draining = CancellationToken::new();
-        let (mut gate, mut client, _pending) = piped_gate(draining.clone());
+        let (mut gate, mut client, _pending) = piped_gate(draining.clone(), LONG);
         client.write_all(head).await.unwrap();
         let n = gate.read(&mut out).await.unwrap();
         assert_eq!(&out[..n], head);

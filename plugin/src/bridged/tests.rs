@@ -353,8 +353,9 @@ fn a_bridged_stream_is_small() {
 /// The stream task size tests of `lib.rs`, for a bridged client (TLS or HTTP/2): each such
 /// stream holds this future for hours, so its size is most of what an idle one costs in
 /// the plugin. Measured when written: the relay's future 2,304 bytes, then 2,312 with
-/// `write_parts`' single-part write; the whole task 2,880 (a TCP stream's are bounded by
-/// 2,304 and 2,816); the bounds round those up to 64, as a growth should be a decision.
+/// `write_parts`' single-part write; the whole task 2,880, then 2,928 with the per-wake
+/// cuts (see the TCP task's test; a TCP stream's are bounded by 2,304 and 2,880); the
+/// bounds round those up to 64, as a growth should be a decision.
 #[test]
 fn a_bridged_stream_s_future_and_whole_task_stay_small() {
     use crate::tests::{no_body, relay_plugin};
@@ -380,7 +381,7 @@ fn a_bridged_stream_s_future_and_whole_task_stay_small() {
     let task = crate::stream_task(plugin.shared.clone(), 0, handoff);
     let size = std::mem::size_of_val(&task);
     assert!(
-        size <= 2880,
+        size <= 2944,
         "a bridged stream's whole task is {size} bytes"
     );
 }

@@ -15,17 +15,19 @@ mod transport;
 
 use std::fmt::Display;
 use std::future::Future;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 
 use abi::RequestHead;
 use http::StatusCode;
 use tokio::io::AsyncWriteExt;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::{BodyRefused, Unread};
 use crate::drain::{Drain, Turn};
 use crate::respond::{LogLine, Refusal, EVENT_STREAM_HEADERS};
 use crate::stats::RouteStats;
-use crate::{within, RouteState, Shared, Slot, PLUGIN_NAME};
+use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
 pub use end::{CutOff, End};
 pub use transport::{write_parts, ClientTransport, ResponseHead, IOV_BATCH};
 
@@ -210,7 +212,8 @@ impl<'a, C: ClientTransport> Session<'a, C> {
             headers,
             host_headers: &host_headers,
         };
-        self.timed(|client| client.write_head(&head, body)).await
+        self.timed(Instant::now(), |client| client.write_head(&head, body))
+            .await
     }
 
     /// Writes `events` events, given as `parts` of bytes, and counts them.
@@ -220,11 +223,24 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         bytes: impl Fn(&'p T) -> &'p [u8],
         events: u64,
     ) -> Result<(), End> {
+        self.send_at(Instant::now(), parts, bytes, events).await
+    }
+
+    /// [`Self::send`] for a caller that has read the clock in this wake already (the
+    /// pump, at its read): `now` is when the write starts, so the clock is read once per
+    /// wake, not once more here.
+    pub async fn send_at<'p, T>(
+        &mut self,
+        now: Instant,
+        parts: &'p [T],
+        bytes: impl Fn(&'p T) -> &'p [u8],
+        events: u64,
+    ) -> Result<(), End> {
         let len: usize = parts.iter().map(|p| bytes(p).len()).sum();
-        self.timed(|client| write_parts(client, parts, bytes))
+        self.timed(now, |client| write_parts(client, parts, bytes))
             .await?;
         if self.first_event_us == 0 && len > 0 {
-            let after = self.started.elapsed();
+            let after = self.last_write.duration_since(self.started);
             self.first_event_us = u64::try_from(after.as_micros()).unwrap_or(u64::MAX).max(1);
             self.route.stats.first_event.record(after);
         }
@@ -238,22 +254,45 @@ impl<'a, C: ClientTransport> Session<'a, C> {
     /// Writes bytes of the plugin's own (a comment, the `shutdown_event`) between events;
     /// not the stream's, so not counted.
     pub async fn send_own(&mut self, bytes: &[u8]) -> Result<(), End> {
-        self.timed(|client| client.write_all(bytes)).await
+        self.timed(Instant::now(), |client| client.write_all(bytes))
+            .await
     }
 
-    /// Runs a write of `client` within `client_write_timeout`.
-    async fn timed<'c, F, W>(&'c mut self, write: W) -> Result<(), End>
+    /// Runs a write of `client`, started at `now`, within `client_write_timeout`. Most
+    /// writes complete at their first poll: the deadline's timer is made only for one
+    /// that waits (its first `Poll::Pending`), and only then is the clock read again, for
+    /// the time of the write's end.
+    async fn timed<'c, F, W>(&'c mut self, now: Instant, write: W) -> Result<(), End>
     where
         W: FnOnce(&'c mut C) -> F,
         F: Future<Output = std::io::Result<()>>,
     {
-        let limit = self.route.config.client_write_timeout;
+        let at = self
+            .route
+            .config
+            .client_write_timeout
+            .map(|limit| now + limit);
         let last_write = &mut self.last_write;
-        within(limit, write(&mut self.client))
-            .await
-            .map_err(|_| End::ClientStalled)?
-            .map_err(|_| End::ClientLeft)?;
-        *last_write = Instant::now();
+        let mut write = pin!(write(&mut self.client));
+        // Boxed: made only for a write that waits, and inline it would enlarge every
+        // stream's task for its whole life.
+        let mut deadline: Option<Pin<Box<Sleep>>> = None;
+        let mut waited = false;
+        let (written, waited) = std::future::poll_fn(move |cx| {
+            if let Poll::Ready(written) = write.as_mut().poll(cx) {
+                return Poll::Ready(Ok((written, waited)));
+            }
+            waited = true;
+            let Some(at) = at else {
+                return Poll::Pending;
+            };
+            let deadline = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            deadline.as_mut().poll(cx).map(|()| Err(End::ClientStalled))
+        })
+        .await?;
+        written.map_err(|_| End::ClientLeft)?;
+        // A write that waited ended later than it started.
+        *last_write = if waited { Instant::now() } else { now };
         Ok(())
     }
 

@@ -47,20 +47,25 @@ pub async fn handshake(
 
 impl Stream {
     /// Waits until a read would return something (bytes, the end, or an error).
+    ///
+    /// Through the socket's read waker (`poll_read_ready`, the slot `poll_read` uses too),
+    /// not tokio's `readable`, whose wait joins and leaves a list of waiters (a lock each
+    /// time) on every wake of the pump; one task reads a stream, so one slot is enough.
     pub async fn readable(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(socket) => socket.readable().await,
+        std::future::poll_fn(|cx| match &*self {
+            Stream::Plain(socket) => socket.poll_read_ready(cx),
             Stream::Tls(tls) => {
                 let (socket, session) = tls.get_ref();
                 // `wants_read` is false when plaintext is buffered or the origin's
                 // close_notify came: a read returns without the socket.
                 if session.wants_read() {
-                    socket.readable().await
+                    socket.poll_read_ready(cx)
                 } else {
-                    Ok(())
+                    Poll::Ready(Ok(()))
                 }
             }
-        }
+        })
+        .await
     }
 }
 
