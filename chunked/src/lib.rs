@@ -79,7 +79,7 @@ impl Decoder {
                     at += len;
                     self.size = size;
                     self.state = if size == 0 {
-                        State::Trailer
+                        State::TrailerStart
                     } else {
                         State::Data
                     };
