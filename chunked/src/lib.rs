@@ -15,7 +15,9 @@ use std::ops::Range;
 #[error("malformed chunked body")]
 pub struct MalformedChunk;
 
-/// The longest chunk-size line (with extensions) or trailer line accepted.
+/// The longest chunk-size line (with extensions) accepted, and the most bytes of trailer
+/// section (all its lines, with their CRLFs, and the blank line that ends it): a body whose
+/// trailers never end is refused rather than read for ever.
 pub const MAX_LINE: usize = 4096;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +29,11 @@ enum State {
     Data,
     DataCr,
     DataLf,
+    /// At the start of a trailer line (or of the blank line that ends the trailers).
+    TrailerStart,
     Trailer,
     TrailerLf,
+    LastLf,
     Done,
 }
 
@@ -38,7 +43,7 @@ pub struct Decoder {
     state: State,
     /// The size being read, then the data left in the current chunk.
     size: u64,
-    /// Bytes of the current size or trailer line, to bound it.
+    /// Bytes of the current size line, or of the trailer section so far, to bound it.
     line: usize,
 }
 
@@ -74,7 +79,7 @@ impl Decoder {
                     at += len;
                     self.size = size;
                     self.state = if size == 0 {
-                        State::Trailer
+                        State::TrailerStart
                     } else {
                         State::Data
                     };
@@ -108,7 +113,7 @@ impl Decoder {
                 (State::SizeLf, b'\n') => {
                     self.line = 0;
                     if self.size == 0 {
-                        State::Trailer
+                        State::TrailerStart
                     } else {
                         State::Data
                     }
@@ -118,14 +123,13 @@ impl Decoder {
                     self.line = 0;
                     State::Size
                 }
+                (State::TrailerStart, b'\r') => State::LastLf,
+                (State::TrailerStart | State::Trailer, b'\n') => return Err(MalformedChunk),
                 (State::Trailer, b'\r') => State::TrailerLf,
-                (State::Trailer, b'\n') => return Err(MalformedChunk),
-                (State::Trailer, _) => State::Trailer,
-                (State::TrailerLf, b'\n') if self.line == 2 => State::Done,
-                (State::TrailerLf, b'\n') => {
-                    self.line = 0;
-                    State::Trailer
-                }
+                (State::TrailerStart | State::Trailer, _) => State::Trailer,
+                // The section's bytes go on counting: `line` bounds all of it.
+                (State::TrailerLf, b'\n') => State::TrailerStart,
+                (State::LastLf, b'\n') => State::Done,
                 _ => return Err(MalformedChunk),
             };
         }
@@ -241,6 +245,33 @@ mod tests {
         let long_extension = [&b"1;"[..], &[b'x'; MAX_LINE][..], b"\r\n"].concat();
         assert_eq!(
             Decoder::default().decode(&long_extension, |_| {}),
+            Err(MalformedChunk)
+        );
+        // Trailer lines, each short, that never end the section: refused once the section
+        // passes MAX_LINE, however the lines are cut.
+        let mut endless_trailers = Decoder::default();
+        assert_eq!(endless_trailers.decode(b"0\r\n", |_| {}), Ok(3));
+        let refused =
+            (0..MAX_LINE).find_map(|_| endless_trailers.decode(b"X-T: y\r\n", |_| {}).err());
+        assert_eq!(refused, Some(MalformedChunk));
+        // A section of MAX_LINE bytes, its blank line included, is whole.
+        let line = b"X-T: y\r\n";
+        let fill = (MAX_LINE - 2 - 16) / line.len();
+        let pad = MAX_LINE - 2 - fill * line.len();
+        let section = [
+            &b"0\r\n"[..],
+            &line.repeat(fill),
+            format!("X-P: {}\r\n", "p".repeat(pad - 7)).as_bytes(),
+            b"\r\n",
+        ]
+        .concat();
+        assert_eq!(section.len(), 3 + MAX_LINE);
+        let mut whole = Decoder::default();
+        assert_eq!(whole.decode(&section, |_| {}), Ok(section.len()));
+        assert!(whole.is_done());
+        let over = [&section[..section.len() - 2], b"X\r\n\r\n"].concat();
+        assert_eq!(
+            Decoder::default().decode(&over, |_| {}),
             Err(MalformedChunk)
         );
     }

@@ -14,7 +14,8 @@ use wire::framing::Framing;
 #[derive(Arbitrary, Debug)]
 struct Body {
     chunks: Vec<Chunk>,
-    /// Trailer field lines (CR and LF taken out; an empty one would end the trailers).
+    /// Trailer field lines (CR and LF taken out; an empty one would end the trailers; those
+    /// past the section's MAX_LINE left out).
     trailers: Vec<Vec<u8>>,
     next: Vec<u8>,
 }
@@ -58,9 +59,12 @@ fn encode(body: &Body) -> (Vec<u8>, Vec<u8>) {
         payload.extend_from_slice(&chunk.data);
     }
     wire.extend_from_slice(b"0\r\n");
+    // The whole trailer section, its blank line included, within MAX_LINE.
+    let mut section = 2;
     for trailer in &body.trailers {
         let trailer = line(trailer);
-        if !trailer.is_empty() {
+        if !trailer.is_empty() && section + trailer.len() + 2 <= chunked::MAX_LINE {
+            section += trailer.len() + 2;
             wire.extend_from_slice(&trailer);
             wire.extend_from_slice(b"\r\n");
         }

@@ -29,11 +29,14 @@ use crate::route::Pending;
 use crate::shared::Shared;
 use crate::transport::ClientStream;
 
-/// After answering a rejected request, how long the host keeps reading (and discarding)
-/// what the client still sends, so closing does not reset the connection before the
-/// client has read the answer.
+/// After the host's last answer on a connection (a rejection, or a response that closes
+/// it: 413, 408, `Connection: close`), how long and how much of what the client still
+/// sends it reads and discards (RFC 9112 9.6), so closing does not reset the connection
+/// before the client has read the answer. A client whose body is refused is often still
+/// sending it; its kernel buffers hold a few hundred KiB, which 1 MiB covers, while 1 s
+/// and 1 MiB bound what a client that keeps sending can cost.
 const LINGER: Duration = Duration::from_secs(1);
-const LINGER_MAX_BYTES: usize = 64 * 1024;
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
 /// Serves an HTTP/1.1 connection (TCP, or TLS over it) accepted at `accepted`, of which
 /// `read` was read already.
@@ -106,7 +109,9 @@ pub async fn serve<IO: ClientStream>(
         "the gate gives hyper whole requests only"
     );
     match parts.io.into_inner().into_parts() {
-        (Stop::Eof, _, _) => {}
+        // hyper ended the connection (the client closed, or a response said
+        // `Connection: close`, such as a 413 while the body was still coming).
+        (Stop::Eof, stream, _) => close_lingering(stream).await,
         (Stop::Silent, _, _) => {
             slot.closed_silent();
             tracing::debug!("connection from {peer}: no byte within read_header_timeout, closed");
@@ -154,19 +159,29 @@ async fn reject(stream: impl ClientStream, peer: SocketAddr, rejection: Rejectio
     answer_and_close(stream, answer).await;
 }
 
-/// Writes a response the host gives itself on a connection hyper no longer drives, closes
-/// it, and lingers so the close does not reset the connection before the client has read it.
+/// Writes a response the host gives itself on a connection hyper no longer drives, and
+/// closes it lingering.
 async fn answer_and_close(mut stream: impl ClientStream, answer: Answer) {
     let mut headers = Vec::new();
     for (name, value) in &answer.headers {
         wire::header_line(&mut headers, name, value.as_bytes());
     }
     let response = wire::plain_text_response(answer.status, &headers, &answer.body);
-    if stream.write_all(&response).await.is_err() || stream.shutdown().await.is_err() {
+    if stream.write_all(&response).await.is_ok() {
+        close_lingering(stream).await;
+    }
+}
+
+/// Ends the host's side of a connection whose last answer is written, then reads and
+/// drops what the client still sends, for [`LINGER`] and [`LINGER_MAX_BYTES`] at most: a
+/// close with unread bytes would reset the connection, and the client could lose the
+/// answer before reading it. A client that closes in turn ends this at once.
+async fn close_lingering(mut stream: impl ClientStream) {
+    if stream.shutdown().await.is_err() {
         return;
     }
     let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 4096];
+        let mut sink = [0u8; 16 * 1024];
         let mut drained = 0;
         while drained < LINGER_MAX_BYTES {
             match stream.read(&mut sink).await {

@@ -362,3 +362,46 @@ async fn static_filesystem_serves_only_regular_files_inside_its_folder() {
         );
     }
 }
+
+/// A client still sending a refused body (the whole of it before it reads, as a simple
+/// client does) can send it and then read the 413 to an orderly end: the host reads and
+/// drops what follows its answer for a while (RFC 9112 9.6) instead of closing on unread
+/// bytes, which resets the connection. Declared too large, and grown too large, chunked.
+#[tokio::test]
+async fn a_client_still_sending_a_refused_body_reads_the_413_to_an_orderly_end() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = ScriptedOrigin::start().await;
+    let gateway = body_limited(&backend);
+    // More than the socket buffers hold at once, less than the host drains.
+    const BODY: usize = 256 * 1024;
+    let chunk = format!("4000\r\n{}\r\n", "c".repeat(0x4000));
+    let bodies = [
+        (format!("Content-Length: {BODY}"), vec![b'x'; BODY]),
+        (
+            "Transfer-Encoding: chunked".to_owned(),
+            chunk.repeat(BODY / 0x4000).into_bytes(),
+        ),
+    ];
+    for (framing, body) in bodies {
+        let head = format!("POST /json HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n");
+        let mut client = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        let sent = client.write_all(&[head.as_bytes(), &body].concat()).await;
+        assert!(sent.is_ok(), "{framing}: sending the body: {sent:?}");
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            match tokio::time::timeout(testkit::STEP, client.read(&mut buf)).await {
+                Ok(Ok(0)) => break Ok(()),
+                Ok(Ok(n)) => response.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => break Err(e.kind()),
+                Err(_) => panic!("{framing}: the connection stayed open"),
+            }
+        };
+        assert_eq!(
+            status_line(&response),
+            "HTTP/1.1 413 Payload Too Large",
+            "{framing}"
+        );
+        assert_eq!(end, Ok(()), "{framing}: not reset");
+    }
+}

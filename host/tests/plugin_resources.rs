@@ -1,7 +1,8 @@
 //! What the streaming plugin costs when things run short or go wrong: the gateway out of
 //! descriptors does not blame a healthy origin, a client that stops reading is reset
 //! within `client_write_timeout` (its kernel buffer freed at once), and an origin that
-//! never ends an event cannot grow the gateway past a few `max_event_bytes`.
+//! never ends an event cannot grow the gateway past a few `max_event_bytes`, nor have it
+//! read an endless response head, chunk-size line, chunk extension or trailer section.
 
 use std::time::Duration;
 
@@ -325,4 +326,61 @@ async fn an_endless_id_line_on_a_relayed_stream_is_not_held_nor_sent_upstream() 
     drop(upstream);
     let resumed = origin.accept().await;
     assert_eq!(resumed.header("last-event-id"), Some("1"));
+}
+
+/// A hostile origin cannot have the plugin read one thing without end: a response head
+/// that never ends is cut at `read_buffer_bytes` (502), and a chunk-size line, a chunk
+/// extension or a trailer section that never ends at 4 KiB; the upstream is closed each
+/// time (the origin's writes fail) and the stream resumes, with nothing of it sent on.
+#[tokio::test]
+async fn an_origin_s_endless_head_chunk_line_extension_or_trailers_are_cut() {
+    const MAX: usize = 100 * MIB;
+    let mut origin = ScriptedOrigin::start().await;
+    let gateway = streaming(json!({
+        "endpoint": "/sse/{id}", "backend_url_pattern": "/events/{id}",
+        "backend_host": origin.url(), "reconnect_delay": "20ms",
+    }));
+    let mut refused = RawClient::get(gateway.addr, "/sse/head", &[]).await;
+    let mut upstream = origin.accept().await;
+    let filler = vec![b'x'; 64 * 1024];
+    upstream
+        .send_until_refused(b"HTTP/1.1 200 OK\r\nX-Filler: ", &filler, MAX)
+        .await;
+    refused.read_until(b"upstream unavailable\n").await;
+    assert!(
+        refused.received.starts_with(b"HTTP/1.1 502 "),
+        "{}",
+        String::from_utf8_lossy(&refused.received)
+    );
+
+    let mut client = RawClient::get(gateway.addr, "/sse/a", &[]).await;
+    let head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let trailers = b"X-T: y\r\n".repeat(8 * 1024);
+    let endless: [(&[u8], &[u8]); 3] = [
+        (b"", &[b'0'; 64 * 1024]),
+        (b"1;", &filler),
+        (b"0\r\n", &trailers),
+    ];
+    for (i, (start, filler)) in endless.into_iter().enumerate() {
+        let mut upstream = origin.accept().await;
+        let expected_id = (i > 0).then(|| i.to_string());
+        assert_eq!(upstream.header("last-event-id"), expected_id.as_deref());
+        let event = format!("id: {}\ndata: {i}\n\n", i + 1);
+        let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+        upstream.send(&[&head[..], chunk.as_bytes()].concat()).await;
+        // The event first: a read that holds a malformed chunk is refused whole, so the
+        // origin would be asked for the event again.
+        client.read_until(event.as_bytes()).await;
+        upstream.send_until_refused(start, filler, MAX).await;
+    }
+    let mut last = origin.accept().await;
+    assert_eq!(last.header("last-event-id"), Some("3"));
+    last.send_event_stream_head().await;
+    last.send(b"id: 4\ndata: 3\n\n").await;
+    client.read_until(b"data: 3\n\n").await;
+    assert_eq!(
+        String::from_utf8_lossy(body_of(&client.received)),
+        "id: 1\ndata: 0\n\nid: 2\ndata: 1\n\nid: 3\ndata: 2\n\nid: 4\ndata: 3\n\n"
+    );
 }

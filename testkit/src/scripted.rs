@@ -163,6 +163,22 @@ impl OriginConn {
             .expect("the origin could not write");
     }
 
+    /// Sends `start`, then `filler` over and over until the peer stops taking it (a write
+    /// fails: it closed the connection), as a hostile origin's endless head or line would;
+    /// returns how many bytes of filler it took. Panics once it took `max` of them.
+    pub async fn send_until_refused(&mut self, start: &[u8], filler: &[u8], max: usize) -> usize {
+        self.send(start).await;
+        let mut sent = 0;
+        while sent < max {
+            match timeout(STEP, self.stream.write_all(filler)).await {
+                Ok(Ok(())) => sent += filler.len(),
+                Ok(Err(_)) => return sent,
+                Err(_) => panic!("the peer stopped reading, but kept the connection"),
+            }
+        }
+        panic!("the peer took {sent} bytes of it");
+    }
+
     /// Reads the `len` bytes of the request body that follow the head (within [`STEP`]).
     pub async fn read_body(&mut self, len: usize) -> Vec<u8> {
         let mut body = vec![0u8; len];

@@ -14,6 +14,11 @@ use super::keys::RouteKeys;
 
 /// Events a fan-out source keeps for clients that resume.
 pub const DEFAULT_REPLAY: usize = 1000;
+/// The bytes a fan-out source's ring holds at most: 1,000 events of 4 KiB, more than a
+/// price, a score, a chat token or a notification takes, so for those the count (`replay`)
+/// is what binds; a source of `max_event_bytes` (64 KiB) events keeps 63 of them instead
+/// of 62.5 MiB.
+pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// Live events a client may fall behind before it is disconnected: half the ring, so that
 /// the place a dropped client resumes from is usually still held.
 pub const DEFAULT_CLIENT_QUEUE: usize = DEFAULT_REPLAY / 2;
@@ -24,6 +29,8 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 pub struct Fanout {
     /// Events kept for replay (`replay`), and for how long (`replay_age`; `None`: no limit).
     pub replay: usize,
+    /// The bytes those events may hold together (`replay_bytes`).
+    pub replay_bytes: usize,
     pub replay_age: Option<Duration>,
     /// Live events a client may have yet to take before it is dropped (`client_queue`).
     pub client_queue: usize,
@@ -122,6 +129,7 @@ pub(super) fn fanout(
     if !is_kafka && keys.fanout != Some(true) {
         for (name, set) in [
             ("replay", keys.replay.is_some()),
+            ("replay_bytes", keys.replay_bytes.is_some()),
             ("replay_age", keys.replay_age.is_some()),
             ("client_queue", keys.client_queue.is_some()),
             ("linger", keys.linger.is_some()),
@@ -155,9 +163,14 @@ pub(super) fn fanout(
     if client_queue == 0 {
         return Err(ConfigError::at(at, "client_queue", Problem::Zero));
     }
+    let replay_bytes = keys.replay_bytes.unwrap_or(DEFAULT_REPLAY_BYTES);
+    if replay_bytes == 0 {
+        return Err(ConfigError::at(at, "replay_bytes", Problem::Zero));
+    }
     Ok(Some(Fanout {
         // The ring is also every client's queue: it holds at least what a client may owe.
         replay: replay.max(client_queue),
+        replay_bytes,
         replay_age: keys.replay_age.filter(|age| !age.is_zero()),
         client_queue,
         linger: keys.linger.unwrap_or(DEFAULT_LINGER),

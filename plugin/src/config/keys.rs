@@ -48,6 +48,7 @@ pub(super) struct RouteKeys {
     pub max_reconnect_delay: Option<Duration>,
     pub fanout: Option<bool>,
     pub replay: Option<usize>,
+    pub replay_bytes: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
     pub replay_age: Option<Duration>,
     pub client_queue: Option<usize>,
@@ -82,20 +83,45 @@ pub(super) struct BlockKeys {
     pub client_tls: Option<tls_config::RawClientTls>,
 }
 
-/// The names of [`BlockKeys`]' fields, to split the top of the block.
-const BLOCK_KEYS: [&str; 11] = [
-    "routes",
-    "max_streams",
-    "read_buffer_bytes",
-    "max_event_bytes",
-    "max_pooled_buffers",
-    "eject_after",
-    "eject_for",
-    "retry_after",
-    "shutdown_event",
-    "drain_spread",
-    "client_tls",
-];
+/// The block's own keys (the names of [`BlockKeys`]' fields), to split the top of the block.
+pub fn block_keys() -> &'static [&'static str] {
+    field_names::<BlockKeys>()
+}
+
+/// A route's keys (the names of [`RouteKeys`]' fields), also the block's route defaults.
+pub fn route_keys_names() -> &'static [&'static str] {
+    field_names::<RouteKeys>()
+}
+
+/// The names of a struct's fields as its derived `Deserialize` hands them to serde
+/// (`deserialize_struct`'s `fields`), so no list of them is written twice.
+fn field_names<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{value::Error, Error as _, Visitor};
+    struct Names(&'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for &mut Names {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            self.0 = fields;
+            Err(Error::custom("names only"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut names = Names(&[]);
+    let _ = T::deserialize(&mut names);
+    names.0
+}
 
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
@@ -202,7 +228,7 @@ pub(super) fn split(json: &str) -> Result<(BlockKeys, Map<String, Value>), Confi
     let all: Map<String, Value> = serde_json::from_str(json).map_err(ConfigError::Json)?;
     let (block, routes): (Map<_, _>, Map<_, _>) = all
         .into_iter()
-        .partition(|(key, _)| BLOCK_KEYS.contains(&key.as_str()));
+        .partition(|(key, _)| block_keys().contains(&key.as_str()));
     let block = read(Value::Object(block), "")?;
     Ok((block, routes))
 }
@@ -234,8 +260,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn block_keys_names_every_field_of_the_block() {
-        let every: Map<String, Value> = BLOCK_KEYS
+    fn the_key_lists_are_the_fields_serde_reads() {
+        assert_eq!(block_keys().len(), 11);
+        assert!(block_keys().contains(&"max_event_bytes"));
+        assert!(route_keys_names().contains(&"endpoint"));
+        assert!(route_keys_names().contains(&"max_catch_ups"));
+        let every: Map<String, Value> = block_keys()
             .iter()
             .map(|key| (key.to_string(), Value::Null))
             .collect();

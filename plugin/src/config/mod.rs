@@ -34,7 +34,8 @@ mod fanout;
 mod keys;
 mod set_headers;
 pub use error::{ConfigError, Problem};
-pub use fanout::{Fanout, Kafka, StartFrom};
+pub use fanout::{Fanout, Kafka, StartFrom, DEFAULT_REPLAY, DEFAULT_REPLAY_BYTES};
+pub use keys::{block_keys, route_keys_names};
 use keys::{Balancing, OneOrMany, RouteKeys};
 
 /// Each stream's read buffer: large enough for a burst of events per read and for the

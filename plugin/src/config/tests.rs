@@ -126,6 +126,14 @@ fn refuses_with_the_json_path_and_the_reason() {
         (r#"{"max_event_bytes": 0}"#.into(), "max_event_bytes: must be at least 1"),
         (route(r#", "replay": 10"#), "routes[0].replay: only for fan-out routes"),
         (
+            route(r#", "replay_bytes": 10"#),
+            "routes[0].replay_bytes: only for fan-out routes",
+        ),
+        (
+            route(r#", "fanout": true, "replay_bytes": 0"#),
+            "routes[0].replay_bytes: must be at least 1",
+        ),
+        (
             route(r#", "fanout": true, "client_queue": 0"#),
             "routes[0].client_queue: must be at least 1",
         ),
@@ -184,6 +192,7 @@ fn fan_out_and_kafka_routes_with_their_defaults() {
         .unwrap();
     let fanout = ticker.fanout.as_ref().unwrap();
     assert_eq!(fanout.replay, 1000);
+    assert_eq!(fanout.replay_bytes, 4 * 1024 * 1024);
     assert_eq!(fanout.client_queue, 500);
     assert_eq!(fanout.replay_age, Some(Duration::from_secs(300)));
     assert_eq!(fanout.linger, Duration::from_secs(5));

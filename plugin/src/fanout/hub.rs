@@ -68,7 +68,7 @@ impl Hub {
         Self {
             key,
             state: Mutex::new(State {
-                ring: Ring::new(config.replay, config.replay_age),
+                ring: Ring::new(config.replay, config.replay_bytes, config.replay_age),
                 resumed_from: position.as_str().into(),
                 position,
                 clients: 0,

@@ -5,6 +5,11 @@
 //! order; a client's place in the stream is the number of the next event it needs, so the
 //! ring is at once the replay buffer and every client's queue: a client that falls behind
 //! costs nothing until its place leaves the ring.
+//!
+//! The ring is bounded twice: by a count of events (`replay`) and by the bytes they hold
+//! (`replay_bytes`), so a source of large events (up to `max_event_bytes` each) cannot make
+//! one hub hold `replay` times that. The newest event is always kept, whatever its size:
+//! it is the one every client is about to be sent.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -22,6 +27,13 @@ pub struct Entry {
     at: Instant,
 }
 
+impl Entry {
+    /// What it holds, as counted against `replay_bytes`.
+    fn size(&self) -> usize {
+        self.id.len() + self.key.as_ref().map_or(0, Bytes::len) + self.bytes.len()
+    }
+}
+
 /// Where a resuming client's `Last-Event-ID` puts it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resume {
@@ -36,15 +48,20 @@ pub struct Ring {
     /// The number of `entries[0]`.
     first: u64,
     capacity: usize,
+    /// The most the entries may hold together (`replay_bytes`), and what they hold.
+    max_bytes: usize,
+    held: usize,
     max_age: Option<Duration>,
 }
 
 impl Ring {
-    pub fn new(capacity: usize, max_age: Option<Duration>) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize, max_age: Option<Duration>) -> Self {
         Self {
             entries: VecDeque::new(),
             first: 0,
             capacity,
+            max_bytes,
+            held: 0,
             max_age,
         }
     }
@@ -61,17 +78,27 @@ impl Ring {
     }
 
     pub fn push(&mut self, id: Box<str>, key: Option<Bytes>, bytes: Bytes) {
-        self.entries.push_back(Entry {
+        let entry = Entry {
             id,
             key,
             bytes,
             at: Instant::now(),
-        });
-        while self.entries.len() > self.capacity {
-            self.entries.pop_front();
-            self.first += 1;
+        };
+        self.held += entry.size();
+        self.entries.push_back(entry);
+        while self.entries.len() > self.capacity
+            || (self.held > self.max_bytes && self.entries.len() > 1)
+        {
+            self.drop_oldest();
         }
         self.expire();
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(oldest) = self.entries.pop_front() {
+            self.held -= oldest.size();
+            self.first += 1;
+        }
     }
 
     fn expire(&mut self) {
@@ -82,8 +109,7 @@ impl Ring {
             .front()
             .is_some_and(|e| now.duration_since(e.at) > max_age)
         {
-            self.entries.pop_front();
-            self.first += 1;
+            self.drop_oldest();
         }
     }
 
@@ -114,7 +140,7 @@ mod tests {
     use super::*;
 
     fn ring_of(ids: &[&str], capacity: usize) -> Ring {
-        let mut ring = Ring::new(capacity, None);
+        let mut ring = Ring::new(capacity, usize::MAX, None);
         for id in ids {
             ring.push((*id).into(), None, Bytes::from(format!("id: {id}\n\n")));
         }
@@ -154,9 +180,40 @@ mod tests {
         assert_eq!(ring.resume("a"), Resume::At(3));
     }
 
+    /// 64 KiB events under the default count would be 62.5 MiB in one hub: the byte bound
+    /// evicts the oldest first, and the newest is kept even when it alone is over.
+    #[test]
+    fn the_ring_holds_at_most_replay_bytes_and_always_the_newest_event() {
+        const EVENT: usize = 64 * 1024;
+        let max_bytes = crate::config::DEFAULT_REPLAY_BYTES;
+        let mut ring = Ring::new(crate::config::DEFAULT_REPLAY, max_bytes, None);
+        for i in 0..1000 {
+            ring.push(i.to_string().into(), None, Bytes::from(vec![b'x'; EVENT]));
+            assert!(ring.held <= max_bytes, "{} at {i}", ring.held);
+        }
+        let held = ring.end() - ring.start();
+        assert_eq!(
+            held as usize,
+            max_bytes / (EVENT + 3),
+            "whole events, the newest"
+        );
+        assert_eq!(
+            ring.read(999, 1).unwrap().next().unwrap().id.as_ref(),
+            "999"
+        );
+        assert_eq!(ring.resume("0"), Resume::NotHeld(ring.start()));
+
+        let mut small = Ring::new(10, 100, None);
+        small.push("big".into(), None, Bytes::from(vec![b'x'; 1000]));
+        assert_eq!(ids(&mut small, 0), ["big"], "the newest, however large");
+        small.push("next".into(), None, Bytes::from_static(b"id: next\n\n"));
+        assert_eq!(ids(&mut small, 1), ["next"]);
+        assert_eq!(small.held, 4 + 10);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn old_events_expire() {
-        let mut ring = Ring::new(10, Some(Duration::from_secs(5)));
+        let mut ring = Ring::new(10, usize::MAX, Some(Duration::from_secs(5)));
         ring.push("1".into(), None, Bytes::new());
         tokio::time::advance(Duration::from_secs(3)).await;
         ring.push("2".into(), None, Bytes::new());

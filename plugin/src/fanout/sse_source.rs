@@ -288,6 +288,7 @@ mod tests {
         let hubs = Arc::new(Hubs::default());
         let config = Fanout {
             replay: 10,
+            replay_bytes: usize::MAX,
             replay_age: None,
             client_queue: 10,
             linger: Duration::ZERO,
