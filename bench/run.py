@@ -596,6 +596,9 @@ def watch_tried(stderr, tried, all_tried, loads):
                 all_tried.set()
         else:
             sys.stderr.write(line)
+    # Ended (its stderr closed): one that never got its clients in must not keep the others
+    # waiting for the start of their timed part.
+    all_tried.set()
 
 
 def over_connected(value, connected, clients):
@@ -699,12 +702,14 @@ def s6_scale_out(tmp):
         for i in range(loads):
             n = min(per_load, clients - i * per_load)
             cmd = [f"{RELEASE}/sse-load", f"http://127.0.0.1:{port}/fanout/s6", "-c", str(n),
-                   "-d", str(seconds), "--after-connect", "--source", f"127.0.0.{2 + i}",
+                   "-d", str(seconds), "--after-connect", "--start-on-stdin",
+                   "--source", f"127.0.0.{2 + i}",
                    "--json", "--histogram"]
             if i == 0:
                 for pid in pids:
                     cmd += ["--pid", str(pid)]
-            runs.append((n, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            runs.append((n, subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True)))
             threading.Thread(target=watch_tried, args=(runs[-1][1].stderr, tried, connected, loads),
                              daemon=True).start()
         # CPU per delivery, each side, over the steady state: from a few seconds after the
@@ -712,8 +717,20 @@ def s6_scale_out(tmp):
         cpu = {"gateways": [], "loads": []}
         window = max(3, seconds - 8)
         settled, connect_time = threading.Event(), []
-        threading.Thread(target=lambda: (connected.wait(), connect_time.append(time.time() - started),
-                                         time.sleep(2), settled.set()), daemon=True).start()
+        def start_timing():
+            # Once every load process is in, all start their timed part together (a line on
+            # stdin), so none ends while another still connects.
+            connected.wait()
+            connect_time.append(time.time() - started)
+            for _, run in runs:
+                try:
+                    run.stdin.write("\n")
+                    run.stdin.close()
+                except BrokenPipeError:  # it has ended: its exit status says why
+                    pass
+            time.sleep(2)
+            settled.set()
+        threading.Thread(target=start_timing, daemon=True).start()
         for side, side_pids in (("gateways", pids), ("loads", [run.pid for _, run in runs])):
             threading.Thread(target=sample_cpu, args=(side_pids, settled, window, cpu[side]), daemon=True).start()
         reports = []

@@ -29,6 +29,10 @@ struct Args {
     /// goes to stderr as "sse-load: every stream tried after S s: N open, M failed".
     #[arg(long)]
     after_connect: bool,
+    /// With --after-connect: after that line, wait for a line on stdin (or its end) before
+    /// the duration starts, so that several load processes start timing together.
+    #[arg(long, requires = "after_connect")]
+    start_on_stdin: bool,
     /// Connection attempts (with their TLS and HTTP/2 handshakes) in flight at once.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
@@ -100,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         streams: args.connections,
         duration: Duration::from_secs_f64(args.duration),
         after_connect: args.after_connect,
+        start_on_stdin: args.start_on_stdin,
         connect_concurrency: args.connect_concurrency,
         pids: args.pids,
         reconnect: args.reconnect,

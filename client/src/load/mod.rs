@@ -21,7 +21,7 @@ mod transport;
 mod url;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +54,10 @@ pub struct LoadOptions {
     /// Only the events received from then on are timed (all are counted and checked): the
     /// connecting is not the steady state.
     pub after_connect: bool,
+    /// With `after_connect`: once every stream was tried, wait for a line on stdin before
+    /// `duration` (and the timing) starts, so that a driver of several load processes
+    /// starts them together once all of them are in, and none ends while another connects.
+    pub start_on_stdin: bool,
     /// Connection attempts (with their TLS and HTTP/2 handshakes, and over HTTP/1.1 the
     /// response head) in flight at once, so the listen backlog is not the test.
     pub connect_concurrency: usize,
@@ -174,6 +178,8 @@ struct Shared {
     /// Streams whose first connection attempt has ended; the last one wakes `all_tried`.
     tried: AtomicUsize,
     all_tried: Notify,
+    /// Whether received events are timed: from the start, or once `duration` starts.
+    timing: AtomicBool,
     /// Connection attempts in flight.
     connecting: Semaphore,
     /// Over HTTP/2, each group of `streams_per_connection` streams' connection (stream
@@ -216,6 +222,7 @@ pub async fn run(options: LoadOptions) -> Report {
             .map(|_| h2::Connection::default())
             .collect(),
     };
+    let options_after_connect = options.after_connect;
     let shared = Arc::new(Shared {
         last_event_ns: (0..options.streams).map(|_| AtomicU64::new(0)).collect(),
         connecting: Semaphore::new(options.connect_concurrency.max(1)),
@@ -227,6 +234,7 @@ pub async fn run(options: LoadOptions) -> Report {
         head_written_ns: Mutex::new(nanoseconds()),
         tried: AtomicUsize::new(0),
         all_tried: Notify::new(),
+        timing: AtomicBool::new(!options_after_connect),
     });
     let rss = tokio::spawn(sample_rss(shared.options.pids.clone(), stopped.clone()));
     let mut streams: JoinSet<()> = (0..shared.options.streams)
@@ -252,6 +260,13 @@ pub async fn run(options: LoadOptions) -> Report {
                 c.ok.load(Ordering::Relaxed),
                 c.failed.load(Ordering::Relaxed)
             );
+            if shared.options.start_on_stdin {
+                // EOF starts it too: a driver that died must not leave this one waiting.
+                let _ =
+                    tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
+                        .await;
+            }
+            shared.timing.store(true, Ordering::Relaxed);
         }
         tokio::time::sleep(shared.options.duration).await;
     };
@@ -389,8 +404,7 @@ async fn read(
     // when the chunked framing is broken.
     let mut scan = |bytes: &[u8]| {
         let now = monotonic_ns();
-        let timed = !shared.options.after_connect
-            || shared.tried.load(Ordering::Relaxed) == shared.options.streams;
+        let timed = shared.timing.load(Ordering::Relaxed);
         let mut events = 0;
         let mut on_event = |event: Received| {
             events += 1;

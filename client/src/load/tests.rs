@@ -22,6 +22,7 @@ fn options(url: &str, transport: Transport, streams: usize) -> LoadOptions {
         streams,
         duration: NEVER,
         after_connect: false,
+        start_on_stdin: false,
         connect_concurrency: 200,
         pids: Vec::new(),
         reconnect: false,
