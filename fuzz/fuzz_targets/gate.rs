@@ -1,10 +1,11 @@
 //! The host's gate (`host::gate::Gate`) as hyper sees it, over a real loopback socket: the
 //! input is the client's bytes (sent whole, then the write side shut), read out of the gate
 //! in small reads of the sizes the input gives. What comes out must be exactly the heads and
-//! bodies a whole-input reading gives (`httparse`, `wire::framing`, `Framing::take`), never
-//! a byte of the request after; it must stop where that reading stops (EOF, a 431 or 400, a
-//! claimed head with its method, path, query and headers), and at a claim the bytes left in
-//! its buffer followed by those still in the socket are exactly the rest of the input.
+//! bodies a whole-input reading gives (`reference::gate`: `httparse`, `wire::framing`,
+//! `Framing::take`), never a byte of the request after; it must stop where that reading
+//! stops (EOF, a 431 or 400, a claimed head with its method, path, query and headers), and
+//! at a claim the bytes left in its buffer followed by those still in the socket are
+//! exactly the rest of the input.
 //!
 //! A `Gate` owns a tokio `TcpStream` and timers, so each input costs one loopback
 //! connection on a current-thread runtime; both ends close with a reset (linger 0), so no
@@ -18,29 +19,18 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use host::gate::{one_host, path_and_query, Gate, Limits, Stop};
+use host::gate::{Gate, Limits, Stop};
 use host::plugins::PluginRoute;
 use host::route::{Pending, Router};
 use libfuzzer_sys::fuzz_target;
-use path_template::Template;
-use reference::{cuts_and_payload, take_pieces};
+use reference::cuts_and_payload;
+use reference::gate::{claimed_template, expected, Expected, CLAIMED, MAX_HEADERS, MAX_HEAD_BYTES};
 use tokio::io::AsyncReadExt;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
-/// Small, so that heads over it come cheap.
-const MAX_HEAD_BYTES: usize = 1024;
-/// Few, so that heads over it come cheap too.
-const MAX_HEADERS: usize = 16;
-/// The one plugin route: every GET of a path under `/c/`.
-const CLAIMED: &str = "/c/*";
 /// Its index in its plugin's list, which the claim must carry.
 const CLAIMED_ROUTE: u32 = 7;
-
-fn claimed_template() -> &'static Template {
-    static TEMPLATE: OnceLock<Template> = OnceLock::new();
-    TEMPLATE.get_or_init(|| Template::parse(CLAIMED).unwrap())
-}
 
 /// The host's route table with the one plugin route (and no endpoints).
 fn router() -> Arc<Router> {
@@ -58,103 +48,6 @@ fn router() -> Arc<Router> {
             Arc::new(Router::new(&config, &[route], &["fuzz"], false).unwrap())
         })
         .clone()
-}
-
-/// Where the first empty line of `bytes` ends (LF or CRLF after a line's LF), as httparse
-/// reads a head's end.
-fn head_end(bytes: &[u8]) -> Option<usize> {
-    (0..bytes.len()).find_map(|i| match &bytes[i..] {
-        [b'\n', b'\n', ..] => Some(i + 2),
-        [b'\n', b'\r', b'\n', ..] => Some(i + 3),
-        _ => None,
-    })
-}
-
-/// Where a whole-input reading of the client's bytes says the gate stops.
-#[derive(Debug)]
-enum Expected {
-    Eof,
-    /// A chunked body that is not one: hyper gets a read error.
-    Malformed,
-    /// Refused with one of these statuses: a head that breaks the syntax past
-    /// `MAX_HEAD_BYTES` is 400 if the gate had it all when it looked, 431 if not yet.
-    Status(&'static [u16]),
-    Claimed {
-        method: String,
-        path: String,
-        query: String,
-        headers: Vec<(String, Vec<u8>)>,
-        rest: Vec<u8>,
-    },
-}
-
-/// The bytes the gate should give hyper, and where it should stop.
-fn expected(input: &[u8]) -> (Vec<u8>, Expected) {
-    let mut given = Vec::new();
-    let mut rest = input;
-    loop {
-        if rest.is_empty() {
-            return (given, Expected::Eof);
-        }
-        // The gate parses once a head's end, or more than MAX_HEAD_BYTES, is buffered;
-        // how much more it had buffered depends on its reads, hence the sets of statuses.
-        let end = head_end(rest);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let parsed = request.parse(rest);
-        let head_len = match (end, parsed) {
-            (None, _) if rest.len() <= MAX_HEAD_BYTES => return (given, Expected::Eof),
-            (_, Err(httparse::Error::TooManyHeaders)) => return (given, Expected::Status(&[431])),
-            (None, Ok(_)) => return (given, Expected::Status(&[431])),
-            (None, Err(_)) => return (given, Expected::Status(&[400, 431])),
-            (Some(end), Ok(httparse::Status::Complete(_)) | Err(_)) if end > MAX_HEAD_BYTES => {
-                return (given, Expected::Status(&[400, 431]))
-            }
-            (Some(_), Ok(httparse::Status::Complete(len))) => len,
-            (Some(_), _) => return (given, Expected::Status(&[400])),
-        };
-        let Ok(framing) = wire::framing::request(request.headers) else {
-            return (given, Expected::Status(&[400]));
-        };
-        let hosts = request
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("host"))
-            .map(|h| h.value);
-        if one_host(hosts, request.version != Some(0)).is_err() {
-            return (given, Expected::Status(&[400]));
-        }
-        let method = request.method.unwrap_or_default();
-        let (path, query) = path_and_query(request.path.unwrap_or_default());
-        if method == "GET" && claimed_template().matches(path).is_some() {
-            let headers = request
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                .collect();
-            return (
-                given,
-                Expected::Claimed {
-                    method: method.into(),
-                    path: path.into(),
-                    query: query.into(),
-                    headers,
-                    rest: rest[head_len..].to_vec(),
-                },
-            );
-        }
-        given.extend_from_slice(&rest[..head_len]);
-        let body = &rest[head_len..];
-        let taken = take_pieces(framing, &[body]);
-        if taken.malformed {
-            return (given, Expected::Malformed);
-        }
-        given.extend_from_slice(&body[..taken.taken]);
-        if !taken.done {
-            return (given, Expected::Eof);
-        }
-        rest = &body[taken.taken..];
-    }
 }
 
 fn runtime() -> &'static (Runtime, TcpListener) {

@@ -1,12 +1,14 @@
 //! What the fuzz targets share: how an input names the places where it is cut into reads,
-//! and plain reference readings (RFC 9112 framing, WHATWG event streams, percent-decoding)
-//! written for clarity rather than speed, as oracles for the incremental parsers.
+//! and plain reference readings (RFC 9112 framing and heads, WHATWG event streams,
+//! percent-decoding) written for clarity rather than speed, as oracles for the incremental
+//! parsers.
 //!
 //! A reference here is written from the specification's text, not from the code it
 //! checks, so that a bug would have to be made twice, in two different shapes, to pass.
 
 pub mod config;
 pub mod framing;
+pub mod gate;
 pub mod json;
 pub mod sse_events;
 

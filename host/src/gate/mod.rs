@@ -106,9 +106,7 @@ enum State {
     /// keep-alive connection idles between requests.
     AwaitHead {
         started: Option<Instant>,
-        /// How many buffered bytes were searched for the head's end already: a head sent
-        /// a byte at a time is searched once, not parsed again at every byte.
-        scanned: usize,
+        scan: HeadScan,
     },
     Forward {
         head_left: usize,
@@ -182,7 +180,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Gate<IO> {
             buf: read,
             state: State::AwaitHead {
                 started: Some(accepted),
-                scanned: 0,
+                scan: HeadScan::default(),
             },
             limits,
             deadline: Box::pin(tokio::time::sleep_until(accepted + limits.head_timeout())),
@@ -203,7 +201,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Gate<IO> {
         };
         self.state = State::AwaitHead {
             started,
-            scanned: 0,
+            scan: HeadScan::default(),
         };
         self.deadline.as_mut().reset(now + limit);
     }
@@ -323,21 +321,45 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Gate<IO> {
     }
 }
 
-/// Where the first empty line of `buf` ends (LF, or CRLF, after a line's LF: httparse
-/// takes both), looking only at what follows the first `scanned` bytes (already searched).
-fn head_end(buf: &[u8], scanned: usize) -> Option<usize> {
-    // An end straddling the searched part starts at most two bytes before it.
-    let from = scanned.saturating_sub(2);
-    let mut at = from;
-    while let Some(lf) = buf[at..].iter().position(|&b| b == b'\n') {
-        let lf = at + lf;
-        match &buf[lf + 1..] {
-            [b'\n', ..] => return Some(lf + 2),
-            [b'\r', b'\n', ..] => return Some(lf + 3),
-            _ => at = lf + 1,
+/// How far the search for a head's end got in the buffered bytes (which only grow while
+/// a head is awaited), so that a head sent a byte at a time is searched once, not parsed
+/// again at every byte.
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// Bytes that are empty lines before the request-line: a server ignores them (RFC 9112
+    /// §2.2) and httparse skips them, so no head ends among them (a flood of CRLFs is not
+    /// parsed at every read; it is a head over `max_header_bytes` like any other).
+    leading: usize,
+    /// Bytes searched for the head's end already.
+    scanned: usize,
+}
+
+impl HeadScan {
+    /// Where the head's first empty line ends (LF, or CRLF, after a line's LF: httparse
+    /// takes both), looking only at the bytes of `buf` new since the last call.
+    fn end(&mut self, buf: &[u8]) -> Option<usize> {
+        // The skip resumes where it stopped: the request-line's first byte (where it stays),
+        // or the end of what had come (a CR alone there is the start of an empty line or not).
+        loop {
+            match &buf[self.leading..] {
+                [b'\n', ..] => self.leading += 1,
+                [b'\r', b'\n', ..] => self.leading += 2,
+                _ => break,
+            }
         }
+        // An end straddling the searched part starts at most two bytes before it.
+        let mut at = self.scanned.saturating_sub(2).max(self.leading);
+        self.scanned = buf.len();
+        while let Some(lf) = buf[at..].iter().position(|&b| b == b'\n') {
+            let lf = at + lf;
+            match &buf[lf + 1..] {
+                [b'\n', ..] => return Some(lf + 2),
+                [b'\r', b'\n', ..] => return Some(lf + 3),
+                _ => at = lf + 1,
+            }
+        }
+        None
     }
-    None
 }
 
 /// The path and the query string (without `?`) of a request-target: origin-form
@@ -412,7 +434,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gate<IO> {
         loop {
             match &mut this.state {
                 State::Stopped(_) => return Poll::Ready(Ok(())),
-                State::AwaitHead { started, scanned } => {
+                State::AwaitHead { started, scan } => {
                     let started = *started;
                     // Idle between requests (no byte of a next head yet) as the gateway
                     // drains: the client's next request goes to a process that stays.
@@ -423,8 +445,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gate<IO> {
                     // Bytes of a head are buffered only once its clock started. httparse
                     // runs once the head's end (or more than the largest head) is there.
                     if let (Some(started), false) = (started, this.buf.is_empty()) {
-                        let end = head_end(&this.buf, *scanned).is_some();
-                        *scanned = this.buf.len();
+                        let end = scan.end(&this.buf).is_some();
                         if (end || this.buf.len() > this.limits.max_header_bytes)
                             && this.inspect_head(started)
                         {
@@ -437,7 +458,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gate<IO> {
                             let now = Instant::now();
                             this.state = State::AwaitHead {
                                 started: Some(now),
-                                scanned: 0,
+                                scan: HeadScan::default(),
                             };
                             let deadline = now + this.limits.head_timeout();
                             this.deadline.as_mut().reset(deadline);
@@ -542,18 +563,40 @@ mod tests {
         }
     }
 
+    /// Where one scan finds the head's end as `bytes` arrive `size` bytes at a time.
+    fn end_arriving(bytes: &[u8], size: usize) -> Option<usize> {
+        let mut scan = HeadScan::default();
+        (1..=bytes.len().div_ceil(size))
+            .find_map(|reads| scan.end(&bytes[..(reads * size).min(bytes.len())]))
+    }
+
     #[test]
     fn the_end_of_a_head_is_found_in_the_new_bytes_only() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0), Some(27));
-        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: x\n\nbody", 0), Some(24));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n", 0), None);
-        // An end that straddles what was searched before is still found.
         let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        for scanned in 0..head.len() {
-            assert_eq!(head_end(head, scanned), Some(head.len()), "{scanned}");
+        let after_empty_lines = b"\r\n\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        // However the bytes arrive, an end straddling what was searched before included.
+        for size in 1..=after_empty_lines.len() {
+            assert_eq!(end_arriving(head, size), Some(27), "{size}");
+            assert_eq!(
+                end_arriving(b"GET / HTTP/1.1\nHost: x\n\nbody", size),
+                Some(24)
+            );
+            assert_eq!(end_arriving(b"GET / HTTP/1.1\r\nHost: x\r\n", size), None);
+            // Empty lines before the request-line end no head (RFC 9112 §2.2).
+            assert_eq!(end_arriving(after_empty_lines, size), Some(32), "{size}");
+            assert_eq!(end_arriving(b"\r\n\r\n\n\r\n", size), None, "{size}");
+            assert_eq!(end_arriving(b"\r\n\r\n GET", size), None, "{size}");
+            // The request-line's first empty line ends it, malformed or not.
+            assert_eq!(end_arriving(b"\r\n\rX\n\n", size), Some(6), "{size}");
         }
         // What was searched is not searched again.
-        assert_eq!(head_end(b"\n\nGET / HTTP/1.1\r\n", 5), None);
+        let twice = b"GET /\n\nGET / HTTP/1.1\r\n";
+        assert_eq!(HeadScan::default().end(twice), Some(7));
+        let mut searched = HeadScan {
+            leading: 0,
+            scanned: 9,
+        };
+        assert_eq!(searched.end(twice), None);
     }
 
     /// A gate over one end of an in-memory pipe, and the other end; `draining` stands for the
@@ -665,6 +708,61 @@ mod tests {
             Stop::Rejected(rejection) => assert_eq!(rejection.status, 400),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The gate's stop once the client sent `bytes` (at once) and closed, read out in
+    /// reads of `size` bytes; and what it gave hyper.
+    async fn stop_after(bytes: &[u8], size: usize) -> (Stop, Vec<u8>, Arc<Pending>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut gate, mut client, pending) = piped_gate(CancellationToken::new(), LONG);
+        let bytes = bytes.to_vec();
+        // The pipe holds 64 bytes: the client writes as the gate reads.
+        let writer = tokio::spawn(async move { client.write_all(&bytes).await });
+        let mut given = Vec::new();
+        let mut out = vec![0u8; size];
+        loop {
+            match gate.read(&mut out).await.unwrap() {
+                0 => break,
+                n => given.extend_from_slice(&out[..n]),
+            }
+        }
+        writer.abort();
+        (gate.into_parts().0, given, pending)
+    }
+
+    /// Fuzz input 6e742d742d6e744c6e742d48090d0a0d0a (`fuzz/fuzz_targets/gate.rs`) is,
+    /// through `reference::cuts_and_payload`, six reads of 2 bytes of the payload `\r\n\r\n`:
+    /// two empty lines, then the client's EOF. Empty lines before a request-line are
+    /// ignored (RFC 9112 §2.2), so that is a connection that sent no request: EOF, no
+    /// answer. Nor are they a head's end at which the gate would parse what came.
+    #[tokio::test]
+    async fn empty_lines_before_a_request_line_are_ignored_and_end_no_head() {
+        let (stop, given, _) = stop_after(b"\r\n\r\n", 2).await;
+        assert!(matches!(stop, Stop::Eof), "{stop:?}");
+        assert!(given.is_empty());
+
+        // Not parsed at the empty lines, so no 400 for a head cut short after them.
+        let (stop, given, _) = stop_after(b"\r\n\r\n GET", 2).await;
+        assert!(matches!(stop, Stop::Eof), "{stop:?}");
+        assert!(given.is_empty());
+
+        // The head after them is parsed at its end and given to hyper with them.
+        let head = b"\r\n\nGET /__health HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (stop, given, pending) = stop_after(head, 7).await;
+        assert!(matches!(stop, Stop::Eof), "{stop:?}");
+        assert_eq!(given, head);
+        assert!(matches!(
+            pending.pop().map(|d| d.route),
+            Some(Route::Health)
+        ));
+
+        // A flood of them is a head over max_header_bytes (1024 here).
+        let (stop, given, _) = stop_after(&b"\r\n".repeat(600), 64).await;
+        match stop {
+            Stop::Rejected(rejection) => assert_eq!(rejection.status, 431),
+            other => panic!("{other:?}"),
+        }
+        assert!(given.is_empty());
     }
 
     #[tokio::test]
