@@ -607,10 +607,18 @@ mod tests {
             Just(b"unknown: y".to_vec()),
             Just(Vec::new()),
         ];
+        lines_of(line, 24)
+    }
+
+    /// Up to `max` of `line`s, each with any line ending, after a BOM or not.
+    fn lines_of(
+        line: impl Strategy<Value = Vec<u8>>,
+        max: usize,
+    ) -> impl Strategy<Value = Vec<u8>> {
         let ending = prop_oneof![Just(&b"\n"[..]), Just(&b"\r"[..]), Just(&b"\r\n"[..])];
         (
             any::<bool>(),
-            proptest::collection::vec((line, ending), 0..24),
+            proptest::collection::vec((line, ending), 0..max),
         )
             .prop_map(|(bom, lines)| {
                 let mut out = if bom { BOM.to_vec() } else { Vec::new() };
@@ -709,19 +717,7 @@ mod tests {
             digits.clone().prop_map(|n| [&b"id: "[..], &n].concat()),
             digits.prop_map(|n| [&b"retry:"[..], &n].concat()),
         ];
-        let ending = prop_oneof![Just(&b"\n"[..]), Just(&b"\r"[..]), Just(&b"\r\n"[..])];
-        (
-            any::<bool>(),
-            proptest::collection::vec((line, ending), 0..32),
-        )
-            .prop_map(|(bom, lines)| {
-                let mut out = if bom { BOM.to_vec() } else { Vec::new() };
-                for (line, ending) in lines {
-                    out.extend_from_slice(&line);
-                    out.extend_from_slice(ending);
-                }
-                out
-            })
+        lines_of(line, 32)
     }
 
     /// What "Interpreting an event stream" makes of `input` read whole, line by line
