@@ -12,6 +12,7 @@
 
 mod end;
 mod transport;
+mod watch;
 
 use std::fmt::Display;
 use std::future::Future;
@@ -30,6 +31,7 @@ use crate::stats::RouteStats;
 use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
 pub use end::{CutOff, End};
 pub use transport::{write_parts, ClientTransport, ResponseHead, IOV_BATCH};
+use watch::ClosedWatch;
 
 /// The comment a stream gets after `keepalive` without bytes.
 pub const KEEPALIVE: &[u8] = b":keepalive\n";
@@ -39,6 +41,8 @@ const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Session<'a, C> {
     client: C,
+    /// The client's end, asked of `client` only when it may have changed.
+    closed: ClosedWatch,
     shared: &'a Shared,
     route: &'a RouteState,
     /// `METHOD /path` of the client's request, for the log.
@@ -93,6 +97,7 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         let now = Instant::now();
         Self {
             client,
+            closed: ClosedWatch::default(),
             shared,
             route,
             label: format!("{} {}", head.method, head.path),
@@ -158,7 +163,7 @@ impl<'a, C: ClientTransport> Session<'a, C> {
             // What the client still sends (a body not read, or read only in part) is read
             // and dropped for a while: closing with it unread would reset the connection,
             // and the client could lose the answer before reading it.
-            let _ = tokio::time::timeout(REFUSAL_LINGER, self.client.closed()).await;
+            let _ = tokio::time::timeout(REFUSAL_LINGER, self.closed()).await;
         }
     }
 
@@ -346,7 +351,8 @@ impl<'a, C: ClientTransport> Session<'a, C> {
 
     /// Completes once the client is gone.
     pub fn closed(&mut self) -> impl Future<Output = ()> + Send + '_ {
-        self.client.closed()
+        let (watch, client) = (&mut self.closed, &mut self.client);
+        std::future::poll_fn(move |cx| watch.poll(cx, |cx| client.poll_closed(cx)))
     }
 
     /// Ends the stream for `cut`: the `shutdown_event` first, when the client is between
