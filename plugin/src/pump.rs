@@ -273,6 +273,11 @@ async fn forward<C: ClientTransport>(
 /// Moves the part of `ranges` at or past `cut` into `tail`; a range that straddles `cut`
 /// is split between the two.
 fn split_at(ranges: &mut Vec<Range<usize>>, cut: usize, tail: &mut Vec<Range<usize>>) {
+    if ranges.last().is_none_or(|r| r.end <= cut) {
+        // All before the cut, as when a read ends with an event (a paced stream's every
+        // read): nothing to move, nor a drain to make.
+        return;
+    }
     let first_after = ranges.partition_point(|r| r.end <= cut);
     let straddling = ranges
         .get(first_after)
