@@ -7,7 +7,7 @@
 //! once per waker ([`WakerCache`]: a poll in the steady state allocates nothing). One
 //! cache serves reads, writes and `poll_closed`: a stream is one task with one waker, and
 //! the host keeps the waits apart itself. (The session polls `poll_closed` with a waker of
-//! its own, see `crate::session`'s watch, but only once the host woke that one: the client
+//! its own, see `crate::watch`, but only once the host woke that one: the client
 //! sent something or left, or over HTTP/2 the stream's send side moved, a window update.
 //! The cache is rebuilt then and at the next write, not per event; a second cache would
 //! add 40 bytes to every bridged stream, 96 to its whole task.) The vectored write passes

@@ -1,13 +1,15 @@
-//! The session's watch on its client's end: [`ClientTransport::poll_closed`] polled only
-//! when the waker it was last given has been woken, not at every wake of the stream.
+//! A future polled only when the waker it was last given has been woken, not at every wake
+//! of its task: the session's wait for its client's end, and the pump's timer.
 //!
-//! A relayed stream's task wakes once per upstream read, and each wake polls the client's
-//! end beside the upstream. Polled as it is, that costs a lock and a waker store in the
-//! transport per wake (tokio's reactor stores the read waker under the socket's lock; the
-//! host's bridged stream keeps its waker under a lock too) although nothing changed on the
-//! client's side. So the transport is polled with a waker of the watch's own, which notes
-//! that it was woken before waking the task: until it is, the transport's answer cannot
-//! have changed (a pending poll's waker is woken when it may), and a poll is one load.
+//! A relayed stream's task wakes once per upstream read, and each wake polls, beside the
+//! upstream, the client's end and the stream's timer. Polled as they are, these cost a
+//! lock and a waker store per wake (tokio's reactor stores the client socket's read waker
+//! under the socket's lock, the host's bridged stream keeps its waker under a lock too, a
+//! timer compares and swaps its waker in) although nothing changed. So they are polled
+//! with a waker of the watch's own, which notes that it was woken before waking the task:
+//! until it is, their answer cannot have changed (a pending poll's waker is woken when it
+//! may), and a poll is one load. A watched future that was ready is polled again at the
+//! next poll (a timer reset after it fired, or an end seen, is asked afresh).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,18 +32,18 @@ impl Wake for Noted {
     }
 }
 
-/// `None` until the first poll: a session that never waits on its client allocates
-/// nothing for this.
+/// `None` until the first poll: a stream that never waits on it allocates nothing.
 #[derive(Default)]
-pub struct ClosedWatch(Option<Arc<Noted>>);
+pub struct Watch(Option<Arc<Noted>>);
 
-impl ClosedWatch {
-    /// `poll_closed`'s answer, asked again only if the watch's waker was woken since the
-    /// last time (or the task's waker changed, or this is the first time).
+impl Watch {
+    /// `poll`'s answer, asked again only if the watch's waker was woken since the last
+    /// time (or the last answer was ready, or the task's waker changed, or this is the
+    /// first time).
     pub fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        poll_closed: impl FnOnce(&mut Context<'_>) -> Poll<()>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<()>,
     ) -> Poll<()> {
         let noted = match &self.0 {
             Some(noted) if noted.task.will_wake(cx.waker()) => {
@@ -58,7 +60,7 @@ impl ClosedWatch {
             })),
         };
         let waker = Waker::from(noted.clone());
-        let poll = poll_closed(&mut Context::from_waker(&waker));
+        let poll = poll(&mut Context::from_waker(&waker));
         if poll.is_ready() {
             // Asked again, it answers again.
             noted.woken.store(true, Ordering::SeqCst);
@@ -82,8 +84,8 @@ mod tests {
         }
     }
 
-    /// A transport's end: pending (keeping the waker it was polled with) until `gone`;
-    /// counts its polls.
+    /// A watched future (a transport's end): pending, keeping the waker it was polled
+    /// with, until `gone`; counts its polls.
     #[derive(Default)]
     struct End {
         polls: usize,
@@ -104,11 +106,11 @@ mod tests {
     }
 
     #[test]
-    fn the_transport_is_asked_again_only_after_its_waker_was_woken() {
+    fn the_future_is_polled_again_only_after_its_waker_was_woken() {
         let task = Arc::new(Task(AtomicUsize::new(0)));
         let waker = Waker::from(task.clone());
         let mut cx = Context::from_waker(&waker);
-        let (mut watch, mut end) = (ClosedWatch::default(), End::default());
+        let (mut watch, mut end) = (Watch::default(), End::default());
         for _ in 0..3 {
             assert!(watch.poll(&mut cx, |cx| end.poll(cx)).is_pending());
         }
@@ -123,12 +125,12 @@ mod tests {
     }
 
     #[test]
-    fn another_task_s_waker_is_given_to_the_transport() {
+    fn another_task_s_waker_is_given_to_the_future() {
         let (first, second) = (
             Arc::new(Task(AtomicUsize::new(0))),
             Arc::new(Task(AtomicUsize::new(0))),
         );
-        let (mut watch, mut end) = (ClosedWatch::default(), End::default());
+        let (mut watch, mut end) = (Watch::default(), End::default());
         let waker = Waker::from(first.clone());
         assert!(watch
             .poll(&mut Context::from_waker(&waker), |cx| end.poll(cx))

@@ -358,8 +358,9 @@ fn a_bridged_stream_is_small() {
 /// the plugin. Measured when written: the relay's future 2,304 bytes, then 2,312 with
 /// `write_parts`' single-part write; the whole task 2,880, then 2,928 with the per-wake
 /// cuts (see the TCP task's test; a TCP stream's are bounded by 2,368 and 2,880); 2,336
-/// and 2,928 before, 2,344 and 2,944 after the session's watch on the client's end; the
-/// bounds round those up to 64, as a growth should be a decision.
+/// and 2,928 before, 2,344 and 2,944 after the session's watch on the client's end, 2,352
+/// and 2,944 with the pump's on its timer; the bounds round those up to 64, as a growth
+/// should be a decision.
 #[test]
 fn a_bridged_stream_s_future_and_whole_task_stay_small() {
     use crate::tests::{no_body, relay_plugin};

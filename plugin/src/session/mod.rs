@@ -12,7 +12,6 @@
 
 mod end;
 mod transport;
-mod watch;
 
 use std::fmt::Display;
 use std::future::Future;
@@ -28,10 +27,10 @@ use crate::body::{BodyRefused, Unread};
 use crate::drain::{Drain, Turn};
 use crate::respond::{LogLine, Refusal, EVENT_STREAM_HEADERS};
 use crate::stats::RouteStats;
+use crate::watch::Watch;
 use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
 pub use end::{CutOff, End};
 pub use transport::{write_parts, ClientTransport, ResponseHead, IOV_BATCH};
-use watch::ClosedWatch;
 
 /// The comment a stream gets after `keepalive` without bytes.
 pub const KEEPALIVE: &[u8] = b":keepalive\n";
@@ -42,7 +41,7 @@ const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct Session<'a, C> {
     client: C,
     /// The client's end, asked of `client` only when it may have changed.
-    closed: ClosedWatch,
+    closed: Watch,
     shared: &'a Shared,
     route: &'a RouteState,
     /// `METHOD /path` of the client's request, for the log.
@@ -97,7 +96,7 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         let now = Instant::now();
         Self {
             client,
-            closed: ClosedWatch::default(),
+            closed: Watch::default(),
             shared,
             route,
             label: format!("{} {}", head.method, head.path),

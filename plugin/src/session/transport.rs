@@ -20,7 +20,7 @@
 //!   is ignored); on HTTP/2 a GET's request body ends at once, so "read returned 0" does
 //!   not mean the client left, and the bridged stream waits for a reset instead. A poll,
 //!   not a future: the session polls it only once the waker it last gave was woken (see
-//!   `super::watch`), not at every wake of a busy stream.
+//!   `crate::watch`), not at every wake of a busy stream.
 //! - [`ClientTransport::abort`]: a client that stopped taking its stream is dropped
 //!   without waiting behind the bytes it left unread (TCP: `SO_LINGER` 0 then close, a
 //!   reset; HTTP/2: RST_STREAM).
