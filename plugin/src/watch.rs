@@ -39,17 +39,31 @@ pub struct Watch(Option<Arc<Noted>>);
 impl Watch {
     /// `poll`'s answer, asked again only if the watch's waker was woken since the last
     /// time (or the last answer was ready, or the task's waker changed, or this is the
-    /// first time).
+    /// first time). Inline, as at most wakes it is this one load and compare.
+    #[inline]
     pub fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<()>,
+    ) -> Poll<()> {
+        match &self.0 {
+            Some(noted)
+                if !noted.woken.load(Ordering::Acquire) && noted.task.will_wake(cx.waker()) =>
+            {
+                Poll::Pending
+            }
+            _ => self.ask(cx, poll),
+        }
+    }
+
+    /// Polls with the watch's waker, made anew for another task's waker.
+    fn ask(
         &mut self,
         cx: &mut Context<'_>,
         poll: impl FnOnce(&mut Context<'_>) -> Poll<()>,
     ) -> Poll<()> {
         let noted = match &self.0 {
             Some(noted) if noted.task.will_wake(cx.waker()) => {
-                if !noted.woken.load(Ordering::Acquire) {
-                    return Poll::Pending;
-                }
                 // Before the poll: a wake during it is noted for the next.
                 noted.woken.store(false, Ordering::SeqCst);
                 noted
