@@ -5,9 +5,13 @@
 //!
 //! Each call crosses into the host's code on this thread, with the task's waker wrapped
 //! once per waker ([`WakerCache`]: a poll in the steady state allocates nothing). One
-//! cache serves reads, writes and `closed()`: a stream is one task with one waker, and the
-//! host keeps the waits apart itself. The vectored write passes at most [`IOV_BATCH`]
-//! slices, built on the stack, as the pump's own `writev` does.
+//! cache serves reads, writes and `poll_closed`: a stream is one task with one waker, and
+//! the host keeps the waits apart itself. (The session polls `poll_closed` with a waker of
+//! its own, see `crate::watch`, but only once the host woke that one: the client
+//! sent something or left, or over HTTP/2 the stream's send side moved, a window update.
+//! The cache is rebuilt then and at the next write, not per event; a second cache would
+//! add 40 bytes to every bridged stream, 96 to its whole task.) The vectored write passes
+//! at most [`IOV_BATCH`] slices, built on the stack, as the pump's own `writev` does.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -54,14 +58,9 @@ impl BridgedStream {
 
     /// Ready, with the cause, once the client is gone (it reset the stream, its connection
     /// closed, or it closed its side).
-    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+    pub fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let waker = self.waker.get(cx.waker());
         Poll::from(self.transport.poll_closed(waker)).map(io_error)
-    }
-
-    /// Completes once the client is gone, with the cause.
-    pub async fn gone(&mut self) -> io::Error {
-        std::future::poll_fn(|cx| self.poll_closed(cx)).await
     }
 
     /// Ends the response at once, dropping what the client has not taken (RST_STREAM, or
@@ -168,8 +167,8 @@ impl ClientTransport for BridgedStream {
         tokio::io::AsyncReadExt::read(self, buf).await
     }
 
-    async fn closed(&mut self) {
-        self.gone().await;
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_gone(cx).map(drop)
     }
 
     fn abort(self) {

@@ -9,8 +9,10 @@
 //! due or the gateway drains: a stream can resume on another connection with nothing lost
 //! or doubled. Idle streams hold no buffer; nothing is allocated per event; one timer per
 //! stream serves the keepalive, the upstream idle timeout and the end of the client's
-//! token, re-armed only when it fires.
+//! token, re-armed only when it fires and polled only once it may have (as the client's
+//! end is: `crate::watch`).
 
+use std::future::{poll_fn, Future};
 use std::ops::Range;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use wire::framing::Framing;
 use crate::pool::{Buffer, BufferPool};
 use crate::session::{ClientTransport, CutOff, End, Session};
 use crate::upstream::{self, Broken, Upstream};
+use crate::watch::Watch;
 
 /// How one upstream stopped feeding a stream that can go on with another.
 #[derive(Debug)]
@@ -89,6 +92,8 @@ pub async fn pump<C: ClientTransport>(
         last_read,
         session
     )));
+    // The timer, polled only once it may have fired: it is reset only after it has.
+    let mut timer_watch = Watch::default();
     let mut drained = pin!(session.drained());
     // The buffer, the length of the kept-back event start at its front, and the new bytes.
     let mut read = upstream.first.take().map(|(buf, filled)| (buf, 0, filled));
@@ -122,7 +127,7 @@ pub async fn pump<C: ClientTransport>(
                 Err(e) => return Ok(UpstreamEnd::Broke(e.into())),
             },
             () = session.closed() => return Err(End::ClientLeft),
-            () = &mut timer => true,
+            () = poll_fn(|cx| timer_watch.poll(cx, |cx| timer.as_mut().poll(cx))) => true,
         };
         if timer_fired {
             let now = Instant::now();
@@ -270,6 +275,11 @@ async fn forward<C: ClientTransport>(
 /// Moves the part of `ranges` at or past `cut` into `tail`; a range that straddles `cut`
 /// is split between the two.
 fn split_at(ranges: &mut Vec<Range<usize>>, cut: usize, tail: &mut Vec<Range<usize>>) {
+    if ranges.last().is_none_or(|r| r.end <= cut) {
+        // All before the cut, as when a read ends with an event (a paced stream's every
+        // read): nothing to move, nor a drain to make.
+        return;
+    }
     let first_after = ranges.partition_point(|r| r.end <= cut);
     let straddling = ranges
         .get(first_after)

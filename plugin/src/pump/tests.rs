@@ -18,6 +18,16 @@ fn split_at_cuts_a_straddling_range_in_two() {
     let mut tail = Vec::new();
     split_at(&mut ranges, 5, &mut tail);
     assert_eq!((ranges, tail), (vec![0..4], vec![6..10]));
+
+    let mut ranges = vec![0..4, 6..10];
+    let mut tail = Vec::new();
+    split_at(&mut ranges, 12, &mut tail);
+    assert_eq!((ranges, tail), (vec![0..4, 6..10], vec![]));
+
+    let mut ranges = vec![0..4, 6..10];
+    let mut tail = Vec::new();
+    split_at(&mut ranges, 0, &mut tail);
+    assert_eq!((ranges, tail), (vec![], vec![0..4, 6..10]));
 }
 
 #[test]

@@ -27,6 +27,7 @@ use crate::body::{BodyRefused, Unread};
 use crate::drain::{Drain, Turn};
 use crate::respond::{LogLine, Refusal, EVENT_STREAM_HEADERS};
 use crate::stats::RouteStats;
+use crate::watch::Watch;
 use crate::{RouteState, Shared, Slot, PLUGIN_NAME};
 pub use end::{CutOff, End};
 pub use transport::{write_parts, ClientTransport, ResponseHead, IOV_BATCH};
@@ -39,6 +40,8 @@ const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Session<'a, C> {
     client: C,
+    /// The client's end, asked of `client` only when it may have changed.
+    closed: Watch,
     shared: &'a Shared,
     route: &'a RouteState,
     /// `METHOD /path` of the client's request, for the log.
@@ -93,6 +96,7 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         let now = Instant::now();
         Self {
             client,
+            closed: Watch::default(),
             shared,
             route,
             label: format!("{} {}", head.method, head.path),
@@ -158,7 +162,7 @@ impl<'a, C: ClientTransport> Session<'a, C> {
             // What the client still sends (a body not read, or read only in part) is read
             // and dropped for a while: closing with it unread would reset the connection,
             // and the client could lose the answer before reading it.
-            let _ = tokio::time::timeout(REFUSAL_LINGER, self.client.closed()).await;
+            let _ = tokio::time::timeout(REFUSAL_LINGER, self.closed()).await;
         }
     }
 
@@ -346,7 +350,8 @@ impl<'a, C: ClientTransport> Session<'a, C> {
 
     /// Completes once the client is gone.
     pub fn closed(&mut self) -> impl Future<Output = ()> + Send + '_ {
-        self.client.closed()
+        let (watch, client) = (&mut self.closed, &mut self.client);
+        std::future::poll_fn(move |cx| watch.poll(cx, |cx| client.poll_closed(cx)))
     }
 
     /// Ends the stream for `cut`: the `shutdown_event` first, when the client is between

@@ -76,13 +76,8 @@ impl ClientTransport for TestClient {
         self.io.read(buf).await
     }
 
-    async fn closed(&mut self) {
-        let mut discard = [0u8; 64];
-        while let Ok(n) = self.io.read(&mut discard).await {
-            if n == 0 {
-                return;
-            }
-        }
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        super::transport::poll_read_to_end(Pin::new(&mut self.io), cx)
     }
 
     fn abort(self) {

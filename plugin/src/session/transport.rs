@@ -15,10 +15,12 @@
 //!   before its body.
 //! - [`ClientTransport::read_body`]: the request body past what the host read with the
 //!   head, read before the stream starts (TCP: from the socket; HTTP/2: its DATA frames).
-//! - [`ClientTransport::closed`]: how the session learns that the client left while
+//! - [`ClientTransport::poll_closed`]: how the session learns that the client left while
 //!   nothing is being written. TCP reads to EOF (what the client sends after its request
 //!   is ignored); on HTTP/2 a GET's request body ends at once, so "read returned 0" does
-//!   not mean the client left, and the bridged stream waits for a reset instead.
+//!   not mean the client left, and the bridged stream waits for a reset instead. A poll,
+//!   not a future: the session polls it only once the waker it last gave was woken (see
+//!   `crate::watch`), not at every wake of a busy stream.
 //! - [`ClientTransport::abort`]: a client that stopped taking its stream is dropped
 //!   without waiting behind the bytes it left unread (TCP: `SO_LINGER` 0 then close, a
 //!   reset; HTTP/2: RST_STREAM).
@@ -26,10 +28,11 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The interim answer to `Expect: 100-continue`.
@@ -67,8 +70,9 @@ pub trait ClientTransport: AsyncWrite + Unpin + Send {
     /// Reads request body bytes into `buf`; `Ok(0)` when the client sends no more.
     fn read_body(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
 
-    /// Completes once the client is gone.
-    fn closed(&mut self) -> impl Future<Output = ()> + Send;
+    /// Ready once the client is gone; when pending, `cx`'s waker is woken when that may
+    /// have changed (and not only then: a spurious wake is allowed).
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 
     /// Ends the response at once, dropping what the client has not taken.
     fn abort(self);
@@ -87,17 +91,25 @@ impl ClientTransport for TcpStream {
         self.read(buf).await
     }
 
-    async fn closed(&mut self) {
-        let mut discard = [0u8; 64];
-        while let Ok(n) = self.read(&mut discard).await {
-            if n == 0 {
-                return;
-            }
-        }
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        poll_read_to_end(Pin::new(self), cx)
     }
 
     fn abort(self) {
         let _ = socket2::SockRef::from(&self).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Ready at `io`'s end (EOF or an error); what it reads before is dropped.
+pub fn poll_read_to_end(mut io: Pin<&mut impl AsyncRead>, cx: &mut Context<'_>) -> Poll<()> {
+    let mut discard = [0u8; 64];
+    loop {
+        let mut read = ReadBuf::new(&mut discard);
+        match io.as_mut().poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if !read.filled().is_empty() => {}
+            Poll::Ready(_) => return Poll::Ready(()),
+            Poll::Pending => return Poll::Pending,
+        }
     }
 }
 
@@ -162,8 +174,6 @@ pub async fn write_parts<'a, T>(
 
 #[cfg(test)]
 mod tests {
-    use std::task::{Context, Poll};
-
     use super::*;
 
     /// Takes at most 3 bytes per write, to exercise partial vectored writes.
@@ -233,9 +243,12 @@ mod tests {
             .await
             .unwrap();
         client.shutdown().await.unwrap();
-        tokio::time::timeout(testkit::STEP, server.closed())
-            .await
-            .expect("the client's FIN is seen");
+        tokio::time::timeout(
+            testkit::STEP,
+            std::future::poll_fn(|cx| server.poll_closed(cx)),
+        )
+        .await
+        .expect("the client's FIN is seen");
 
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
