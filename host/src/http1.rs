@@ -130,7 +130,9 @@ pub async fn serve<IO: ClientStream>(
                 Ok(pass) => pass,
                 Err(answer) => return answer_and_close(stream, answer).await,
             };
-            let (transport, read_ahead) = match stream.into_transport(read_ahead) {
+            let (transport, read_ahead) = match stream
+                .into_transport(read_ahead, head.expects_continue())
+            {
                 Ok(taken) => taken,
                 Err(e) => {
                     return tracing::warn!("connection from {peer}: cannot detach the socket: {e}")

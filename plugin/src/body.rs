@@ -66,9 +66,7 @@ impl Unread {
                 value: &h.value,
             })
             .collect();
-        let expects_continue = head
-            .header("expect")
-            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+        let expects_continue = head.expects_continue();
         let framing = match incoming.version {
             HttpVersion::Http11 => framing::request(&headers)?,
             HttpVersion::Http2 => framing::stream_request(&headers)?,

@@ -155,9 +155,10 @@ impl ClientTransport for BridgedStream {
         self.send_head(head, body).await
     }
 
-    /// Nothing is sent: the transport carries one response head, and an interim one would
-    /// need its own call across the ABI. A client that sent `Expect: 100-continue` over
-    /// TLS or HTTP/2 sends its body after its own wait (curl: 1 s).
+    /// Nothing to do: the host sends the interim `100 Continue` (HTTP/1.1 bytes, or an
+    /// informational HEADERS frame) at the first `poll_read` of a request that expects
+    /// one, as hyper does. The session reads the body only once its declared length
+    /// fits, so a 413 goes out with no 100 before it.
     async fn write_continue(&mut self) -> io::Result<()> {
         Ok(())
     }

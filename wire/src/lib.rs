@@ -12,6 +12,10 @@ pub mod response_head;
 
 use http::StatusCode;
 
+/// The interim answer to `Expect: 100-continue` over HTTP/1.1: the plugin writes it on a
+/// socket it owns, the host on a TLS connection it keeps.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// Appends the header line `name: value` and its CRLF.
 pub fn header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());

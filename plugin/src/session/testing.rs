@@ -69,7 +69,7 @@ impl ClientTransport for TestClient {
     }
 
     async fn write_continue(&mut self) -> io::Result<()> {
-        self.io.write_all(super::transport::CONTINUE).await
+        self.io.write_all(wire::CONTINUE).await
     }
 
     async fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -12,7 +12,7 @@
 //!   payload ranges of one read), and `poll_shutdown` to end the body cleanly (TCP: FIN;
 //!   HTTP/2: END_STREAM).
 //! - [`ClientTransport::write_continue`]: `100 Continue` for a client that waits for it
-//!   before its body.
+//!   before its body (on a bridged stream the host sends it at the body's first read).
 //! - [`ClientTransport::read_body`]: the request body past what the host read with the
 //!   head, read before the stream starts (TCP: from the socket; HTTP/2: its DATA frames).
 //! - [`ClientTransport::closed`]: how the session learns that the client left while
@@ -31,9 +31,6 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// The interim answer to `Expect: 100-continue`.
-pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Payload parts written per `writev` call.
 pub const IOV_BATCH: usize = 64;
@@ -60,8 +57,9 @@ pub trait ClientTransport: AsyncWrite + Unpin + Send {
         body: &[u8],
     ) -> impl Future<Output = io::Result<()>> + Send;
 
-    /// Tells a client that waits (`Expect: 100-continue`) to send its body (TCP: the
-    /// interim `100 Continue`; HTTP/2: its HEADERS frame).
+    /// Tells a client that waits (`Expect: 100-continue`) to send its body, once its
+    /// declared length fits (TCP: the interim `100 Continue`; a bridged stream: nothing,
+    /// the host sends the interim itself at the body's first read).
     fn write_continue(&mut self) -> impl Future<Output = io::Result<()>> + Send;
 
     /// Reads request body bytes into `buf`; `Ok(0)` when the client sends no more.
@@ -80,7 +78,7 @@ impl ClientTransport for TcpStream {
     }
 
     async fn write_continue(&mut self) -> io::Result<()> {
-        self.write_all(CONTINUE).await
+        self.write_all(wire::CONTINUE).await
     }
 
     async fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
