@@ -7,6 +7,7 @@
 //! handoff) bounds the whole read. The bytes the host read past the head come first.
 
 use abi::{HttpVersion, RequestHead};
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use wire::framing::{self, Framing, FramingError};
 
@@ -108,7 +109,7 @@ impl Unread {
             }
             while !framing.is_done() {
                 let n = client
-                    .read_body(&mut buf)
+                    .read(&mut buf)
                     .await
                     .map_err(|_| BodyRefused::Closed)?;
                 if n == 0 {

@@ -71,6 +71,8 @@ impl BridgedStream {
     }
 }
 
+/// The client's bytes after the head: over HTTP/1.1 as the client framed them, over
+/// HTTP/2 its DATA frames' payload (none once the response has ended).
 impl AsyncRead for BridgedStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -161,12 +163,6 @@ impl ClientTransport for BridgedStream {
     /// fits, so a 413 goes out with no 100 before it.
     async fn write_continue(&mut self) -> io::Result<()> {
         Ok(())
-    }
-
-    /// The client's bytes after the head: over HTTP/1.1 as the client framed them, over
-    /// HTTP/2 its DATA frames' payload.
-    async fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        tokio::io::AsyncReadExt::read(self, buf).await
     }
 
     async fn closed(&mut self) {

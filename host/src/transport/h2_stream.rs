@@ -137,6 +137,11 @@ impl FfiTransport for H2Transport {
                 }
             }
         }
+        if self.ended {
+            // The response is over: the rest of the body is not wanted, and dropping the
+            // stream tells the client so (RST_STREAM(NO_ERROR)).
+            return FfiPoll::Ready(RResult::ROk(0));
+        }
         loop {
             if !self.request_left.is_empty() {
                 let n = buf.len().min(self.request_left.len());

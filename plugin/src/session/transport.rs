@@ -13,8 +13,9 @@
 //!   HTTP/2: END_STREAM).
 //! - [`ClientTransport::write_continue`]: `100 Continue` for a client that waits for it
 //!   before its body (on a bridged stream the host sends it at the body's first read).
-//! - [`ClientTransport::read_body`]: the request body past what the host read with the
-//!   head, read before the stream starts (TCP: from the socket; HTTP/2: its DATA frames).
+//! - `AsyncRead`: the request body past what the host read with the head, read before the
+//!   stream starts (TCP: from the socket; HTTP/2: its DATA frames), and after a refusal
+//!   what the client still sends (`wire::linger`; HTTP/2: nothing, the stream is over).
 //! - [`ClientTransport::closed`]: how the session learns that the client left while
 //!   nothing is being written. TCP reads to EOF (what the client sends after its request
 //!   is ignored); on HTTP/2 a GET's request body ends at once, so "read returned 0" does
@@ -29,7 +30,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Payload parts written per `writev` call.
@@ -47,7 +48,7 @@ pub struct ResponseHead<'a> {
 }
 
 /// A client's side of one stream. See the module's header for why each method exists.
-pub trait ClientTransport: AsyncWrite + Unpin + Send {
+pub trait ClientTransport: AsyncRead + AsyncWrite + Unpin + Send {
     /// Writes the response head, once, then `body` (all of a short answer's body; empty
     /// for a stream, whose body follows through `AsyncWrite`), in one write where the
     /// transport can.
@@ -61,9 +62,6 @@ pub trait ClientTransport: AsyncWrite + Unpin + Send {
     /// declared length fits (TCP: the interim `100 Continue`; a bridged stream: nothing,
     /// the host sends the interim itself at the body's first read).
     fn write_continue(&mut self) -> impl Future<Output = io::Result<()>> + Send;
-
-    /// Reads request body bytes into `buf`; `Ok(0)` when the client sends no more.
-    fn read_body(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
 
     /// Completes once the client is gone.
     fn closed(&mut self) -> impl Future<Output = ()> + Send;
@@ -79,10 +77,6 @@ impl ClientTransport for TcpStream {
 
     async fn write_continue(&mut self) -> io::Result<()> {
         self.write_all(wire::CONTINUE).await
-    }
-
-    async fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read(buf).await
     }
 
     async fn closed(&mut self) {
