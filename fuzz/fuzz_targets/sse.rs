@@ -1,14 +1,15 @@
 //! The event-stream codec: `sse::Parser` fed whole, in the input's pieces and byte by
 //! byte gives the events, `retry` and last event ID that the WHATWG reference reading of
 //! the whole input gives (`reference::sse_events`), and `sse::Scanner` reports the same
-//! event and comment boundaries for any split, each just past a line ending.
+//! event and comment boundaries for any split, each just past a line ending; a relay's
+//! `Scanner::boundaries` reports, for each piece, what `Scanner::feed` does.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use reference::sse_events::{parse, Stream};
 use reference::{cuts_and_payload, pieces};
-use sse::{Parser, Piece, Scanner, MAX_ID_BYTES};
+use sse::{Boundaries, Parser, Piece, Scanner, MAX_ID_BYTES};
 
 fn parsed(pieces: &[&[u8]]) -> Stream {
     let mut parser = Parser::new();
@@ -68,6 +69,35 @@ fn boundaries(input: &[u8], pieces: &[&[u8]]) -> Vec<(usize, Option<String>)> {
         .collect()
 }
 
+/// What a relay keeps after each piece: where events end, how many, the last event ID and
+/// `retry`, read by `Scanner::boundaries` or (`by_lines`) from `Scanner::feed`'s pieces.
+fn relayed(pieces: &[&[u8]], by_lines: bool) -> Vec<(Boundaries, String, Option<u64>)> {
+    let mut scanner = Scanner::default();
+    let mut seen = Vec::new();
+    for piece in pieces {
+        let found = if by_lines {
+            let mut found = Boundaries::default();
+            scanner.feed(piece, |p| match p {
+                Piece::EventEnd { end, .. } => {
+                    found.last = Some(end);
+                    found.events += 1;
+                }
+                Piece::Comment { end } => found.last = Some(end),
+                Piece::Value(..) | Piece::LineEnd(_) => {}
+            });
+            found
+        } else {
+            scanner.boundaries(piece)
+        };
+        seen.push((
+            found,
+            scanner.last_event_id().to_owned(),
+            scanner.retry_ms(),
+        ));
+    }
+    seen
+}
+
 fuzz_target!(|data: &[u8]| {
     let (cuts, input) = cuts_and_payload(data);
     let split = pieces(input, &cuts);
@@ -97,4 +127,11 @@ fuzz_target!(|data: &[u8]| {
         whole,
         "boundaries byte by byte"
     );
+    for pieces in [&[input][..], &split, &bytewise] {
+        assert_eq!(
+            relayed(pieces, false),
+            relayed(pieces, true),
+            "relayed at {cuts:?}"
+        );
+    }
 });

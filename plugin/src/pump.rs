@@ -16,7 +16,7 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use sse::{Piece, Scanner};
+use sse::Scanner;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 use wire::framing::Framing;
@@ -221,14 +221,11 @@ async fn forward<C: ClientTransport>(
     match &mut scan.scanner {
         Some(scanner) => {
             for range in &ranges[new_payload] {
-                scanner.feed(&buf[range.clone()], |piece| match piece {
-                    Piece::EventEnd { end, .. } => {
-                        boundary = Some(range.start + end);
-                        events += 1;
-                    }
-                    Piece::Comment { end } => boundary = Some(range.start + end),
-                    _ => {}
-                });
+                let found = scanner.boundaries(&buf[range.clone()]);
+                if let Some(end) = found.last {
+                    boundary = Some(range.start + end);
+                }
+                events += found.events;
             }
         }
         None => boundary = Some(payload_end),

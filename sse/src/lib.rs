@@ -20,5 +20,5 @@ mod writer;
 
 pub use lines::{field, Lines};
 pub use parser::{Event, Parser};
-pub use scanner::{Field, LastEventId, Piece, Scanner, MAX_ID_BYTES};
+pub use scanner::{Boundaries, Field, LastEventId, Piece, Scanner, MAX_ID_BYTES};
 pub use writer::{write_event, write_retry};

@@ -10,6 +10,9 @@
 
 use std::ops::Range;
 
+mod boundaries;
+pub use boundaries::Boundaries;
+
 const BOM: &[u8] = "\u{feff}".as_bytes();
 /// The longest field name the scanner tells apart (`retry`); longer names are ignored, so
 /// a name is looked at for at most one byte more than this.
@@ -593,7 +596,7 @@ mod tests {
         );
     }
 
-    fn stream() -> impl Strategy<Value = Vec<u8>> {
+    pub(crate) fn stream() -> impl Strategy<Value = Vec<u8>> {
         let line = prop_oneof![
             Just(b"data: x".to_vec()),
             Just(b"data".to_vec()),
