@@ -3,6 +3,10 @@
 
 CARGO ?= cargo
 RELEASE := target/release
+# The fuzz crate is its own workspace (`cargo test --workspace` does not reach it): its
+# library tests and lints run on stable from fuzz/, built into the repository's target/.
+FUZZ_CARGO := cd fuzz && $(CARGO)
+FUZZ_TARGET_DIR := --target-dir ../target
 
 .PHONY: build build-host build-plugin run test test-deps bench soak fuzz lint clean
 
@@ -29,10 +33,12 @@ run: build
 	trap 'kill $$origin $$https 2>/dev/null' EXIT INT TERM; \
 	LLM_API_KEY="$${LLM_API_KEY:-mock-key}" $(RELEASE)/host run -dc krakend.json
 
-# Every test: unit tests and the end-to-end tests that start the real binaries. 10,000
+# Every test: unit tests and the end-to-end tests that start the real binaries, then the
+# fuzz crate's library tests (its reference models). 10,000
 # concurrent streams hold about 20,000 descriptors in one process: the limit goes to the top.
 test: test-deps build
 	ulimit -n "$$(ulimit -Hn)" && $(CARGO) test --release --workspace
+	$(FUZZ_CARGO) test --release --lib $(FUZZ_TARGET_DIR)
 
 # Installs what the end-to-end tests talk to, when missing: curl, Chromium, Node with
 # playwright-core and @microsoft/fetch-event-source, the OpenAI Python SDK in a venv, and the
@@ -59,6 +65,8 @@ fuzz:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(FUZZ_CARGO) fmt -- --check
+	$(FUZZ_CARGO) clippy --release --all-targets $(FUZZ_TARGET_DIR) -- -D warnings
 
 clean:
 	$(CARGO) clean

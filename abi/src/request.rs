@@ -39,6 +39,13 @@ impl RequestHead {
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value.as_slice())
     }
+
+    /// Whether the client waits for `100 Continue` before it sends its body (`Expect:
+    /// 100-continue`, which curl sends with an HTTP/1.1 body over 1 KiB).
+    pub fn expects_continue(&self) -> bool {
+        self.header("expect")
+            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+    }
 }
 
 /// A route a plugin serves, as it declares it once when the host starts it: the host's

@@ -133,6 +133,9 @@ mod ffi {
         /// then the rest of the body (HTTP/2) or of the connection (HTTP/1.1).
         /// `Ready(Ok(0))` is their end, at once for an HTTP/2 GET, which ends its stream
         /// with its HEADERS: it does not mean the client left (see `poll_closed`).
+        /// The first call on a request that expects `100 Continue` (`Expect:
+        /// 100-continue`), before any response head and before any body byte came, sends
+        /// the interim first: a plugin that refuses the body answers without reading it.
         fn poll_read(
             &mut self,
             waker: &FfiWaker,

@@ -8,14 +8,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use http::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::config::DEFAULT_MAX_HEADER_COUNT;
@@ -28,15 +27,6 @@ use crate::respond::respond;
 use crate::route::Pending;
 use crate::shared::Shared;
 use crate::transport::ClientStream;
-
-/// After the host's last answer on a connection (a rejection, or a response that closes
-/// it: 413, 408, `Connection: close`), how long and how much of what the client still
-/// sends it reads and discards (RFC 9112 9.6), so closing does not reset the connection
-/// before the client has read the answer. A client whose body is refused is often still
-/// sending it; its kernel buffers hold a few hundred KiB, which 1 MiB covers, while 1 s
-/// and 1 MiB bound what a client that keeps sending can cost.
-const LINGER: Duration = Duration::from_secs(1);
-const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
 /// Serves an HTTP/1.1 connection (TCP, or TLS over it) accepted at `accepted`, of which
 /// `read` was read already.
@@ -130,7 +120,9 @@ pub async fn serve<IO: ClientStream>(
                 Ok(pass) => pass,
                 Err(answer) => return answer_and_close(stream, answer).await,
             };
-            let (transport, read_ahead) = match stream.into_transport(read_ahead) {
+            let (transport, read_ahead) = match stream
+                .into_transport(read_ahead, head.expects_continue())
+            {
                 Ok(taken) => taken,
                 Err(e) => {
                     return tracing::warn!("connection from {peer}: cannot detach the socket: {e}")
@@ -172,23 +164,12 @@ async fn answer_and_close(mut stream: impl ClientStream, answer: Answer) {
     }
 }
 
-/// Ends the host's side of a connection whose last answer is written, then reads and
-/// drops what the client still sends, for [`LINGER`] and [`LINGER_MAX_BYTES`] at most: a
-/// close with unread bytes would reset the connection, and the client could lose the
-/// answer before reading it. A client that closes in turn ends this at once.
+/// Ends the host's side of a connection whose last answer (a rejection, or a response
+/// that closes it: 413, 408, `Connection: close`) is written, then reads and drops what
+/// the client still sends, within `wire::linger`'s bounds. A client that closes in turn
+/// ends this at once.
 async fn close_lingering(mut stream: impl ClientStream) {
-    if stream.shutdown().await.is_err() {
-        return;
+    if stream.shutdown().await.is_ok() {
+        wire::linger::discard(&mut stream).await;
     }
-    let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 16 * 1024];
-        let mut drained = 0;
-        while drained < LINGER_MAX_BYTES {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-        }
-    })
-    .await;
 }

@@ -216,8 +216,9 @@ async fn serve_stream(
         respond_to.send_reset(h2::Reason::REFUSED_STREAM);
         return;
     };
+    let transport = H2Transport::new(body, respond_to, head.expects_continue());
     let client = Client {
-        transport: abi::ClientTransport::Bridged(bridged(H2Transport::new(body, respond_to))),
+        transport: abi::ClientTransport::Bridged(bridged(transport)),
         version: HttpVersion::Http2,
         read_ahead: Vec::new(),
         peer,

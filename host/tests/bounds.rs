@@ -405,3 +405,59 @@ async fn a_client_still_sending_a_refused_body_reads_the_413_to_an_orderly_end()
         assert_eq!(end, Ok(()), "{framing}: not reset");
     }
 }
+
+/// A client that keeps sending a refused body (a declared 1 GiB) is cut once the one
+/// lingering close (`wire::linger`: 1 MiB, 1 s) has dropped 1 MiB of it, and still reads
+/// its 413: from the host on its own endpoint, from the plugin on a claimed route. Its
+/// writes fail after 1 MiB and what the kernels' buffers hold (a few MiB on loopback),
+/// well before the 64 MiB at which this calls it not cut (in 1 s, a time bound alone
+/// would take hundreds of MiB).
+#[tokio::test]
+async fn a_client_that_keeps_sending_a_refused_body_is_cut_after_1_mib_and_reads_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const NOT_CUT: usize = 64 * 1024 * 1024;
+    let backend = ScriptedOrigin::start().await;
+    let gateway = gateway()
+        .root("max_body_bytes", json!(1024))
+        .endpoint(json!({"endpoint": "/json", "method": "POST",
+                         "backend": [{"host": [backend.url()], "url_pattern": "/j"}]}))
+        .plugin_block(
+            "krakend-server-plugin-streaming",
+            json!({"endpoint": "/up/{id}", "backend_url_pattern": "/events/{id}",
+                   "methods": ["POST"], "backend_host": backend.url(), "max_reconnects": 0}),
+        )
+        .run();
+    for path in ["/json", "/up/a"] {
+        let stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        let (mut from_gateway, mut to_gateway) = stream.into_split();
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n");
+        to_gateway.write_all(head.as_bytes()).await.unwrap();
+        let sending = tokio::spawn(async move {
+            let piece = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent < NOT_CUT && to_gateway.write_all(&piece).await.is_ok() {
+                sent += piece.len();
+            }
+            sent
+        });
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(testkit::STEP, from_gateway.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => response.extend_from_slice(&buf[..n]),
+                Ok(_) => break,
+                Err(_) => panic!("{path}: the connection stayed open"),
+            }
+        }
+        assert_eq!(
+            status_line(&response),
+            "HTTP/1.1 413 Payload Too Large",
+            "{path}"
+        );
+        let sent = sending.await.unwrap();
+        assert!(sent < NOT_CUT, "{path}: {sent} bytes taken, not cut");
+        assert!(sent >= 1024 * 1024, "{path}: cut after only {sent} bytes");
+    }
+    // The plugin refused /up/a, not the host.
+    gateway.process.wait_for_log("POST /up/a: refused with 413");
+}

@@ -15,7 +15,7 @@ const PLUGIN: &str = "krakend-server-plugin-streaming";
 
 /// The gateway's port with TLS from `pki` (or h2c without), and the plugin's `block`.
 fn edge_gateway(pki: Option<&TestPki>, block: Value) -> Gateway {
-    let builder = gateway().plugin_block(PLUGIN, block);
+    let builder = gateway().debug().plugin_block(PLUGIN, block);
     match pki {
         Some(pki) => builder.root(
             "tls",
@@ -299,4 +299,78 @@ async fn a_stalled_tls_http1_client_is_reset_at_client_write_timeout_and_another
     // After the drop the live client still gets events.
     live.received.clear();
     live.read_until(b"\n\n").await;
+}
+
+/// `Expect: 100-continue` through the bridged transports (TLS HTTP/1.1, TLS HTTP/2, h2c):
+/// a body that fits gets the interim 100 (the host sends it at the plugin's first read
+/// of the body; curl waits for it, up to 30 s here, longer than its `--max-time`), then
+/// reaches the origin; one over the route's `max_body_bytes` gets its 413 with no 100
+/// before it. The HTTP/2 refusal is checked with the test's own client: curl 7.88 may
+/// report a 413 followed by RST_STREAM(NO_ERROR) as an empty reply.
+#[tokio::test]
+async fn a_bridged_client_that_expects_100_continue_gets_it_unless_its_body_is_refused() {
+    let pki = TestPki::new();
+    let cases: [(Option<&TestPki>, &str, &str); 3] = [
+        (Some(&pki), "--http1.1", "< HTTP/1.1 100 Continue"),
+        (Some(&pki), "--http2", "< HTTP/2 100"),
+        (None, "--http2-prior-knowledge", "< HTTP/2 100"),
+    ];
+    for (pki, protocol, interim) in cases {
+        let mut origin = ScriptedOrigin::start().await;
+        // The route's own limit: the plugin refuses the body, not the host.
+        let gateway = edge_gateway(
+            pki,
+            json!({"endpoint": "/up/{id}", "backend_url_pattern": "/events/{id}",
+                   "methods": ["POST"], "backend_host": origin.url(), "max_reconnects": 0,
+                   "max_body_bytes": 1024}),
+        );
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://localhost:{}/up/a", gateway.addr.port());
+        let post = |body: String| {
+            let client = curl(&url).resolve("localhost", gateway.addr);
+            match pki {
+                Some(pki) => client.cacert(&pki.ca),
+                None => client,
+            }
+            .arg(protocol)
+            .arg("-v")
+            .arg("--expect100-timeout")
+            .arg("30")
+            .header("Expect: 100-continue")
+            .arg("--data-binary")
+            .arg(body)
+        };
+
+        let fits = "x".repeat(1000);
+        let answering = async {
+            let mut upstream = origin.accept().await;
+            assert_eq!(upstream.read_body(fits.len()).await, fits.as_bytes());
+            upstream.send_event_stream_head().await;
+            upstream.send(b"data: got it\n\n").await;
+            upstream.close().await;
+        };
+        let (out, ()) = tokio::join!(post(fits.clone()).run(), answering);
+        assert_eq!(out.status, 200, "{protocol}: {out:?}");
+        assert!(out.stderr.contains(interim), "{protocol}: {}", out.stderr);
+        assert_eq!(out.body, b"data: got it\n\n");
+
+        if protocol == "--http1.1" {
+            let out = post("x".repeat(2000)).run().await;
+            assert_eq!(out.status, 413, "{protocol}: {out:?}");
+            assert!(!out.stderr.contains(interim), "{protocol}: {}", out.stderr);
+            continue;
+        }
+        let mut client = match pki {
+            Some(pki) => H2Client::connect_tls(gateway.addr, pki.client_config(ALPN_H2)).await,
+            None => H2Client::connect(gateway.addr).await,
+        };
+        let headers = [("expect", "100-continue"), ("content-length", "2000")];
+        let mut upload = client.upload("POST", "/up/a", &headers).await;
+        assert_eq!(
+            upload.interim().await,
+            None,
+            "{protocol}: a 100 before the 413"
+        );
+        assert_eq!(upload.response().await.status, 413, "{protocol}");
+    }
 }

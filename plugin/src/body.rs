@@ -7,6 +7,7 @@
 //! handoff) bounds the whole read. The bytes the host read past the head come first.
 
 use abi::{HttpVersion, RequestHead};
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use wire::framing::{self, Framing, FramingError};
 
@@ -66,9 +67,7 @@ impl Unread {
                 value: &h.value,
             })
             .collect();
-        let expects_continue = head
-            .header("expect")
-            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+        let expects_continue = head.expects_continue();
         let framing = match incoming.version {
             HttpVersion::Http11 => framing::request(&headers)?,
             HttpVersion::Http2 => framing::stream_request(&headers)?,
@@ -110,7 +109,7 @@ impl Unread {
             }
             while !framing.is_done() {
                 let n = client
-                    .read_body(&mut buf)
+                    .read(&mut buf)
                     .await
                     .map_err(|_| BodyRefused::Closed)?;
                 if n == 0 {

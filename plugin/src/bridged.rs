@@ -70,6 +70,8 @@ impl BridgedStream {
     }
 }
 
+/// The client's bytes after the head: over HTTP/1.1 as the client framed them, over
+/// HTTP/2 its DATA frames' payload (none once the response has ended).
 impl AsyncRead for BridgedStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -154,17 +156,12 @@ impl ClientTransport for BridgedStream {
         self.send_head(head, body).await
     }
 
-    /// Nothing is sent: the transport carries one response head, and an interim one would
-    /// need its own call across the ABI. A client that sent `Expect: 100-continue` over
-    /// TLS or HTTP/2 sends its body after its own wait (curl: 1 s).
+    /// Nothing to do: the host sends the interim `100 Continue` (HTTP/1.1 bytes, or an
+    /// informational HEADERS frame) at the first `poll_read` of a request that expects
+    /// one, as hyper does. The session reads the body only once its declared length
+    /// fits, so a 413 goes out with no 100 before it.
     async fn write_continue(&mut self) -> io::Result<()> {
         Ok(())
-    }
-
-    /// The client's bytes after the head: over HTTP/1.1 as the client framed them, over
-    /// HTTP/2 its DATA frames' payload.
-    async fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        tokio::io::AsyncReadExt::read(self, buf).await
     }
 
     fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {

@@ -195,6 +195,16 @@ impl H2Upload {
             .expect("sending the request body");
     }
 
+    /// Waits (up to [`STEP`]) for the next head: `Some` with the status of an interim
+    /// (1xx) one, `None` when the final head comes next (or the stream ended).
+    pub async fn interim(&mut self) -> Option<StatusCode> {
+        let next = std::future::poll_fn(|cx| self.response.poll_informational(cx));
+        timeout(STEP, next)
+            .await
+            .expect("no response head")
+            .map(|head| head.expect("a valid interim head").status())
+    }
+
     /// Waits (up to [`STEP`]) for the response head.
     pub async fn response(self) -> H2Stream {
         let response = timeout(STEP, self.response)

@@ -1,16 +1,21 @@
 //! HTTP/1.1 bytes written or read on raw sockets, by the host (answers it gives on a
 //! connection hyper no longer drives) and by plugins (which own their connections): one
 //! copy of each rule, on both sides of the ABI, including what may go upstream ([`clean`]),
-//! where a request or response body ends ([`framing`]) and an origin's response head
-//! ([`response_head`]).
+//! where a request or response body ends ([`framing`]), an origin's response head
+//! ([`response_head`]) and the lingering close after a last answer ([`linger`]).
 
 #![forbid(unsafe_code)]
 
 pub mod clean;
 pub mod framing;
+pub mod linger;
 pub mod response_head;
 
 use http::StatusCode;
+
+/// The interim answer to `Expect: 100-continue` over HTTP/1.1: the plugin writes it on a
+/// socket it owns, the host on a TLS connection it keeps.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Appends the header line `name: value` and its CRLF.
 pub fn header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {

@@ -13,6 +13,8 @@
 //!   wait on a write and on `poll_closed` at once, so both its wakers are kept here and
 //!   h2 gets one waker that wakes both ([`StreamWakers::shared_send`]): no wake-up is lost
 //!   either way.
+//! * `Expect: 100-continue`: the first read, while no response head was sent, sends the
+//!   interim 100 as an informational HEADERS frame (`SendResponse::send_informational`).
 
 use std::io;
 use std::task::{Context, Poll};
@@ -44,6 +46,8 @@ pub struct H2Transport {
     wakers: StreamWakers,
     /// The plugin ended the body or reset it.
     ended: bool,
+    /// The client waits for `100 Continue`, not sent yet.
+    continue_due: bool,
 }
 
 fn gone(cause: Option<h2::Error>) -> RIoError {
@@ -55,8 +59,13 @@ fn gone(cause: Option<h2::Error>) -> RIoError {
 }
 
 impl H2Transport {
-    pub fn new(request_body: RecvStream, respond: SendResponse<Bytes>) -> Self {
+    pub fn new(
+        request_body: RecvStream,
+        respond: SendResponse<Bytes>,
+        expects_continue: bool,
+    ) -> Self {
         Self {
+            continue_due: expects_continue && !request_body.is_end_stream(),
             respond: Some(respond),
             send: None,
             recv: Some(request_body),
@@ -118,6 +127,21 @@ impl FfiTransport for H2Transport {
         waker: &FfiWaker,
         mut buf: RSliceMut<'_, u8>,
     ) -> FfiPoll<RResult<usize, RIoError>> {
+        if std::mem::take(&mut self.continue_due) {
+            // Once the head is sent (`respond` taken), a 100 has no place.
+            if let Some(respond) = self.respond.as_mut() {
+                let mut interim = http::Response::new(());
+                *interim.status_mut() = http::StatusCode::CONTINUE;
+                if let Err(e) = respond.send_informational(interim) {
+                    return FfiPoll::Ready(RResult::RErr(gone(Some(e))));
+                }
+            }
+        }
+        if self.ended {
+            // The response is over: the rest of the body is not wanted, and dropping the
+            // stream tells the client so (RST_STREAM(NO_ERROR)).
+            return FfiPoll::Ready(RResult::ROk(0));
+        }
         loop {
             if !self.request_left.is_empty() {
                 let n = buf.len().min(self.request_left.len());

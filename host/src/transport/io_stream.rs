@@ -8,6 +8,10 @@
 //! client can hold, and the plugin's `client_write_timeout` measures the pending write as
 //! on TCP. The body is close-delimited as the plugin's answers over TCP are: a clean end
 //! is close_notify then FIN; [`FfiTransport::reset`] closes with a TCP reset instead.
+//!
+//! `Expect: 100-continue`: the interim `100 Continue` is queued where the head goes, at
+//! the plugin's first read when no response head was sent and no body byte came with the
+//! head, and written out (flushed) before that read waits for the body.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -38,8 +42,11 @@ pub struct IoTransport {
     io: Option<TlsStream<TcpStream>>,
     /// Bytes the gate read past the head: the plugin reads them first.
     read_ahead: Bytes,
-    /// The serialized head, from `send_head` until written out.
+    /// What goes before the body, from `queue` until written out: the interim `100
+    /// Continue`, the serialized head.
     head: Vec<u8>,
+    /// The client waits for `100 Continue`, not sent yet.
+    continue_due: bool,
     head_sent: bool,
     /// Whether the plugin ended the body itself (`poll_shutdown`).
     shut_down: bool,
@@ -51,10 +58,12 @@ pub struct IoTransport {
 impl IoTransport {
     /// Takes over `io` after the gate, with the bytes it read past the head. Called on
     /// the host's runtime.
-    pub fn new(mut io: TlsStream<TcpStream>, read_ahead: Bytes) -> Self {
+    pub fn new(mut io: TlsStream<TcpStream>, read_ahead: Bytes, expects_continue: bool) -> Self {
         io.get_mut().1.set_buffer_limit(Some(CLAIMED_BUFFER_LIMIT));
         Self {
             io: Some(io),
+            // A client that sent body bytes with its head is not waiting.
+            continue_due: expects_continue && read_ahead.is_empty(),
             read_ahead,
             head: Vec::new(),
             head_sent: false,
@@ -77,6 +86,19 @@ impl IoTransport {
             self.head.drain(..n);
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Writes out and flushes a queued interim `100 Continue` (the client sends its body
+    /// only once it has it); Ready(Ok) at once when none is queued.
+    fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.head.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(self.poll_head(cx))?;
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_flush(cx),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
     }
 
     /// Runs `f` with the stream, once the head is out, in the plugin waker's context.
@@ -119,6 +141,7 @@ impl FfiTransport for IoTransport {
             return RResult::RErr(error(io::ErrorKind::AlreadyExists, "a second head"));
         }
         self.head_sent = true;
+        self.continue_due = false;
         let status =
             http::StatusCode::from_u16(head.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
         let mut lines = Vec::new();
@@ -128,7 +151,9 @@ impl FfiTransport for IoTransport {
                 wire::header_line(&mut lines, &header.name, &header.value);
             }
         }
-        self.head = wire::close_delimited_head(status, &lines);
+        // After what is left of an interim 100.
+        self.head
+            .extend_from_slice(&wire::close_delimited_head(status, &lines));
         RResult::ROk(())
     }
 
@@ -143,12 +168,27 @@ impl FfiTransport for IoTransport {
             self.read_ahead.advance(n);
             return FfiPoll::Ready(RResult::ROk(n));
         }
+        if self.io.is_none() {
+            return FfiPoll::Ready(RResult::RErr(reset()));
+        }
+        if std::mem::take(&mut self.continue_due) {
+            self.head.extend_from_slice(wire::CONTINUE);
+        }
+        // A clone of the stream's own waker, as `poll_interim` takes all of `self`.
+        let waker = self.wakers.register(Wait::Read, waker).clone();
+        let mut cx = Context::from_waker(&waker);
+        if !self.head_sent {
+            match self.poll_interim(&mut cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return FfiPoll::Ready(RResult::RErr(e.into())),
+                Poll::Pending => return FfiPoll::Pending,
+            }
+        }
         let Some(io) = self.io.as_mut() else {
             return FfiPoll::Ready(RResult::RErr(reset()));
         };
-        let waker = self.wakers.register(Wait::Read, waker);
         let mut read = ReadBuf::new(&mut buf);
-        let poll = Pin::new(io).poll_read(&mut Context::from_waker(waker), &mut read);
+        let poll = Pin::new(io).poll_read(&mut cx, &mut read);
         ffi(poll.map_ok(|()| read.filled().len()))
     }
 
@@ -219,12 +259,16 @@ impl Drop for IoTransport {
         if self.shut_down {
             return;
         }
-        let head = if self.head_sent {
-            std::mem::take(&mut self.head)
-        } else {
+        let mut head = std::mem::take(&mut self.head);
+        if !self.head_sent {
             // The plugin never answered.
-            wire::plain_text_response(http::StatusCode::BAD_GATEWAY, b"", "bad gateway\n")
-        };
+            let bad_gateway = "bad gateway\n";
+            head.extend(wire::plain_text_response(
+                http::StatusCode::BAD_GATEWAY,
+                b"",
+                bad_gateway,
+            ));
+        }
         self.runtime.spawn(async move {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
                 io.write_all(&head).await?;

@@ -27,19 +27,33 @@ pub use io_stream::IoTransport;
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The transport the plugin gets, with the bytes read past the head that it must see
     /// first in the request's `read_ahead` (a bridged transport reads them out itself).
-    fn into_transport(self, read_ahead: BytesMut) -> io::Result<(ClientTransport, Vec<u8>)>;
+    /// `expects_continue`: the client waits for `100 Continue`, which a bridged transport
+    /// sends at the body's first read (the plugin writes it on a socket it owns).
+    fn into_transport(
+        self,
+        read_ahead: BytesMut,
+        expects_continue: bool,
+    ) -> io::Result<(ClientTransport, Vec<u8>)>;
 }
 
 impl ClientStream for TcpStream {
-    fn into_transport(self, read_ahead: BytesMut) -> io::Result<(ClientTransport, Vec<u8>)> {
+    fn into_transport(
+        self,
+        read_ahead: BytesMut,
+        _expects_continue: bool,
+    ) -> io::Result<(ClientTransport, Vec<u8>)> {
         let socket = self.into_std()?;
         Ok((ClientTransport::Socket(socket.into()), read_ahead.to_vec()))
     }
 }
 
 impl ClientStream for TlsStream<TcpStream> {
-    fn into_transport(self, read_ahead: BytesMut) -> io::Result<(ClientTransport, Vec<u8>)> {
-        let transport = IoTransport::new(self, read_ahead.freeze());
+    fn into_transport(
+        self,
+        read_ahead: BytesMut,
+        expects_continue: bool,
+    ) -> io::Result<(ClientTransport, Vec<u8>)> {
+        let transport = IoTransport::new(self, read_ahead.freeze(), expects_continue);
         Ok((ClientTransport::Bridged(bridged(transport)), Vec::new()))
     }
 }

@@ -35,9 +35,6 @@ pub use transport::{write_parts, ClientTransport, ResponseHead, IOV_BATCH};
 /// The comment a stream gets after `keepalive` without bytes.
 pub const KEEPALIVE: &[u8] = b":keepalive\n";
 
-/// How long a refused client's connection is kept after the answer, the host's own linger.
-const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
-
 pub struct Session<'a, C> {
     client: C,
     /// The client's end, asked of `client` only when it may have changed.
@@ -160,9 +157,9 @@ impl<'a, C: ClientTransport> Session<'a, C> {
         {
             let _ = self.client.shutdown().await;
             // What the client still sends (a body not read, or read only in part) is read
-            // and dropped for a while: closing with it unread would reset the connection,
-            // and the client could lose the answer before reading it.
-            let _ = tokio::time::timeout(REFUSAL_LINGER, self.closed()).await;
+            // and dropped, within the host's bounds: closing with it unread would reset
+            // the connection, and the client could lose the answer before reading it.
+            wire::linger::discard(&mut self.client).await;
         }
     }
 

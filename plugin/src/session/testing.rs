@@ -13,7 +13,7 @@ use std::time::Duration;
 use abi::RequestHead;
 use abi_stable::std_types::RStr;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::time::Instant;
 
 use super::transport::http1;
@@ -47,6 +47,16 @@ pub struct TestClient {
     reset: Arc<AtomicBool>,
 }
 
+impl AsyncRead for TestClient {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
 impl AsyncWrite for TestClient {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -69,11 +79,7 @@ impl ClientTransport for TestClient {
     }
 
     async fn write_continue(&mut self) -> io::Result<()> {
-        self.io.write_all(super::transport::CONTINUE).await
-    }
-
-    async fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.read(buf).await
+        self.io.write_all(wire::CONTINUE).await
     }
 
     fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {

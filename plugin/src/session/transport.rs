@@ -12,9 +12,10 @@
 //!   payload ranges of one read), and `poll_shutdown` to end the body cleanly (TCP: FIN;
 //!   HTTP/2: END_STREAM).
 //! - [`ClientTransport::write_continue`]: `100 Continue` for a client that waits for it
-//!   before its body.
-//! - [`ClientTransport::read_body`]: the request body past what the host read with the
-//!   head, read before the stream starts (TCP: from the socket; HTTP/2: its DATA frames).
+//!   before its body (on a bridged stream the host sends it at the body's first read).
+//! - `AsyncRead`: the request body past what the host read with the head, read before the
+//!   stream starts (TCP: from the socket; HTTP/2: its DATA frames), and after a refusal
+//!   what the client still sends (`wire::linger`; HTTP/2: nothing, the stream is over).
 //! - [`ClientTransport::poll_closed`]: how the session learns that the client left while
 //!   nothing is being written. TCP reads to EOF (what the client sends after its request
 //!   is ignored); on HTTP/2 a GET's request body ends at once, so "read returned 0" does
@@ -32,11 +33,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::StatusCode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-
-/// The interim answer to `Expect: 100-continue`.
-pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Payload parts written per `writev` call.
 pub const IOV_BATCH: usize = 64;
@@ -53,7 +51,7 @@ pub struct ResponseHead<'a> {
 }
 
 /// A client's side of one stream. See the module's header for why each method exists.
-pub trait ClientTransport: AsyncWrite + Unpin + Send {
+pub trait ClientTransport: AsyncRead + AsyncWrite + Unpin + Send {
     /// Writes the response head, once, then `body` (all of a short answer's body; empty
     /// for a stream, whose body follows through `AsyncWrite`), in one write where the
     /// transport can.
@@ -63,12 +61,10 @@ pub trait ClientTransport: AsyncWrite + Unpin + Send {
         body: &[u8],
     ) -> impl Future<Output = io::Result<()>> + Send;
 
-    /// Tells a client that waits (`Expect: 100-continue`) to send its body (TCP: the
-    /// interim `100 Continue`; HTTP/2: its HEADERS frame).
+    /// Tells a client that waits (`Expect: 100-continue`) to send its body, once its
+    /// declared length fits (TCP: the interim `100 Continue`; a bridged stream: nothing,
+    /// the host sends the interim itself at the body's first read).
     fn write_continue(&mut self) -> impl Future<Output = io::Result<()>> + Send;
-
-    /// Reads request body bytes into `buf`; `Ok(0)` when the client sends no more.
-    fn read_body(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
 
     /// Ready once the client is gone; when pending, `cx`'s waker is woken when that may
     /// have changed (and not only then: a spurious wake is allowed).
@@ -84,11 +80,7 @@ impl ClientTransport for TcpStream {
     }
 
     async fn write_continue(&mut self) -> io::Result<()> {
-        self.write_all(CONTINUE).await
-    }
-
-    async fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read(buf).await
+        self.write_all(wire::CONTINUE).await
     }
 
     fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -175,6 +167,7 @@ pub async fn write_parts<'a, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     /// Takes at most 3 bytes per write, to exercise partial vectored writes.
     struct Trickle(Vec<u8>);
