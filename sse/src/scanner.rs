@@ -619,6 +619,15 @@ mod tests {
         max: usize,
     ) -> impl Strategy<Value = Vec<u8>> {
         let ending = prop_oneof![Just(&b"\n"[..]), Just(&b"\r"[..]), Just(&b"\r\n"[..])];
+        lines_ending(line, ending, max)
+    }
+
+    /// Up to `max` of `line`s, each with an `ending`, after a BOM or not.
+    pub(crate) fn lines_ending(
+        line: impl Strategy<Value = Vec<u8>>,
+        ending: impl Strategy<Value = &'static [u8]>,
+        max: usize,
+    ) -> impl Strategy<Value = Vec<u8>> {
         (
             any::<bool>(),
             proptest::collection::vec((line, ending), 0..max),

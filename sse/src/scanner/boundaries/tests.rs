@@ -156,22 +156,7 @@ fn lf_stream() -> impl Strategy<Value = Vec<u8>> {
         1 => Just(&b"\r"[..]),
         1 => Just(&b"\r\n"[..])
     ];
-    (
-        any::<bool>(),
-        proptest::collection::vec((line, ending), 0..40),
-    )
-        .prop_map(|(bom, lines)| {
-            let mut out = if bom {
-                crate::scanner::BOM.to_vec()
-            } else {
-                Vec::new()
-            };
-            for (line, ending) in lines {
-                out.extend_from_slice(&line);
-                out.extend_from_slice(ending);
-            }
-            out
-        })
+    crate::scanner::tests::lines_ending(line, ending, 40)
 }
 
 proptest! {
