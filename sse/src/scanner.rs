@@ -197,10 +197,8 @@ impl Scanner {
                         self.in_event = false;
                         if let Some(id) = ids.next.take() {
                             ids.last = Some(id);
-                        } else if let Some(id) = self.next_id.take() {
+                        } else if self.commit_next_id() {
                             ids.last = None;
-                            let old = std::mem::replace(&mut self.last_event_id, id);
-                            self.recycle(old);
                         }
                         let last_event_id = match &ids.last {
                             Some(id) => &bytes[id.clone()],
@@ -360,6 +358,18 @@ impl Scanner {
             }
             _ => at + 1,
         }
+    }
+
+    /// At a blank line: the last event ID buffer, when an `id` line set it since the last
+    /// one, becomes the last event ID (moved, not copied). `false` when none did.
+    #[inline]
+    fn commit_next_id(&mut self) -> bool {
+        let Some(id) = self.next_id.take() else {
+            return false;
+        };
+        let old = std::mem::replace(&mut self.last_event_id, id);
+        self.recycle(old);
+        true
     }
 
     /// Keeps an ID's allocation for the next `id` line's value (within the bound on what

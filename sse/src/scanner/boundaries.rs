@@ -78,10 +78,7 @@ impl Scanner {
                     }
                 }
                 None => {
-                    if let Some(id) = self.next_id.take() {
-                        let old = std::mem::replace(&mut self.last_event_id, id);
-                        self.recycle(old);
-                    }
+                    self.commit_next_id();
                 }
             }
         }
