@@ -4,30 +4,24 @@ use super::*;
 
 #[test]
 fn split_at_cuts_a_straddling_range_in_two() {
-    let mut ranges = vec![0..4, 6..10, 12..16];
-    let mut tail = Vec::new();
-    split_at(&mut ranges, 8, &mut tail);
-    assert_eq!((ranges, tail), (vec![0..4, 6..8], vec![8..10, 12..16]));
-
-    let mut ranges = vec![0..4, 6..10];
-    let mut tail = Vec::new();
-    split_at(&mut ranges, 10, &mut tail);
-    assert_eq!((ranges, tail), (vec![0..4, 6..10], vec![]));
-
-    let mut ranges = vec![0..4, 6..10];
-    let mut tail = Vec::new();
-    split_at(&mut ranges, 5, &mut tail);
-    assert_eq!((ranges, tail), (vec![0..4], vec![6..10]));
-
-    let mut ranges = vec![0..4, 6..10];
-    let mut tail = Vec::new();
-    split_at(&mut ranges, 12, &mut tail);
-    assert_eq!((ranges, tail), (vec![0..4, 6..10], vec![]));
-
-    let mut ranges = vec![0..4, 6..10];
-    let mut tail = Vec::new();
-    split_at(&mut ranges, 0, &mut tail);
-    assert_eq!((ranges, tail), (vec![], vec![0..4, 6..10]));
+    // (ranges, cut, what stays, the tail)
+    let cases = [
+        (
+            vec![0..4, 6..10, 12..16],
+            8,
+            vec![0..4, 6..8],
+            vec![8..10, 12..16],
+        ),
+        (vec![0..4, 6..10], 10, vec![0..4, 6..10], vec![]),
+        (vec![0..4, 6..10], 5, vec![0..4], vec![6..10]),
+        (vec![0..4, 6..10], 12, vec![0..4, 6..10], vec![]),
+        (vec![0..4, 6..10], 0, vec![], vec![0..4, 6..10]),
+    ];
+    for (mut ranges, cut, kept, expected_tail) in cases {
+        let mut tail = Vec::new();
+        split_at(&mut ranges, cut, &mut tail);
+        assert_eq!((ranges, tail), (kept, expected_tail), "cut at {cut}");
+    }
 }
 
 #[test]
